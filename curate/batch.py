@@ -1,0 +1,150 @@
+"""The per-row work of a scan, one batch at a time: parse, normalise, identify, filter, sign.
+
+`process_batch` is a pure function of its inputs so a process pool can run it on every core;
+its result is columnar and small (no record text), and the main process stitches batches back
+together in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from curate.dedup.minhash import band_hashes, signatures
+from curate.normalise.normaliser import Normaliser, Unreadable
+from curate.read.items import Item, parse_item
+from curate.record import Record
+from curate.ruleset import Rules
+
+
+@dataclass
+class BatchResult:
+    """Columns for the rows of one batch, indexed from 0 (the caller adds the batch's first row)."""
+
+    n: int = 0
+    source: list[str] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    line: list[int] = field(default_factory=list)  # -1: no line
+    part: list[int] = field(default_factory=list)  # -1: not an expanded record
+    content_id: list[bytes | None] = field(default_factory=list)
+    prompt_key: list[int] = field(default_factory=list)
+    response_key: list[int] = field(default_factory=list)
+    prompt_chars: list[int] = field(default_factory=list)
+    response_chars: list[int] = field(default_factory=list)
+    lang: list[str] = field(default_factory=list)
+    hits: dict[int, list[tuple[str, float, dict]]] = field(default_factory=dict)
+    quarantine: dict[int, tuple[str, str]] = field(default_factory=dict)
+    raw: list[bytes] = field(default_factory=list)
+    bands: np.ndarray | None = None
+    band_rows: np.ndarray | None = None
+    filter_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _key(text: str) -> int:
+    digest = hashlib.blake2b(unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def dump_raw(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        import json
+
+        return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> BatchResult:
+    out = BatchResult()
+    clock = time.perf_counter
+    t0 = clock()
+    records: list[Record] = []
+    for item in items:
+        original = item.data
+        parse_item(item)
+        for rec in normaliser.records(item, out.n):
+            local = out.n
+            out.n += 1
+            out.source.append(rec.source)
+            out.index.append(rec.index)
+            out.line.append(-1 if rec.line is None else rec.line)
+            if isinstance(rec, Unreadable):
+                out.part.append(-1)
+                out.content_id.append(None)
+                out.prompt_key.append(0)
+                out.response_key.append(0)
+                out.prompt_chars.append(0)
+                out.response_chars.append(0)
+                out.lang.append("")
+                out.quarantine[local] = (rec.reason, rec.error)
+                out.raw.append(rec.raw_text.encode("utf-8", "backslashreplace"))
+                continue
+            out.part.append(-1 if rec.part is None else rec.part)
+            out.content_id.append(bytes.fromhex(rec.content_id))
+            prompt, response = rec.prompt, rec.response
+            out.prompt_key.append(_key(prompt))
+            out.response_key.append(_key(response))
+            out.prompt_chars.append(len(prompt))
+            out.response_chars.append(len(response))
+            out.lang.append("")
+            if original is not None and rec.part is None:
+                out.raw.append(original.rstrip(b"\r"))
+            else:
+                out.raw.append(dump_raw(rec.raw))
+            records.append(rec)
+    t1 = clock()
+    out.seconds["read"] = t1 - t0
+
+    full_texts = [r.full_text() for r in records]
+    found: dict[int, list[tuple[str, float, dict]]] = {}
+    if records:
+        import pyarrow as pa
+
+        texts = pa.array(full_texts, pa.large_string()) if full_texts else None
+        for rule in rules.filters:
+            name = rule.filter.name
+            try:
+                mask, default = rule.filter.screen(records, texts)
+            except Exception as exc:  # a broken screen falls back to checking every row
+                mask, default = None, None
+                out.filter_errors.setdefault(name, (0, f"screen: {type(exc).__name__}: {exc}"))
+            if default is not None and default.tags and "lang" in default.tags:
+                for i in (range(len(records)) if mask is None else np.flatnonzero(~mask).tolist()):
+                    out.lang[records[i].row] = default.tags["lang"]
+            if default is not None and default.reason is not None:
+                for i in np.flatnonzero(~mask).tolist():
+                    found.setdefault(records[i].row, []).append((default.reason, default.score, default.detail))
+            for i in (range(len(records)) if mask is None else np.flatnonzero(mask).tolist()):
+                rec = records[i]
+                try:
+                    hits = rule.filter.check(rec)
+                except Exception as exc:  # one broken filter must not sink the scan
+                    count, first = out.filter_errors.get(
+                        name, (0, f"{rec.source}:{rec.line}: {type(exc).__name__}: {exc}"))
+                    out.filter_errors[name] = (count + 1, first)
+                    continue
+                for hit in hits or ():
+                    if hit.tags and "lang" in hit.tags:
+                        out.lang[rec.row] = hit.tags["lang"]
+                    if hit.reason is not None:
+                        found.setdefault(rec.row, []).append((hit.reason, hit.score, hit.detail))
+    out.hits = found
+    t2 = clock()
+    out.seconds["filter"] = t2 - t1
+
+    if rules.near.enabled and records:
+        sig = signatures(full_texts, rules.near.ngram, rules.near.bands * rules.near.rows)
+        out.bands = band_hashes(sig, rules.near.bands, rules.near.rows)
+        out.band_rows = np.fromiter((r.row for r in records), dtype=np.int64, count=len(records))
+        has_shingles = sig[:, 0] != np.uint64(1 << 40)
+        out.bands, out.band_rows = out.bands[has_shingles], out.band_rows[has_shingles]
+    out.seconds["minhash"] = clock() - t2
+    return out

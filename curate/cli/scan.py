@@ -1,0 +1,56 @@
+"""`curate scan`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from curate.cli.main import guarded
+
+HELP = """Scan fine-tuning data: read any common format, dedup, filter by rules, write verdicts.
+
+SOURCES are files (.jsonl, .json, .parquet, .csv, .tsv, optionally .gz/.zst), folders, globs, a
+saved `datasets` dataset, or - for stdin. Outputs go to --out: clean.jsonl, verdicts.jsonl,
+flagged.jsonl, quarantine.jsonl, report.json, report.html and manifest.json (written last).
+
+Exit codes: 0 success · 1 a --fail-on threshold was crossed · 2 usage error or unreadable input
+· 3 internal error."""
+
+
+def scan(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced atomically).")] = Path("curate-out"),
+    rules: Annotated[Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Record format for every file, instead of detecting it (see `curate formats`).")] = None,
+    map: Annotated[Optional[list[str]], typer.Option("--map", "-m", help="Field mapping, e.g. instruction=question,output=answer or output=instances[].output.")] = None,
+    input_type: Annotated[Optional[str], typer.Option("--input-type", help="File type when the name does not tell: jsonl, json, parquet, csv, tsv, dataset.")] = None,
+    against: Annotated[Optional[list[str]], typer.Option("--against", help="Evaluation set: rows whose prompt duplicates one of its prompts get dup:eval; repeatable.")] = None,
+    fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Exit 1 when this holds, e.g. "flag-rate>0.01" or "pii>0"; repeatable.')] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
+) -> None:
+    def body() -> int:
+        from curate.cli.render import print_summary, progress_bar
+        from curate.decide import parse_fail_on
+        from curate.scan import scan as run_scan
+
+        parse_fail_on(fail_on)  # fail fast on a bad expression, before reading anything
+        with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:
+            report = run_scan(sources if len(sources) > 1 else sources[0], rules=[str(r) for r in rules or []],
+                              out=out, format=format, map=map, input_type=input_type, against=against,
+                              fail_on=fail_on, workers=workers, progress=progress)
+        if json:
+            import orjson
+
+            sys.stdout.write(orjson.dumps(report.summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif not quiet:
+            print_summary(report)
+        return report.exit_code
+
+    code = guarded(body, debug)
+    raise typer.Exit(code)

@@ -1,0 +1,13 @@
+"""Filter: small registered units that score a record, named by `rules/*.yaml`.
+
+A filter only scores and explains (NeMo Curator's score/decide split): the rules file decides what
+each hit does, `drop`, `flag`, `annotate` or `redact`. Every filter has a stable reason code and a
+dataclass of parameters that the rules loader checks against.
+"""
+
+from __future__ import annotations
+
+from curate.filters.base import ACTIONS, FILTERS, Filter, Hit, register
+from curate.filters import builtin as _builtin  # noqa: F401  (registers the built-in filters)
+
+__all__ = ["ACTIONS", "FILTERS", "Filter", "Hit", "register"]

@@ -1,0 +1,129 @@
+"""report.html: one self-contained page (no scripts, no external assets). Every piece of record
+text is escaped: the records are attacker-controlled."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#1b1f24;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:left}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+.keep{color:#1a7f37}.drop{color:#9a6700}.flag{color:#cf222e}.quarantine{color:#8250df}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:8rem}
+.card b{font-size:1.4rem;display:block}.pre{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;
+background:#f6f8fa;padding:.3rem .5rem;border-radius:4px;max-width:60rem}
+.ok{color:#1a7f37}.bad{color:#cf222e}small{color:#57606a}
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f'<th class="{"n" if i in numeric else ""}">{escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"n" if i in numeric else ""}">{cell}</td>'
+                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _bars(histogram: list[dict[str, int]], title: str) -> str:
+    width, height, pad = 560, 160, 28
+    peak = max((b["rows"] for b in histogram), default=0) or 1
+    step = (width - pad) / max(len(histogram), 1)
+    parts = [f'<svg width="{width}" height="{height + 40}" role="img" aria-label="{escape(title)}">']
+    for i, b in enumerate(histogram):
+        h = height * b["rows"] / peak
+        x = pad + i * step
+        label = f'{b["from"]:,}–{b["to"]:,}' if b["to"] - b["from"] > 1 else f'{b["from"]:,}'
+        parts.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{step * 0.8:.1f}" height="{h:.1f}" fill="#54aeff">'
+                     f'<title>{escape(label)} chars: {b["rows"]:,} rows</title></rect>')
+        parts.append(f'<text x="{x + step * 0.4:.1f}" y="{height + 14}" font-size="9" text-anchor="middle">'
+                     f'{escape(_short(b["from"]))}</text>')
+        if b["rows"]:
+            parts.append(f'<text x="{x + step * 0.4:.1f}" y="{height - h - 3:.1f}" font-size="9" '
+                         f'text-anchor="middle">{b["rows"]:,}</text>')
+    parts.append(f'<text x="{pad}" y="{height + 32}" font-size="11">{escape(title)} (characters, from)</text></svg>')
+    return "".join(parts)
+
+
+def _short(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+def _where(w: dict[str, Any]) -> str:
+    line = f":{w['line']}" if w.get("line") else ""
+    return f"{escape(str(w['source']))}{line} <small>(row {w['row']})</small>"
+
+
+def render_html(summary: dict[str, Any]) -> str:
+    counts = summary["counts"]
+    rows = summary["rows"] or 1
+    acc = summary["accounting"]
+    cards = "".join(f'<div class="card {v}"><b>{counts[v]:,}</b>{v} · {counts[v] / rows:.1%}</div>'
+                    for v in ("keep", "drop", "flag", "quarantine"))
+    balance = ('<span class="ok">✔ counts add up</span>' if acc["balanced"]
+               else '<span class="bad">✘ counts do not add up</span>')
+    out = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+           f"<meta http-equiv=Content-Security-Policy content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+           f"<title>curate scan report</title><style>{_CSS}</style></head><body>",
+           f"<h1>curate scan report</h1><p>{escape(', '.join(summary['inputs']))} · "
+           f"{summary['rows']:,} records read · {balance} "
+           f"({acc['verdicts']:,} verdicts for {acc['rows_read']:,} records)</p>",
+           f'<div class="cards">{cards}</div>']
+    if summary.get("failed"):
+        out.append('<p class="bad">Failed thresholds: ' + escape(", ".join(summary["failed"])) + "</p>")
+
+    out.append("<h2>Reasons</h2>")
+    out.append(_table(["reason", "action", "rows", "share"],
+                      [[f"<code>{escape(r)}</code>", escape(v["action"]), f"{v['rows']:,}", f"{v['rows'] / rows:.2%}"]
+                       for r, v in sorted(summary["reasons"].items(), key=lambda kv: -kv[1]["rows"])], {2, 3}))
+
+    out.append("<h2>Sources</h2>")
+    out.append(_table(["source", "format", "rows", "keep", "drop", "flag", "quarantine", "problems"],
+                      [[escape(s["source"]), escape(str(s["format"] or "—")), f"{s['rows']:,}",
+                        *(f"{s[v]:,}" for v in ("keep", "drop", "flag", "quarantine")),
+                        "<br>".join(escape(p) for p in s["problems"])] for s in summary["sources"]],
+                      {2, 3, 4, 5, 6}))
+
+    out.append("<h2>Lengths</h2>")
+    out.append(_bars(summary["lengths"]["prompt_chars"], "prompt length"))
+    out.append(_bars(summary["lengths"]["response_chars"], "response length"))
+    if summary.get("languages"):
+        out.append("<h2>Languages</h2>")
+        out.append(_table(["language", "rows"], [[escape(k), f"{v:,}"] for k, v in
+                                                list(summary["languages"].items())[:20]], {1}))
+
+    dedup = summary["dedup"]
+    out.append("<h2>Duplicates</h2>")
+    out.append(f"<p>exact: {dedup['exact']['groups']:,} groups, {dedup['exact']['rows_dropped']:,} rows · "
+               f"near (Jaccard ≥ {dedup['near']['threshold']}): {dedup['near']['groups']:,} groups, "
+               f"{dedup['near']['rows_dropped']:,} rows · evaluation overlap: {dedup['eval']['rows']:,} rows "
+               f"against {dedup['eval']['eval_prompts']:,} prompts</p>")
+    if dedup["groups"]:
+        out.append(_table(["kind", "size", "kept", "also", "text of the kept row"],
+                          [[g["kind"], str(g["size"]), _where(g["kept"]),
+                            "<br>".join(_where(m) for m in g["members"][:5] if m["row"] != g["kept"]["row"]),
+                            f'<div class="pre">{escape(g["preview"])}</div>'] for g in dedup["groups"][:50]], {1}))
+
+    for kind, title in (("same_prompt", "One prompt, different responses"),
+                        ("same_response", "One response, different prompts")):
+        sig = summary["signals"].get(kind)
+        if sig and sig["groups"]:
+            out.append(f"<h2>{title}</h2><p>{sig['groups']:,} groups, {sig['rows']:,} rows. "
+                       "Not duplicates: kept, and used by poison detection.</p>")
+            out.append(_table(["rows", "distinct", "where", "text"],
+                              [[str(g["rows"]), str(g["distinct"]), "<br>".join(_where(w) for w in g["sample"][:3]),
+                                f'<div class="pre">{escape(g["preview"])}</div>'] for g in sig["top"][:10]], {0, 1}))
+
+    if summary.get("filter_errors"):
+        out.append("<h2 class=bad>Filter errors</h2>")
+        out.append(_table(["filter", "rows", "first error"],
+                          [[escape(k), str(v["rows"]), f'<div class="pre">{escape(v["first"])}</div>']
+                           for k, v in summary["filter_errors"].items()], {1}))
+
+    out.append("<h2>Run</h2>")
+    out.append(_table(["stage", "seconds"], [[escape(k), f"{v:.2f}"] for k, v in summary["seconds"].items()], {1}))
+    out.append(f"<p><small>rules {escape(', '.join(summary['rules']['files']))} · sha256 "
+               f"{escape(summary['rules']['sha256'][:16])} · curate {escape(summary['curate_version'])}</small></p>")
+    out.append("</body></html>")
+    return "\n".join(out)

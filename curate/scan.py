@@ -1,0 +1,624 @@
+"""The scan: read → normalise → filter → dedup → decide → write, over any source.
+
+Pass one streams the input in batches (on every core when there are several) and keeps only
+small per-row columns in memory; the records themselves spill to an Arrow file on disk, keyed by
+row. Dedup and the verdicts are decided on those columns, and pass two streams the spill into the
+outputs. Every row read ends in exactly one verdict, and the counts are checked before writing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from curate.batch import BatchResult, process_batch
+from curate.decide import Threshold, parse_fail_on, verdict_of
+from curate.dedup.exact import ExactGroups
+from curate.dedup.minhash import LSHIndex, band_hashes, shingle_set, shingle_sets, signatures
+from curate.dedup.near import UnionFind, candidate_pairs
+from curate.errors import CurateError, UsageError
+from curate.normalise import Normaliser, parse_mapping
+from curate.normalise.mapping import Mapping
+from curate.read import Item, resolve_sources
+from curate.read.objects import object_source
+from curate.record import Record
+from curate.ruleset import Rules, load_rules
+
+BATCH_ROWS = 2048
+BATCH_BYTES = 16 << 20
+
+
+@dataclass
+class Ledger:
+    """Per-row columns for the whole scan, addressed by row."""
+
+    n: int = 0
+    source_names: list[str] = field(default_factory=list)
+    source_id: list[int] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    line: list[int] = field(default_factory=list)
+    part: list[int] = field(default_factory=list)
+    content_id: list[bytes | None] = field(default_factory=list)
+    prompt_key: list[int] = field(default_factory=list)
+    response_key: list[int] = field(default_factory=list)
+    prompt_chars: list[int] = field(default_factory=list)
+    response_chars: list[int] = field(default_factory=list)
+    lang: list[str] = field(default_factory=list)
+    reasons: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    signals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    quarantined: set[int] = field(default_factory=set)
+    bands: list[np.ndarray] = field(default_factory=list)
+    band_rows: list[np.ndarray] = field(default_factory=list)
+    filter_errors: dict[str, list] = field(default_factory=dict)
+    seconds: Counter = field(default_factory=Counter)
+    exact: ExactGroups = field(default_factory=ExactGroups)
+    _source_ids: dict[str, int] = field(default_factory=dict)
+
+    def add_reason(self, row: int, reason: str, evidence: dict[str, Any]) -> None:
+        self.reasons.setdefault(row, {})[reason] = evidence
+
+    def merge(self, result: BatchResult, rules: Rules) -> None:
+        base = self.n
+        for name in result.source:
+            if name not in self._source_ids:
+                self._source_ids[name] = len(self.source_names)
+                self.source_names.append(name)
+        ids = self._source_ids
+        self.source_id.extend(ids[name] for name in result.source)
+        self.index.extend(result.index)
+        self.line.extend(result.line)
+        self.part.extend(result.part)
+        self.content_id.extend(result.content_id)
+        self.prompt_key.extend(result.prompt_key)
+        self.response_key.extend(result.response_key)
+        self.prompt_chars.extend(result.prompt_chars)
+        self.response_chars.extend(result.response_chars)
+        self.lang.extend(result.lang)
+        for local, hits in result.hits.items():
+            for reason, score, detail in hits:
+                self.add_reason(base + local, reason, {"action": rules.action_of(reason),
+                                                      "score": round(score, 4), **detail})
+        for local, (reason, error) in result.quarantine.items():
+            self.quarantined.add(base + local)
+            self.add_reason(base + local, reason, {"action": "quarantine", "error": error})
+        for local, cid in enumerate(result.content_id):
+            if cid is not None:
+                self.exact.add(cid, base + local)
+        if result.bands is not None and len(result.band_rows):
+            self.bands.append(result.bands)
+            self.band_rows.append(result.band_rows + base)
+        for name, (count, first) in result.filter_errors.items():
+            entry = self.filter_errors.setdefault(name, [0, first])
+            entry[0] += count
+        self.seconds.update(result.seconds)
+        self.n += result.n
+
+    def where(self, row: int) -> dict[str, Any]:
+        line = self.line[row]
+        return {"row": row, "source": self.source_names[self.source_id[row]],
+                "line": None if line < 0 else line}
+
+    def filter_verdict(self, row: int) -> str:
+        reasons = self.reasons.get(row)
+        return verdict_of([e["action"] for e in reasons.values()]) if reasons else "keep"
+
+
+class Spill:
+    """Raw records on disk in an Arrow IPC file, one batch per pass-one batch, keyed by row."""
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path = path
+        self._pa = pa
+        self.schema = pa.schema([("row", pa.int64()), ("raw", pa.large_binary())])
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, self.schema)
+        self._table = None
+
+    def write(self, first_row: int, raw: list[bytes]) -> None:
+        pa = self._pa
+        rows = pa.array(np.arange(first_row, first_row + len(raw), dtype=np.int64))
+        self._writer.write_batch(pa.record_batch([rows, pa.array(raw, pa.large_binary())], schema=self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+    def table(self):
+        if self._table is None:
+            pa = self._pa
+            self._table = pa.ipc.open_file(pa.memory_map(str(self.path), "r")).read_all()
+        return self._table
+
+    def batches(self) -> Iterator[tuple[int, list[bytes]]]:
+        pa = self._pa
+        reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            rows = batch.column(0)
+            yield (rows[0].as_py() if len(rows) else 0), batch.column(1).to_pylist()
+
+    def raw(self, row: int) -> bytes:
+        return self.table().column("raw")[row].as_py()
+
+
+@dataclass
+class ScanOptions:
+    """Everything but the data and the rules that changes what a scan does."""
+
+    format: str | None = None
+    mapping: Mapping | None = None
+    input_type: str | None = None
+    against: tuple[str, ...] = ()
+    workers: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UsageError("workers must be >= 1")
+
+
+def _batches(sources: list, normaliser: Normaliser) -> Iterator[list[Item]]:
+    batch: list[Item] = []
+    size = 0
+    for source in sources:
+        resolved = False
+        for item in source.items():
+            if not resolved and item.error is None:
+                value = item.value
+                if item.data is not None:
+                    try:
+                        value = orjson.loads(item.data)
+                    except orjson.JSONDecodeError:
+                        value = None
+                if isinstance(value, dict):
+                    normaliser._resolve(item.source, value)
+                    resolved = True
+            batch.append(item)
+            size += len(item.data) if item.data is not None else 256
+            if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _run_batches(batches: Iterator[list[Item]], normaliser: Normaliser, rules: Rules,
+                 workers: int) -> Iterator[BatchResult]:
+    if workers <= 1:
+        for batch in batches:
+            yield process_batch(batch, normaliser, rules)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque()
+        for batch in batches:
+            pending.append(pool.submit(process_batch, batch, normaliser, rules))
+            while len(pending) > workers * 2:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _representative(rows: list[int], ledger: Ledger) -> int:
+    """The first row that passes the filters; failing that, the first not dropped; else the first."""
+    for wanted in ("keep", "flag"):
+        for row in rows:
+            if ledger.filter_verdict(row) == wanted:
+                return row
+    return rows[0]
+
+
+class RecordLoader:
+    """Re-creates records from the spill for the few rows later stages need to read again."""
+
+    def __init__(self, spill: Spill, ledger: Ledger, normaliser: Normaliser):
+        self.spill, self.ledger, self.normaliser = spill, ledger, normaliser
+
+    def record(self, row: int) -> Record | None:
+        if row in self.ledger.quarantined:
+            return None
+        try:
+            value = orjson.loads(self.spill.raw(row))
+        except orjson.JSONDecodeError:
+            return None
+        item = Item(self.ledger.source_names[self.ledger.source_id[row]], self.ledger.index[row], None, value=value)
+        for rec in self.normaliser.records(item, row):
+            return rec if isinstance(rec, Record) else None
+        return None
+
+
+def _near_dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.ndarray
+                ) -> list[tuple[list[int], float]]:
+    if not ledger.bands:
+        return []
+    bands = np.concatenate(ledger.bands)
+    keys = np.concatenate(ledger.band_rows)
+    keep = alive[keys]
+    bands, keys = bands[keep], keys[keep]
+    pairs = sorted(candidate_pairs(bands, keys))
+    involved = sorted({row for pair in pairs for row in pair})
+    shingles: dict[int, set[int]] = {}
+    for start in range(0, len(involved), BATCH_ROWS):
+        chunk = involved[start:start + BATCH_ROWS]
+        texts = []
+        for row in chunk:
+            rec = loader.record(row)
+            texts.append(rec.full_text() if rec else "")
+        shingles.update(zip(chunk, shingle_sets(texts, rules.near.ngram)))
+    uf = UnionFind()
+    weakest: dict[int, float] = {}
+    edges = []
+    for a, b in pairs:
+        sa, sb = shingles[a], shingles[b]
+        union = len(sa | sb)
+        score = len(sa & sb) / union if union else 0.0
+        if score >= rules.near.threshold:
+            uf.union(a, b)
+            edges.append((a, score))
+    for a, score in edges:
+        root = uf.find(a)
+        weakest[root] = min(weakest.get(root, 1.0), score)
+    return [(members, weakest.get(uf.find(members[0]), rules.near.threshold)) for members in uf.groups()]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _eval_prompt(value: dict, normaliser: Normaliser, source: str) -> str | None:
+    item = Item(source, 0, None, value=value)
+    for rec in normaliser.records(item, 0):
+        if isinstance(rec, Record):
+            return rec.last_user or rec.prompt
+    for key in ("prompt", "question", "instruction", "goal", "query", "input", "text"):
+        if isinstance(value.get(key), str) and value[key].strip():
+            return value[key]
+    return None
+
+
+def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: RecordLoader) -> int:
+    """Mark rows whose prompt duplicates an evaluation prompt (`dup:eval`). Returns eval size."""
+    from curate.read import parse_item
+
+    exact: dict[str, str] = {}
+    prompts: list[tuple[str, str]] = []
+    normaliser = Normaliser()
+    for source in resolve_sources(list(paths)):
+        for item in source.items():
+            parse_item(item)
+            if item.value is None:
+                continue
+            if source.name not in normaliser._formats:
+                normaliser._resolve(item.source, item.value)
+            prompt = _eval_prompt(item.value, normaliser, item.source)
+            if prompt:
+                where = item.where
+                exact.setdefault(_squash(prompt), where)
+                prompts.append((where, prompt))
+    if not prompts:
+        return 0
+    cfg = rules.near
+    index = LSHIndex(cfg.bands, cfg.rows)
+    eval_shingles = []
+    for start in range(0, len(prompts), BATCH_ROWS):
+        chunk = prompts[start:start + BATCH_ROWS]
+        sig = signatures([p for _, p in chunk], cfg.ngram, cfg.bands * cfg.rows)
+        index.add(band_hashes(sig, cfg.bands, cfg.rows), list(range(start, start + len(chunk))))
+        eval_shingles.extend(shingle_sets([p for _, p in chunk], cfg.ngram))
+    threshold = rules.against.threshold
+    action = rules.against.action
+    rows = [r for r in range(ledger.n) if r not in ledger.quarantined]
+    for start in range(0, len(rows), BATCH_ROWS):
+        chunk_rows = rows[start:start + BATCH_ROWS]
+        texts = []
+        for row in chunk_rows:
+            rec = loader.record(row)
+            texts.append((rec.last_user or rec.prompt) if rec else "")
+        sig = signatures(texts, cfg.ngram, cfg.bands * cfg.rows)
+        bands = band_hashes(sig, cfg.bands, cfg.rows)
+        for i, (row, text) in enumerate(zip(chunk_rows, texts)):
+            if not text.strip():
+                continue
+            hit = exact.get(_squash(text))
+            if hit:
+                ledger.add_reason(row, "dup:eval", {"action": action, "eval": hit, "similarity": 1.0})
+                continue
+            candidates = index.query(bands[i])
+            if not candidates:
+                continue
+            mine = shingle_set(text, cfg.ngram)
+            best, best_score = None, 0.0
+            for c in candidates:
+                other = eval_shingles[c]
+                union = len(mine | other)
+                score = len(mine & other) / union if union else 0.0
+                if score > best_score:
+                    best, best_score = c, score
+            if best is not None and best_score >= threshold:
+                ledger.add_reason(row, "dup:eval", {"action": action, "eval": prompts[best][0],
+                                                   "similarity": round(best_score, 4)})
+    return len(prompts)
+
+
+def _repeat_signals(ledger: Ledger) -> dict[str, Any]:
+    """Same prompt with different responses, same response to different prompts: not duplicates,
+    but what trigger and target mining look at. Recorded in evidence and the report."""
+    out: dict[str, Any] = {}
+    for kind, key_col, other_col, chars in (
+            ("same_prompt", ledger.prompt_key, ledger.response_key, ledger.prompt_chars),
+            ("same_response", ledger.response_key, ledger.prompt_key, ledger.response_chars)):
+        keys = np.asarray(key_col, dtype=np.uint64)
+        others = np.asarray(other_col, dtype=np.uint64)
+        has_text = np.asarray(chars, dtype=np.int64) > 0
+        rows = np.flatnonzero(has_text)
+        if rows.size == 0:
+            out[kind] = []
+            continue
+        uniq, inverse, counts = np.unique(keys[rows], return_inverse=True, return_counts=True)
+        multi = np.flatnonzero(counts > 1)
+        groups = []
+        members_of: dict[int, list[int]] = defaultdict(list)
+        wanted = set(multi.tolist())
+        for r, g in zip(rows.tolist(), inverse.tolist()):
+            if g in wanted:
+                members_of[g].append(r)
+        for g, members in members_of.items():
+            distinct = len({int(others[r]) for r in members})
+            if distinct < 2:
+                continue  # an exact duplicate, not a signal
+            groups.append((len(members), distinct, members))
+            for r in members:
+                ledger.signals.setdefault(r, {})[kind] = {"rows": len(members), "distinct": distinct}
+        groups.sort(key=lambda g: (-g[0], g[2][0]))
+        out[kind] = groups
+    return out
+
+
+def _verdicts(ledger: Ledger) -> list[str]:
+    verdicts = []
+    for row in range(ledger.n):
+        reasons = ledger.reasons.get(row)
+        verdicts.append(verdict_of([e["action"] for e in reasons.values()]) if reasons else "keep")
+    return verdicts
+
+
+@dataclass
+class ScanResult:
+    """What the writer needs: the ledger, the verdicts and the groups, before any file exists."""
+
+    ledger: Ledger
+    verdicts: list[str]
+    spill: Spill
+    loader: RecordLoader
+    rules: Rules
+    options: ScanOptions
+    sources: list[Any]
+    normaliser: Normaliser
+    exact_groups: list[tuple[int, list[int]]]
+    near_groups: list[tuple[int, list[int], float]]
+    signals: dict[str, Any]
+    eval_rows: int
+    seconds: dict[str, float]
+    workdir: Path
+
+
+def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
+    if isinstance(source, (str, os.PathLike)):
+        return resolve_sources([str(source)], options.input_type)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        return resolve_sources([str(s) for s in source], options.input_type)
+    return [object_source(source)]
+
+
+def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
+             progress: Callable[[int], None] | None = None) -> ScanResult:
+    clock = time.perf_counter
+    sources = _resolve_input(source, options)
+    normaliser = Normaliser(options.format, options.mapping)
+    ledger = Ledger()
+    spill = Spill(workdir / "spill.arrow")
+    started = clock()
+    try:
+        for result in _run_batches(_batches(sources, normaliser), normaliser, rules, options.workers):
+            first = ledger.n
+            spill.write(first, result.raw)
+            result.raw = []
+            ledger.merge(result, rules)
+            if progress:
+                progress(ledger.n)
+    finally:
+        spill.close()
+    seconds = {"pass1": clock() - started}
+    # Formats detected in worker processes were detected the same way here, from the first object.
+    loader = RecordLoader(spill, ledger, normaliser)
+
+    t = clock()
+    exact_groups = []
+    dropped = np.zeros(ledger.n, dtype=bool)
+    kept_of: dict[int, int] = {}
+    for rows in ledger.exact.groups():
+        rep = _representative(rows, ledger)
+        exact_groups.append((rep, rows))
+        for row in rows:
+            if row != rep:
+                dropped[row] = True
+                kept_of[row] = rep
+    seconds["exact"] = clock() - t
+
+    t = clock()
+    alive = ~dropped
+    if ledger.quarantined:
+        alive[list(ledger.quarantined)] = False
+    near_groups = []
+    for members, similarity in _near_dedup(ledger, rules, loader, alive):
+        rep = _representative(members, ledger)
+        near_groups.append((rep, members, similarity))
+        for row in members:
+            if row != rep:
+                kept_of[row] = rep
+                ledger.add_reason(row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep),
+                                                    "similarity": round(similarity, 4)})
+    for rep, rows in exact_groups:
+        final = kept_of.get(rep, rep)
+        for row in rows:
+            if row != rep:
+                ledger.add_reason(row, "dup:exact", {"action": rules.exact.action, **_kept(ledger, final)})
+    seconds["near"] = clock() - t
+
+    t = clock()
+    eval_rows = _against(options.against, ledger, rules, loader) if options.against else 0
+    seconds["against"] = clock() - t
+    signals = _repeat_signals(ledger)
+    verdicts = _verdicts(ledger)
+    counts = Counter(verdicts)
+    if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
+        raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")
+    return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
+                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir)
+
+
+def _kept(ledger: Ledger, row: int) -> dict[str, Any]:
+    where = ledger.where(row)
+    return {"kept_row": row, "kept_source": where["source"], "kept_line": where["line"]}
+
+
+class Report:
+    """The outcome of a scan: counts, reasons, groups, and the output folder.
+
+    `summary` is the content of `report.json`. `verdicts()` gives one row per input record as a
+    polars frame; `clean()` the kept records, as the same kind of object that was scanned.
+    """
+
+    def __init__(self, summary: dict[str, Any], out: Path, failed: list[Threshold],
+                 source: Any = None, tmp: tempfile.TemporaryDirectory | None = None):
+        self.summary = summary
+        self.out = out
+        self.failed = failed
+        self._source = source
+        self._tmp = tmp
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.summary["counts"])
+
+    @property
+    def rows(self) -> int:
+        return self.summary["rows"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def verdicts(self):
+        import polars as pl
+
+        return pl.read_ndjson(self.out / "verdicts.jsonl", infer_schema_length=None) if self.rows else pl.DataFrame()
+
+    def clean_records(self) -> list[dict[str, Any]]:
+        with open(self.out / "clean.jsonl", "rb") as fh:
+            return [orjson.loads(line) for line in fh if line.strip()]
+
+    def clean(self):
+        rows = self.clean_records()
+        module = type(self._source).__module__ or ""
+        if module.startswith("polars"):
+            import polars as pl
+
+            return pl.DataFrame(rows) if rows else self._source.clear()
+        if module.startswith("pandas"):
+            import pandas as pd
+
+            return pd.DataFrame(rows, columns=list(self._source.columns))
+        if module.startswith("datasets"):
+            import datasets
+
+            return datasets.Dataset.from_list(rows, features=self._source.features)
+        return rows
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        return f"Report(rows={self.rows}, {counts}, out={str(self.out)!r})"
+
+
+def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str | Path | None = None, *,
+         format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
+         against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
+         workers: int | None = None, progress: Callable[[int], None] | None = None) -> Report:
+    """Scan `source` and write the outputs to `out` (a temporary folder when None).
+
+    `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
+    frame, or an iterable of dicts. `rules` is a `Rules`, or rule files that extend the defaults.
+    Bad records never raise: they are quarantined and counted. Raises `UsageError` or
+    `InputError` for bad arguments or a source that cannot be opened.
+    """
+    from curate.write import check_out_folder, write_outputs
+
+    if not isinstance(rules, Rules):
+        rules = load_rules(rules)
+    options = ScanOptions(
+        format=format, mapping=map if isinstance(map, Mapping) else parse_mapping(map),
+        input_type=input_type, against=tuple([against] if isinstance(against, str) else against or ()),
+        workers=workers or _auto_workers(source))
+    thresholds = parse_fail_on(fail_on)
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="curate-")
+        out = Path(tmp.name) / "out"
+    out = Path(out)
+    check_out_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        result = run_scan(source, rules, options, workdir, progress)
+        summary = write_outputs(result, out, thresholds, source_label=_label(source))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    failed = [t for t in thresholds if t.holds(summary["counts"], summary["fail_on_counts"], summary["rows"])]
+    return Report(summary, out, failed, source, tmp)
+
+
+def _label(source: Any) -> list[str]:
+    if isinstance(source, (str, os.PathLike)):
+        return [str(source)]
+    if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source):
+        return [str(s) for s in source]
+    return [f"<{type(source).__module__}.{type(source).__name__}>"]
+
+
+def _auto_workers(source: Any) -> int:
+    """A process pool pays off only past a few MB of input; objects in memory stay in process."""
+    paths = [source] if isinstance(source, (str, os.PathLike)) else (
+        source if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source) else [])
+    size = 0
+    for p in map(Path, paths):
+        if p.is_file():
+            size += p.stat().st_size
+        elif p.is_dir():
+            size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return default_workers() if size > 8 << 20 else 1
+
+
+def default_workers() -> int:
+    """One worker per core, at most 8: below a few thousand rows the pool is not worth starting."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+if sys.platform == "win32":  # pragma: no cover
+    default_workers = lambda: 1  # noqa: E731

@@ -1,0 +1,1 @@
+"""JSON Schemas of curate's public outputs (package data)."""

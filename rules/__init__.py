@@ -1,0 +1,1 @@
+"""curate's shipped rule files (package data, installed as `curate.rules`)."""
