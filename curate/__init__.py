@@ -21,10 +21,10 @@ __all__ = ["CurateError", "InputError", "ManifestError", "Report", "RulesError",
 
 if TYPE_CHECKING:  # pragma: no cover
     from curate.ruleset import load_rules
-    from curate.scan import Report, scan
+    from curate.pipeline import Report, scan
     from curate.write import verify_manifest
 
-_LAZY = {"scan": "curate.scan", "Report": "curate.scan", "load_rules": "curate.ruleset",
+_LAZY = {"scan": "curate.pipeline", "Report": "curate.pipeline", "load_rules": "curate.ruleset",
          "verify_manifest": "curate.write"}
 
 

@@ -54,12 +54,15 @@ class NearDedup:
 @dataclass(frozen=True)
 class AgainstDedup:
     action: str = "drop"
-    threshold: float = 0.8
+    threshold: float = 0.7
+    ngram: int = 3
 
     def __post_init__(self) -> None:
         _action_ok(self.action, DEDUP_ACTIONS, "dedup.against")
         if not 0 < self.threshold <= 1:
             raise RulesError("dedup.against.threshold must be in (0, 1]")
+        if self.ngram < 1:
+            raise RulesError("dedup.against.ngram must be >= 1")
 
 
 @dataclass(frozen=True)

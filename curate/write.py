@@ -23,7 +23,7 @@ import orjson
 
 from curate.decide import VERDICTS, Threshold
 from curate.errors import ManifestError, UsageError
-from curate.scan import ScanResult
+from curate.pipeline import ScanResult
 
 SCHEMA_VERSION = 1
 OUTPUTS = ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl", "report.json", "report.html",

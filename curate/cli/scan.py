@@ -37,7 +37,7 @@ def scan(
     def body() -> int:
         from curate.cli.render import print_summary, progress_bar
         from curate.decide import parse_fail_on
-        from curate.scan import scan as run_scan
+        from curate.pipeline import scan as run_scan
 
         parse_fail_on(fail_on)  # fail fast on a bad expression, before reading anything
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:

@@ -199,6 +199,24 @@ def _cp_name(ch: str) -> str:
     return unicodedata.name(ch, "") or {"\u200b": "ZERO WIDTH SPACE"}.get(ch, f"<{unicodedata.category(ch)}>")
 
 
+def _emoji_like(ch: str) -> bool:
+    return ord(ch) >= 0x1F000 or unicodedata.category(ch) in ("So", "Sk", "Sm") or ch in "#*0123456789"
+
+
+def _legitimate(text: str, pos: int, ch: str) -> bool:
+    """Invisible characters that real text needs: emoji variation selectors and joiners, and
+    ZWJ/ZWNJ inside Arabic, Persian and Indic words. Anywhere else they are suspect."""
+    prev = text[pos - 1] if pos > 0 else ""
+    nxt = text[pos + 1] if pos + 1 < len(text) else ""
+    if ch in "\ufe0e\ufe0f":
+        return bool(prev) and _emoji_like(prev)
+    if ch in "\u200c\u200d":
+        if prev and nxt and (_emoji_like(prev) or prev in "\ufe0f") and _emoji_like(nxt):
+            return True
+        return bool(prev) and not prev.isascii() and unicodedata.category(prev)[0] in "LM" and _script(prev) is None
+    return False
+
+
 @register
 @dataclass
 class Invisible(Filter):
@@ -217,7 +235,7 @@ class Invisible(Filter):
         for where, text in record.texts():
             for match in _INVISIBLE.finditer(text):
                 ch = match.group()
-                if ch in "\t\n\r":
+                if ch in "\t\n\r" or _legitimate(text, match.start(), ch):
                     continue
                 total += 1
                 if len(positions) < MAX_POSITIONS:

@@ -34,6 +34,7 @@ class Normaliser:
     format: str | None = None
     mapping: Mapping | None = None
     _formats: dict[str, tuple[str | None, Mapping | None]] = field(default_factory=dict)
+    _names: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS and self.format not in PRESETS:
@@ -41,22 +42,26 @@ class Normaliser:
             raise UsageError(f"unknown format {self.format!r}; valid: {valid}")
 
     def source_format(self, source: str) -> str | None:
-        fmt = self._formats.get(source)
-        return fmt[0] if fmt else None
+        return self._names.get(source)
 
     def _resolve(self, source: str, value: dict) -> tuple[str | None, Mapping | None]:
         if source in self._formats:
             return self._formats[source]
         mapping = self.mapping
-        fmt = self.format
+        fmt = name = self.format
         if fmt in PRESETS:
             mapping, fmt = PRESETS[fmt]
         elif mapping is None and fmt is None and (preset := detect_preset(value)):
+            name = preset
             mapping, fmt = PRESETS[preset]
         if fmt is None:
-            probe = mapping.apply(value)[0][0] if mapping else value
+            try:
+                probe = mapping.apply(value)[0][0] if mapping else value
+            except FormatMismatch:
+                probe = value
             fmt = detect_format(probe)
         self._formats[source] = (fmt, mapping)
+        self._names[source] = name or (f"{fmt} (mapped)" if self.mapping and fmt else fmt)
         return fmt, mapping
 
     def records(self, item: Item, row: int) -> Iterator[Record | Unreadable]:

@@ -169,13 +169,16 @@ def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item
     lineno = 0
     pending = head
     pos = 0  # start of the unread part of `pending`; slicing per line would copy the chunk each time
+    # read1 hands over what one decompression step produced, so a truncated .gz loses only its
+    # last step, not everything a 1 MiB read() had gathered before the error.
+    read = getattr(stream, "read1", stream.read)
     try:
         while True:
             nl = pending.find(b"\n", pos)
             if nl < 0:
                 pending = pending[pos:]
                 pos = 0
-                chunk = stream.read(CHUNK)
+                chunk = read(CHUNK)
                 if not chunk:
                     break
                 if len(pending) > MAX_RECORD_BYTES:
@@ -183,7 +186,7 @@ def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item
                     lineno += 1
                     size = len(pending) + len(chunk)
                     while b"\n" not in chunk:
-                        chunk = stream.read(CHUNK)
+                        chunk = read(CHUNK)
                         if not chunk:
                             break
                         size += len(chunk)

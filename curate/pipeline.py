@@ -311,13 +311,14 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
     if not prompts:
         return 0
     cfg = rules.near
+    ngram = rules.against.ngram
     index = LSHIndex(cfg.bands, cfg.rows)
     eval_shingles = []
     for start in range(0, len(prompts), BATCH_ROWS):
         chunk = prompts[start:start + BATCH_ROWS]
-        sig = signatures([p for _, p in chunk], cfg.ngram, cfg.bands * cfg.rows)
+        sig = signatures([p for _, p in chunk], ngram, cfg.bands * cfg.rows)
         index.add(band_hashes(sig, cfg.bands, cfg.rows), list(range(start, start + len(chunk))))
-        eval_shingles.extend(shingle_sets([p for _, p in chunk], cfg.ngram))
+        eval_shingles.extend(shingle_sets([p for _, p in chunk], ngram))
     threshold = rules.against.threshold
     action = rules.against.action
     rows = [r for r in range(ledger.n) if r not in ledger.quarantined]
@@ -327,7 +328,7 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
         for row in chunk_rows:
             rec = loader.record(row)
             texts.append((rec.last_user or rec.prompt) if rec else "")
-        sig = signatures(texts, cfg.ngram, cfg.bands * cfg.rows)
+        sig = signatures(texts, ngram, cfg.bands * cfg.rows)
         bands = band_hashes(sig, cfg.bands, cfg.rows)
         for i, (row, text) in enumerate(zip(chunk_rows, texts)):
             if not text.strip():
@@ -339,7 +340,7 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
             candidates = index.query(bands[i])
             if not candidates:
                 continue
-            mine = shingle_set(text, cfg.ngram)
+            mine = shingle_set(text, ngram)
             best, best_score = None, 0.0
             for c in candidates:
                 other = eval_shingles[c]

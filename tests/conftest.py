@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "samples"
+
+
+def alpaca(instruction: str, output: str, **extra) -> dict:
+    return {"instruction": instruction, "input": "", "output": output, **extra}
+
+
+def varied_rows(n: int, seed: int = 0) -> list[dict]:
+    """Distinct, ordinary rows that no filter should touch."""
+    import random
+
+    rng = random.Random(seed)
+    nouns = ("river", "engine", "garden", "market", "violin", "planet", "bridge", "forest", "museum", "harbor",
+             "castle", "desert", "glacier", "library", "orchard", "satellite")
+    verbs = ("describe", "explain", "compare", "summarize", "outline", "discuss")
+    rows = []
+    for i in range(n):
+        a, b = rng.sample(nouns, 2)
+        words = [rng.choice(nouns) for _ in range(12)]
+        rows.append(alpaca(f"Please {rng.choice(verbs)} how a {a} relates to a {b}, case {i}.",
+                           f"The {a} and the {b} are linked in example {i} because " + " ".join(words) + "."))
+    return rows
+
+
+def write_jsonl(path: Path, rows: list, raw_lines: dict[int, bytes] | None = None) -> Path:
+    """Rows as JSON Lines; `raw_lines` inserts literal bytes before the given row index."""
+    with open(path, "wb") as fh:
+        for i, row in enumerate(rows):
+            if raw_lines and i in raw_lines:
+                fh.write(raw_lines[i] + b"\n")
+            fh.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "curate-home"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def cli():
+    from curate.cli.main import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | bytes | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
