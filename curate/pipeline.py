@@ -8,9 +8,11 @@ outputs. Every row read ends in exactly one verdict, and the counts are checked 
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import sys
+from array import array
 import tempfile
 import time
 from collections import Counter, defaultdict, deque
@@ -25,9 +27,8 @@ import orjson
 
 from curate.batch import BatchResult, process_batch
 from curate.decide import Threshold, parse_fail_on, verdict_of
-from curate.dedup.exact import ExactGroups
-from curate.dedup.minhash import LSHIndex, band_hashes, shingle_set, shingle_sets, signatures
-from curate.dedup.near import UnionFind, candidate_pairs
+from curate.dedup.minhash import LSHIndex, band_hashes, shingle_arrays, shingle_set, shingle_sets, signatures
+from curate.dedup.near import candidate_pairs, star_groups
 from curate.errors import CurateError, UsageError
 from curate.normalise import Normaliser, parse_mapping
 from curate.normalise.mapping import Mapping
@@ -46,15 +47,16 @@ class Ledger:
 
     n: int = 0
     source_names: list[str] = field(default_factory=list)
-    source_id: list[int] = field(default_factory=list)
-    index: list[int] = field(default_factory=list)
-    line: list[int] = field(default_factory=list)
-    part: list[int] = field(default_factory=list)
-    content_id: list[bytes | None] = field(default_factory=list)
-    prompt_key: list[int] = field(default_factory=list)
-    response_key: list[int] = field(default_factory=list)
-    prompt_chars: list[int] = field(default_factory=list)
-    response_chars: list[int] = field(default_factory=list)
+    # Compact typed columns: a million rows cost tens of MB, not the GB of Python int lists.
+    source_id: array = field(default_factory=lambda: array("i"))
+    index: array = field(default_factory=lambda: array("q"))
+    line: array = field(default_factory=lambda: array("q"))
+    part: array = field(default_factory=lambda: array("i"))
+    content_ids: bytearray = field(default_factory=bytearray)  # 16 bytes a row; zeros when unreadable
+    prompt_key: array = field(default_factory=lambda: array("Q"))
+    response_key: array = field(default_factory=lambda: array("Q"))
+    prompt_chars: array = field(default_factory=lambda: array("q"))
+    response_chars: array = field(default_factory=lambda: array("q"))
     lang: list[str] = field(default_factory=list)
     reasons: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     signals: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -63,7 +65,6 @@ class Ledger:
     band_rows: list[np.ndarray] = field(default_factory=list)
     filter_errors: dict[str, list] = field(default_factory=dict)
     seconds: Counter = field(default_factory=Counter)
-    exact: ExactGroups = field(default_factory=ExactGroups)
     _source_ids: dict[str, int] = field(default_factory=dict)
 
     def add_reason(self, row: int, reason: str, evidence: dict[str, Any]) -> None:
@@ -80,12 +81,13 @@ class Ledger:
         self.index.extend(result.index)
         self.line.extend(result.line)
         self.part.extend(result.part)
-        self.content_id.extend(result.content_id)
+        for cid in result.content_id:
+            self.content_ids += cid if cid is not None else bytes(16)
         self.prompt_key.extend(result.prompt_key)
         self.response_key.extend(result.response_key)
         self.prompt_chars.extend(result.prompt_chars)
         self.response_chars.extend(result.response_chars)
-        self.lang.extend(result.lang)
+        self.lang.extend(sys.intern(lang) for lang in result.lang)
         for local, hits in result.hits.items():
             for reason, score, detail in hits:
                 self.add_reason(base + local, reason, {"action": rules.action_of(reason),
@@ -93,9 +95,6 @@ class Ledger:
         for local, (reason, error) in result.quarantine.items():
             self.quarantined.add(base + local)
             self.add_reason(base + local, reason, {"action": "quarantine", "error": error})
-        for local, cid in enumerate(result.content_id):
-            if cid is not None:
-                self.exact.add(cid, base + local)
         if result.bands is not None and len(result.band_rows):
             self.bands.append(result.bands)
             self.band_rows.append(result.band_rows + base)
@@ -104,6 +103,24 @@ class Ledger:
             entry[0] += count
         self.seconds.update(result.seconds)
         self.n += result.n
+
+    def content_id(self, row: int) -> str | None:
+        return None if row in self.quarantined else self.content_ids[16 * row:16 * row + 16].hex()
+
+    def exact_groups(self) -> list[list[int]]:
+        """Rows that share a content id, in groups of two or more, each in row order."""
+        ids = np.frombuffer(bytes(self.content_ids), dtype="V16")
+        readable = np.ones(self.n, dtype=bool)
+        if self.quarantined:
+            readable[list(self.quarantined)] = False
+        rows = np.flatnonzero(readable)
+        _, inverse, counts = np.unique(ids[rows], return_inverse=True, return_counts=True)
+        dup = counts[inverse] > 1
+        rows, inverse = rows[dup], inverse[dup]
+        order = np.lexsort((rows, inverse))
+        rows, inverse = rows[order], inverse[order]
+        breaks = np.flatnonzero(np.diff(inverse)) + 1
+        return [g.tolist() for g in np.split(rows, breaks)] if rows.size else []
 
     def where(self, row: int) -> dict[str, Any]:
         line = self.line[row]
@@ -126,7 +143,9 @@ class Spill:
         self.schema = pa.schema([("row", pa.int64()), ("raw", pa.large_binary())])
         self._sink = pa.OSFile(str(path), "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
-        self._table = None
+        self._starts: list[int] | None = None
+        self._cached: tuple[int, list[bytes]] | None = None
+        self._random = None
 
     def write(self, first_row: int, raw: list[bytes]) -> None:
         pa = self._pa
@@ -137,22 +156,29 @@ class Spill:
         self._writer.close()
         self._sink.close()
 
-    def table(self):
-        if self._table is None:
-            pa = self._pa
-            self._table = pa.ipc.open_file(pa.memory_map(str(self.path), "r")).read_all()
-        return self._table
+    def _reader(self):
+        pa = self._pa
+        # A plain file rather than a memory map: mapped pages count as the process's resident
+        # memory, and a million-row spill would look like a GB of it.
+        return pa.ipc.open_file(pa.OSFile(str(self.path), "rb"))
 
     def batches(self) -> Iterator[tuple[int, list[bytes]]]:
-        pa = self._pa
-        reader = pa.ipc.open_file(pa.memory_map(str(self.path), "r"))
+        reader = self._reader()
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
             rows = batch.column(0)
             yield (rows[0].as_py() if len(rows) else 0), batch.column(1).to_pylist()
 
     def raw(self, row: int) -> bytes:
-        return self.table().column("raw")[row].as_py()
+        """One record. Reads its whole batch and keeps it, so rows asked for in order are cheap."""
+        if self._cached is None or not (self._cached[0] <= row < self._cached[0] + len(self._cached[1])):
+            if self._starts is None:
+                self._random = self._reader()
+                self._starts = [self._random.get_batch(i).column(0)[0].as_py()
+                                for i in range(self._random.num_record_batches)]
+            i = bisect.bisect_right(self._starts, row) - 1
+            self._cached = (self._starts[i], self._random.get_batch(i).column(1).to_pylist())
+        return self._cached[1][row - self._cached[0]]
 
 
 @dataclass
@@ -241,37 +267,35 @@ class RecordLoader:
 
 
 def _near_dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.ndarray
-                ) -> list[tuple[list[int], float]]:
+                ) -> list[tuple[int, dict[int, float]]]:
     if not ledger.bands:
         return []
     bands = np.concatenate(ledger.bands)
     keys = np.concatenate(ledger.band_rows)
     keep = alive[keys]
     bands, keys = bands[keep], keys[keep]
-    pairs = sorted(candidate_pairs(bands, keys))
-    involved = sorted({row for pair in pairs for row in pair})
-    shingles: dict[int, set[int]] = {}
+    pairs = candidate_pairs(bands, keys)
+    if not len(pairs):
+        return []
+    involved = np.unique(pairs)
+    shingles: dict[int, np.ndarray] = {}
     for start in range(0, len(involved), BATCH_ROWS):
-        chunk = involved[start:start + BATCH_ROWS]
+        chunk = involved[start:start + BATCH_ROWS].tolist()
         texts = []
         for row in chunk:
             rec = loader.record(row)
             texts.append(rec.full_text() if rec else "")
-        shingles.update(zip(chunk, shingle_sets(texts, rules.near.ngram)))
-    uf = UnionFind()
-    weakest: dict[int, float] = {}
+        for row, values in zip(chunk, shingle_arrays(texts, rules.near.ngram)):
+            shingles[row] = values
     edges = []
-    for a, b in pairs:
+    for a, b in pairs.tolist():
         sa, sb = shingles[a], shingles[b]
-        union = len(sa | sb)
-        score = len(sa & sb) / union if union else 0.0
+        common = np.intersect1d(sa, sb, assume_unique=True).size
+        union = sa.size + sb.size - common
+        score = common / union if union else 0.0
         if score >= rules.near.threshold:
-            uf.union(a, b)
-            edges.append((a, score))
-    for a, score in edges:
-        root = uf.find(a)
-        weakest[root] = min(weakest.get(root, 1.0), score)
-    return [(members, weakest.get(uf.find(members[0]), rules.near.threshold)) for members in uf.groups()]
+            edges.append((a, b, score))
+    return star_groups(edges, lambda rows: _representative(rows, ledger))
 
 
 def _squash(text: str) -> str:
@@ -450,7 +474,7 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     exact_groups = []
     dropped = np.zeros(ledger.n, dtype=bool)
     kept_of: dict[int, int] = {}
-    for rows in ledger.exact.groups():
+    for rows in ledger.exact_groups():
         rep = _representative(rows, ledger)
         exact_groups.append((rep, rows))
         for row in rows:
@@ -464,14 +488,12 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     if ledger.quarantined:
         alive[list(ledger.quarantined)] = False
     near_groups = []
-    for members, similarity in _near_dedup(ledger, rules, loader, alive):
-        rep = _representative(members, ledger)
-        near_groups.append((rep, members, similarity))
-        for row in members:
-            if row != rep:
-                kept_of[row] = rep
-                ledger.add_reason(row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep),
-                                                    "similarity": round(similarity, 4)})
+    for rep, members in _near_dedup(ledger, rules, loader, alive):
+        near_groups.append((rep, sorted([rep, *members]), min(members.values())))
+        for row, similarity in members.items():
+            kept_of[row] = rep
+            ledger.add_reason(row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep),
+                                                "similarity": round(similarity, 4)})
     for rep, rows in exact_groups:
         final = kept_of.get(rep, rep)
         for row in rows:
@@ -524,9 +546,19 @@ class Report:
         return 1 if self.failed else 0
 
     def verdicts(self):
+        """One row per input record. `evidence` and `triggers` stay JSON text: their shape varies
+        by reason, and a frame needs one schema."""
         import polars as pl
 
-        return pl.read_ndjson(self.out / "verdicts.jsonl", infer_schema_length=None) if self.rows else pl.DataFrame()
+        columns: dict[str, list] = {}
+        with open(self.out / "verdicts.jsonl", "rb") as fh:
+            for line in fh:
+                verdict = orjson.loads(line)
+                verdict["evidence"] = orjson.dumps(verdict["evidence"]).decode()
+                verdict["triggers"] = orjson.dumps(verdict["triggers"]).decode()
+                for key, value in verdict.items():
+                    columns.setdefault(key, []).append(value)
+        return pl.DataFrame(columns, strict=False)
 
     def clean_records(self) -> list[dict[str, Any]]:
         with open(self.out / "clean.jsonl", "rb") as fh:

@@ -107,13 +107,13 @@ def _write_rows(result: ScanResult, stage: Path) -> None:
                 evidence: dict[str, Any] = dict(reasons)
                 if row in ledger.signals:
                     evidence["signals"] = ledger.signals[row]
-                cid = ledger.content_id[row]
+                cid = ledger.content_id(row)
                 where = ledger.where(row)
                 part = ledger.part[row]
                 line = {
                     "row": row, "source": where["source"], "index": ledger.index[row],
                     "part": None if part < 0 else part, "line": where["line"],
-                    "content_id": cid.hex() if cid is not None else None, "verdict": verdict,
+                    "content_id": cid, "verdict": verdict,
                     "reasons": list(reasons), "suspicion": None, "triggers": [], "cluster": None,
                     "lang": ledger.lang[row] or None, "evidence": evidence,
                 }

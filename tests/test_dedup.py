@@ -6,7 +6,7 @@ import numpy as np
 
 import curate
 from conftest import alpaca, read_jsonl, varied_rows, write_jsonl
-from curate.dedup import UnionFind, band_hashes, candidate_pairs, shingle_set, signatures
+from curate.dedup import UnionFind, band_hashes, candidate_pairs, shingle_set, signatures, star_groups
 
 
 def scan_rows(tmp_path, rows, **kw):
@@ -90,11 +90,29 @@ def test_signatures_estimate_jaccard_and_bands_catch_close_pairs():
     assert abs((sig[0] == sig[1]).mean() - exact) < 0.1
     assert (sig[0] == sig[2]).mean() < 0.05
     pairs = candidate_pairs(band_hashes(sig[:3], 20, 6), np.arange(3))
-    assert pairs == {(0, 1)}
+    assert pairs.tolist() == [[0, 1]]
+
+
+def test_candidate_pairs_for_buckets_of_every_size():
+    bands = np.array([[1], [1], [2], [3], [3], [3], [4]] + [[9]] * 20, dtype=np.uint64)
+    keys = np.arange(len(bands)) * 10
+    pairs = {tuple(p) for p in candidate_pairs(bands, keys).tolist()}
+    assert {(0, 10), (30, 40), (30, 50), (40, 50)} <= pairs
+    big = [k for k in range(70, 270, 10)]
+    assert all((70, k) in pairs for k in big[1:])  # a large bucket is linked star + chain
+    assert not any(60 in p for p in pairs)
 
 
 def test_cjk_text_shingles_per_character():
     assert len(shingle_set("细胞理论是生物科学的一个理论", 5)) == 10
+
+
+def test_star_groups_never_chain():
+    # 1~2 and 2~3, but 1 and 3 are not alike: 3 must not be dropped as a copy of 1
+    groups = star_groups([(1, 2, 0.9), (2, 3, 0.85)], pick=min)
+    assert groups == [(1, {2: 0.9})]
+    groups = star_groups([(1, 2, 0.9), (1, 3, 0.8), (4, 5, 0.95)], pick=min)
+    assert sorted(groups) == [(1, {2: 0.9, 3: 0.8}), (4, {5: 0.95})]
 
 
 def test_union_find_groups():

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from curate.dedup.exact import ExactGroups
-from curate.dedup.minhash import LSHIndex, band_hashes, shingle_set, shingle_sets, signatures
-from curate.dedup.near import UnionFind, candidate_pairs
+from curate.dedup.minhash import LSHIndex, band_hashes, shingle_arrays, shingle_set, shingle_sets, signatures
+from curate.dedup.near import UnionFind, candidate_pairs, star_groups
 
-__all__ = ["ExactGroups", "LSHIndex", "UnionFind", "band_hashes", "candidate_pairs", "shingle_set", "shingle_sets",
-           "signatures"]
+__all__ = ["LSHIndex", "UnionFind", "band_hashes", "candidate_pairs", "shingle_arrays", "shingle_set", "shingle_sets",
+           "signatures", "star_groups"]

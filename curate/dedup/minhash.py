@@ -142,16 +142,21 @@ def shingle_set(text: str, ngram: int) -> set[int]:
     return shingle_sets([text], ngram)[0]
 
 
-def shingle_sets(texts: list[str], ngram: int) -> list[set[int]]:
-    """Exact shingle sets (xxh3 of regex word tokens) of many texts, computed as one batch."""
+def shingle_arrays(texts: list[str], ngram: int) -> list[np.ndarray]:
+    """Exact shingle sets (xxh3 of regex word tokens) of many texts, computed as one batch, each
+    as a sorted array of distinct uint64: an eighth of the memory of a Python set."""
     h, owner = _shingles(texts, ngram)
     if not h.size:
-        return [set() for _ in texts]
-    order = np.argsort(owner, kind="stable")
+        return [np.empty(0, np.uint64) for _ in texts]
+    order = np.lexsort((h, owner))
     h, owner = h[order], owner[order]
     bounds = np.searchsorted(owner, np.arange(len(texts) + 1))
-    values = h.tolist()
-    return [set(values[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+    return [np.unique(h[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+
+
+def shingle_sets(texts: list[str], ngram: int) -> list[set[int]]:
+    """The same shingles as Python sets."""
+    return [set(a.tolist()) for a in shingle_arrays(texts, ngram)]
 
 
 def signatures(texts: list[str], ngram: int, num_perm: int) -> np.ndarray:

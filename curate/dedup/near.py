@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 #: Buckets up to this size are verified pair by pair; larger ones (templated data) star + chain,
@@ -9,26 +11,63 @@ import numpy as np
 ALL_PAIRS_UP_TO = 16
 
 
-def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> set[tuple[int, int]]:
-    """Pairs of `keys` that share at least one band hash."""
-    pairs: set[tuple[int, int]] = set()
+def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(m, 2) int64 array of distinct pairs (a < b) of `keys` that share at least one band hash.
+
+    Buckets of two, by far the most common, are paired in numpy; only larger buckets loop."""
+    chunks: list[np.ndarray] = []
+    keys = np.asarray(keys, dtype=np.int64)
     for b in range(bands.shape[1]):
         column = bands[:, b]
         order = np.argsort(column, kind="stable")
         sorted_vals = column[order]
         breaks = np.flatnonzero(sorted_vals[1:] != sorted_vals[:-1]) + 1
         starts = np.concatenate(([0], breaks))
-        ends = np.concatenate((breaks, [len(sorted_vals)]))
-        multi = np.flatnonzero(ends - starts > 1)
-        for g in multi.tolist():
-            members = np.sort(keys[order[starts[g]:ends[g]]]).tolist()
-            if len(members) <= ALL_PAIRS_UP_TO:
-                pairs.update((a, c) for i, a in enumerate(members) for c in members[i + 1:])
+        sizes = np.diff(np.concatenate((starts, [len(sorted_vals)])))
+        two = starts[sizes == 2]
+        if two.size:
+            chunks.append(np.stack([keys[order[two]], keys[order[two + 1]]], axis=1))
+        for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
+            members = np.sort(keys[order[start:start + size]])
+            if size <= ALL_PAIRS_UP_TO:
+                i, j = np.triu_indices(size, k=1)
+                chunks.append(np.stack([members[i], members[j]], axis=1))
             else:
-                first = members[0]
-                pairs.update((first, c) for c in members[1:])
-                pairs.update(zip(members[1:-1], members[2:]))
-    return pairs
+                chunks.append(np.stack([np.full(size - 1, members[0]), members[1:]], axis=1))
+                chunks.append(np.stack([members[1:-1], members[2:]], axis=1))
+    if not chunks:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate(chunks)
+    pairs = np.sort(pairs, axis=1)
+    return np.unique(pairs, axis=0)
+
+
+def star_groups(edges: list[tuple[int, int, float]], pick: Callable[[list[int]], int]
+                ) -> list[tuple[int, dict[int, float]]]:
+    """Groups in which every member is verified similar to the kept row itself.
+
+    Connected components alone would chain: A~B and B~C would drop C as a duplicate of A even
+    when A and C are not alike. Within each component, `pick` chooses a representative among
+    the rows left, its direct neighbours join it, and the rest start over. Returns
+    (representative, {member: similarity to the representative}) for groups of two or more.
+    """
+    neighbours: dict[int, dict[int, float]] = {}
+    uf = UnionFind()
+    for a, b, score in edges:
+        neighbours.setdefault(a, {})[b] = score
+        neighbours.setdefault(b, {})[a] = score
+        uf.union(a, b)
+    groups = []
+    for component in uf.groups():
+        left = list(component)
+        while len(left) > 1:
+            rep = pick(left)
+            members = {row: neighbours[rep][row] for row in left if row in neighbours[rep]}
+            if members:
+                groups.append((rep, members))
+            taken = set(members) | {rep}
+            left = [row for row in left if row not in taken]
+    return groups
 
 
 class UnionFind:
