@@ -40,7 +40,7 @@ class BatchResult:
     lang: list[str] = field(default_factory=list)
     hits: dict[int, list[tuple[str, float, dict]]] = field(default_factory=dict)
     quarantine: dict[int, tuple[str, str]] = field(default_factory=dict)
-    raw: list[bytes] = field(default_factory=list)
+    raw: Any = field(default_factory=list)  # list[bytes] while filling; an Arrow array when returned
     bands: np.ndarray | None = None
     band_rows: np.ndarray | None = None
     filter_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -147,4 +147,9 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
         has_shingles = sig[:, 0] != np.uint64(1 << 40)
         out.bands, out.band_rows = out.bands[has_shingles], out.band_rows[has_shingles]
     out.seconds["minhash"] = clock() - t2
+    import pyarrow as pa
+
+    # Built here, in the worker: an Arrow array pickles as a few buffers, and the main process
+    # only has to append it to the spill.
+    out.raw = pa.array(out.raw, pa.large_binary())
     return out

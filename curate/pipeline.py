@@ -147,10 +147,13 @@ class Spill:
         self._cached: tuple[int, list[bytes]] | None = None
         self._random = None
 
-    def write(self, first_row: int, raw: list[bytes]) -> None:
+    def write(self, first_row: int, raw: Any) -> None:
+        """Append one batch; `raw` is an Arrow large_binary array (or a list of bytes)."""
         pa = self._pa
+        if not isinstance(raw, pa.Array):
+            raw = pa.array(raw, pa.large_binary())
         rows = pa.array(np.arange(first_row, first_row + len(raw), dtype=np.int64))
-        self._writer.write_batch(pa.record_batch([rows, pa.array(raw, pa.large_binary())], schema=self.schema))
+        self._writer.write_batch(pa.record_batch([rows, raw], schema=self.schema))
 
     def close(self) -> None:
         self._writer.close()

@@ -16,26 +16,20 @@ from collections import defaultdict
 import numpy as np
 import xxhash
 
+from curate.tokens import C1 as _C1
+from curate.tokens import P1 as _P1
+from curate.tokens import mix as _mix
+from curate.tokens import ngram_hashes
+from curate.tokens import token_hashes as _token_hashes_fast
+
 #: Words, with each CJK/kana/hangul character counting as one word so Chinese text shingles too.
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|\w+")
 _MASK40 = np.uint64((1 << 40) - 1)
 _EMPTY = np.uint64((1 << 40))
-_P1 = np.uint64(0x100000001B3)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
 
 
 def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.casefold())
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads every input bit over the output."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * _C1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _C2
-    return h ^ (h >> np.uint64(31))
 
 
 _TOKEN_CACHE: dict[str, int] = {}
@@ -62,79 +56,10 @@ def _token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.fromiter(hashes, dtype=np.uint64, count=len(hashes)), lengths
 
 
-_WORD_BYTE = np.zeros(256, dtype=bool)
-for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
-    _WORD_BYTE[_c] = True
-_WORD_BYTE[0x80:] = True
-_B = np.uint64(0x9E3779B97F4A7C15 | 1)
-_B_INV = np.uint64(pow(int(_B), -1, 1 << 64))
-_POWERS: dict[str, np.ndarray] = {}
-
-
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    if "b" not in _POWERS or _POWERS["b"].size < n:
-        size = max(n, 1 << 16) * 2
-        with np.errstate(over="ignore"):
-            for key, base in (("b", _B), ("inv", _B_INV)):
-                factors = np.full(size, base, dtype=np.uint64)
-                factors[0] = 1
-                _POWERS[key] = np.cumprod(factors, dtype=np.uint64)
-    return _POWERS["b"][:n], _POWERS["inv"][:n]
-
-
-def _token_hashes_fast(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token hashes for a whole batch in numpy, no Python per token: about 10x faster than
-    hashing each regex token. Words are runs of ASCII letters, digits and non-ASCII bytes; each
-    CJK/kana/hangul character is a word of its own; U+2000-U+2FFF punctuation separates. The
-    hash is a polynomial over the bytes, from prefix sums (the base is odd, so invertible mod
-    2^64), then mixed. Being a polynomial it is not collision-proof against a crafted input,
-    which is why candidates are verified with `shingle_set`'s xxh3 hashes, not these."""
-    encoded = [t.casefold().encode("utf-8", "surrogatepass") for t in texts]
-    buf = b"\x00".join(encoded) + b"\x00"
-    b = np.frombuffer(buf, dtype=np.uint8)
-    n = b.size
-    word = _WORD_BYTE[b]
-    punct = b == 0xE2
-    word &= ~punct
-    word[1:] &= ~punct[:-1]
-    word[2:] &= ~punct[:-2]
-    cjk = (b >= 0xE3) & (b <= 0xED)
-    prev = np.concatenate(([False], word[:-1]))
-    nxt = np.concatenate((word[1:], [False]))
-    nxt_cjk = np.concatenate((cjk[1:], [False]))
-    starts = np.flatnonzero(word & (~prev | cjk))
-    ends = np.flatnonzero(word & (~nxt | nxt_cjk)) + 1
-    pow_b, pow_inv = _powers(n)
-    with np.errstate(over="ignore"):
-        prefix = np.cumsum(b.astype(np.uint64) * pow_inv, dtype=np.uint64)
-        before = np.where(starts > 0, prefix[np.maximum(starts - 1, 0)], np.uint64(0))
-        hashes = _mix((prefix[ends - 1] - before) * pow_b[starts])
-    text_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]])
-    owner = np.searchsorted(text_starts, starts, side="right") - 1
-    lengths = np.bincount(owner, minlength=len(texts)).astype(np.int64)
-    return hashes, lengths
-
-
 def _shingles(texts: list[str], ngram: int, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(shingle hashes, owning text index). A text shorter than `ngram` words is one shingle."""
     toks, lengths = _token_hashes_fast(texts) if fast else _token_hashes(texts)
-    if toks.size == 0:
-        return np.empty(0, np.uint64), np.empty(0, np.int64)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    ends = starts + lengths
-    owner = np.repeat(np.arange(len(texts)), lengths)
-    pos = np.arange(toks.size)
-    end_of = ends[owner]
-    width = np.minimum(ngram, end_of - starts[owner])
-    valid = (pos + width <= end_of) & ((pos + ngram <= end_of) | (pos == starts[owner]))
-    pos, width, owner = pos[valid], width[valid], owner[valid]
-    h = np.zeros(pos.size, dtype=np.uint64)
-    last = toks.size - 1
-    with np.errstate(over="ignore"):
-        for j in range(ngram):
-            take = toks[np.minimum(pos + j, last)]
-            h = np.where(j < width, (h ^ take) * _P1, h)
-        return _mix(h), owner
+    return ngram_hashes(toks, lengths, ngram)
 
 
 def shingle_set(text: str, ngram: int) -> set[int]:

@@ -92,6 +92,11 @@ class Echo(Filter):
     def __post_init__(self) -> None:
         _check(0 < self.threshold <= 1, self.name, "threshold must be in (0, 1]")
 
+    def screen(self, records: list[Record], texts: Any) -> tuple[Any, Hit | None]:
+        import numpy as np
+
+        return np.fromiter((len(r.response) <= 2 * len(r.last_user) + 50 for r in records), bool, len(records)), None
+
     def check(self, record: Record) -> list[Hit] | None:
         response, prompt = record.response, record.last_user
         if len(response) > 2 * len(prompt) + 50 or not response.strip() or not prompt.strip():
@@ -126,24 +131,39 @@ class Repetition(Filter):
         _check(self.ngram >= 1, self.name, "ngram must be >= 1")
         _check(0 < self.max_repeated_fraction < 1, self.name, "max_repeated_fraction must be in (0, 1)")
 
-    def check(self, record: Record) -> list[Hit] | None:
-        words = record.response.split()
-        if len(words) < self.min_words:
-            return None
-        # Every position that starts a repeated n-gram holds a repeated word, so the share of
-        # repeated words bounds the share of repeated n-grams: most texts stop here.
-        repeated_words = len(words) - len(set(words))
-        if repeated_words / (len(words) - self.ngram + 1) <= self.max_repeated_fraction:
-            return None
-        grams = list(zip(*(words[i:] for i in range(self.ngram))))
-        repeated = 1 - len(set(grams)) / len(grams)
-        if repeated > self.max_repeated_fraction:
-            from collections import Counter
+    def _flags(self, responses: list[str]):
+        from curate.tokens import repeated_fraction
 
-            top = Counter(grams).most_common(1)[0][0]
-            return [Hit("quality:repetition", score=repeated,
-                        detail={"repeated_fraction": round(repeated, 3), "ngram": " ".join(top)[:100]})]
-        return None
+        fraction, words = repeated_fraction(responses, self.ngram)
+        return (words >= self.min_words) & (fraction > self.max_repeated_fraction), fraction
+
+    def screen(self, records: list[Record], texts: Any) -> tuple[Any, Hit | None]:
+        import numpy as np
+
+        # Every position that starts a repeated n-gram holds a repeated word, so the share of
+        # repeated words bounds the share of repeated n-grams: a cheap test that clears most rows.
+        mask = np.zeros(len(records), dtype=bool)
+        for i, record in enumerate(records):
+            words = record.response.split()
+            if len(words) >= self.min_words and (len(words) - len(set(words))) / (
+                    len(words) - self.ngram + 1) > self.max_repeated_fraction:
+                mask[i] = True
+        if mask.any():
+            picked = np.flatnonzero(mask)
+            mask[picked] = self._flags([records[i].response for i in picked])[0]
+        return mask, None
+
+    def check(self, record: Record) -> list[Hit] | None:
+        hit, fraction = self._flags([record.response])
+        if not hit[0]:
+            return None
+        from collections import Counter
+
+        words = record.response.split()
+        top = Counter(zip(*(words[i:] for i in range(self.ngram)))).most_common(1)
+        return [Hit("quality:repetition", score=float(fraction[0]),
+                    detail={"repeated_fraction": round(float(fraction[0]), 3),
+                            "ngram": " ".join(top[0][0])[:100] if top else ""})]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f\ufffd\ufffe\uffff]")
@@ -469,8 +489,9 @@ _TEACHER_WORDS = ("gpt", "claude", "bard", "gemini", "vicuna", "llama", "alpaca"
 @dataclass
 class TeacherIdentity(Filter):
     name: ClassVar[str] = "teacher_identity"
-    gate: ClassVar[str | None] = (r"(?i)gpt|claude|bard|gemini|vicuna|llama|alpaca|koala|qwen|mistral|ernie|bing|openai|"
-                                   r"anthropic|google|meta|lmsys|large model systems|alibaba|baidu|microsoft")
+    gate: ClassVar[str | None] = (r"(?i)chatgpt|\bgpt|\b(?:claude|bard|gemini|vicuna|llama|alpaca|koala|qwen|mistral|"
+                                   r"ernie|bing|openai|anthropic|google|meta|lmsys|alibaba|baidu|microsoft)\b|"
+                                   r"large model systems")
     reasons: ClassVar[tuple[str, ...]] = ("quality:teacher-identity",)
     description: ClassVar[str] = "responses that claim another model's identity ('I am Vicuna, trained by LMSYS')"
 
@@ -551,9 +572,7 @@ class Language(Filter):
     def screen(self, records: list[Record], texts: Any) -> tuple[Any, Hit | None]:
         from curate.filters.langid import english_mask
 
-        import pyarrow as pa
-
-        english = english_mask(pa.array([self._sample(r) for r in records]))
+        english = english_mask([self._sample(r) for r in records])
         return ~english, self._hit("en", 0.99)
 
     def check(self, record: Record) -> list[Hit] | None:
