@@ -18,7 +18,7 @@ import orjson
 
 from curate.dedup.minhash import band_hashes, signatures
 from curate.normalise.normaliser import Normaliser, Unreadable
-from curate.read.items import Item, parse_item
+from curate.read.items import Item, dump_json, parse_item
 from curate.record import Record
 from curate.ruleset import Rules
 
@@ -51,15 +51,6 @@ def _key(text: str) -> int:
     digest = hashlib.blake2b(unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"),
                              digest_size=8).digest()
     return int.from_bytes(digest, "little")
-
-
-def dump_raw(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-    except (orjson.JSONEncodeError, TypeError):
-        import json
-
-        return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> BatchResult:
@@ -98,7 +89,7 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
             if original is not None and rec.part is None:
                 out.raw.append(original.rstrip(b"\r"))
             else:
-                out.raw.append(dump_raw(rec.raw))
+                out.raw.append(dump_json(rec.raw))
             records.append(rec)
     t1 = clock()
     out.seconds["read"] = t1 - t0

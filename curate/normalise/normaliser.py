@@ -8,10 +8,19 @@ from dataclasses import dataclass, field
 from curate.errors import UsageError
 from curate.normalise.formats import FORMATS, FormatMismatch, detect_format
 from curate.normalise.mapping import PRESETS, Mapping, detect_preset
-from curate.read.items import Item, raw_text
+from curate.read.items import Item, dump_json, raw_text
 from curate.record import Record
 
-import orjson
+
+
+def _unencodable(rec: Record) -> str | None:
+    for where, text in rec.texts():
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+    return None
 
 
 @dataclass(slots=True)
@@ -93,11 +102,18 @@ class Normaliser:
             else:
                 reason = "input:missing-field" if "missing" in str(exc) else "input:format"
             yield Unreadable(row, item.source, item.index, item.line, reason, f"{exc}{needs}",
-                             raw_text(orjson.dumps(value, default=str).decode()))
+                             raw_text(dump_json(value).decode()))
             return
+        for rec in results:
+            where = _unencodable(rec)
+            if where:
+                yield Unreadable(row, item.source, item.index, item.line, "input:utf8",
+                                 f"{where} holds a lone surrogate code point, which no UTF-8 file can hold",
+                                 raw_text(dump_json(value).decode()))
+                return
         if not results:
             yield Unreadable(row, item.source, item.index, item.line, "input:missing-field",
                              f"list {mapping.expands!r} is empty: no records to read" if mapping else "empty",
-                             raw_text(orjson.dumps(value, default=str).decode()))
+                             raw_text(dump_json(value).decode()))
             return
         yield from results

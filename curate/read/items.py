@@ -45,6 +45,18 @@ def raw_text(data: bytes | str) -> str:
     return text
 
 
+def dump_json(value: Any) -> bytes:
+    """JSON bytes for any parsed value. orjson first; values it refuses (lone surrogates from a
+    Python caller, ints past 64 bits) go through the standard library with ASCII escapes, which
+    always yields valid UTF-8."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        import json
+
+        return json.dumps(value, default=str, ensure_ascii=True).encode("ascii")
+
+
 def parse_item(item: Item) -> Item:
     """Parse `item.data` in place. Bad JSON and bad UTF-8 become an error, never an exception."""
     if item.data is None:
