@@ -161,3 +161,14 @@ def test_binary_garbage_file_never_crashes(tmp_path):
     report = curate.scan(tmp_path / "junk.jsonl", out=tmp_path / "out")
     assert report.rows > 0 and report.counts["quarantine"] == report.rows
     assert report.summary["accounting"]["balanced"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    rows = varied_rows(2)
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    (tmp_path / "b.json").write_bytes(bom + json.dumps(rows).encode())
+    (tmp_path / "c.csv").write_bytes(bom + b"instruction,input,output\nSay hi,,Hi there friend.\n")
+    for name in ("a.jsonl", "b.json", "c.csv"):
+        report = curate.scan(tmp_path / name, out=tmp_path / f"out-{name}")
+        assert report.counts["quarantine"] == 0 and report.rows >= 1, name

@@ -131,6 +131,7 @@ def _open_binary(source: Source) -> BinaryIO:
 
 
 _TRUNCATION_ERRORS = (EOFError, zlib.error, OSError)
+_BOM = b"\xef\xbb\xbf"  # Windows tools write it; it is not part of the first record
 
 
 def _broken(source: Source, index: int, line: int | None, exc: BaseException) -> Item:
@@ -149,6 +150,8 @@ def _sniff(source: Source, stream: BinaryIO) -> tuple[str, bytes]:
         head += chunk
         if head.lstrip():
             break
+    if head.startswith(_BOM):
+        head = head[len(_BOM):]
     first = head.lstrip()[:1]
     if first == b"[":
         return "json", head
@@ -202,6 +205,8 @@ def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item
             lineno += 1
             line = pending[pos:nl]
             pos = nl + 1
+            if lineno == 1 and line.startswith(_BOM):
+                line = line[len(_BOM):]
             if line.strip():
                 yield Item(source.name, index, lineno, data=line)
                 index += 1
@@ -350,7 +355,7 @@ def _json_array(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]
 def _read_csv(source: Source) -> Iterator[Item]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     try:
-        stream = io.TextIOWrapper(_open_binary(source), encoding="utf-8", errors="surrogateescape",
+        stream = io.TextIOWrapper(_open_binary(source), encoding="utf-8-sig", errors="surrogateescape",
                                   newline="")
         reader = csv.reader(stream, delimiter="\t" if source.kind == "tsv" else ",")
         header = next(reader, None)
