@@ -35,7 +35,7 @@ def texts_of(rows: list[dict]) -> list[str]:
     out = []
     for i, row in enumerate(rows):
         source = "sharegpt" if "conversations" in row else "alpaca"
-        normaliser._resolve(source, row)
+        normaliser.resolve(source, row)
         rec = next(normaliser.records(Item(source, i, None, value=row), i))
         out.append(rec.full_text())
     return out

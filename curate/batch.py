@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from curate.dedup.minhash import band_hashes, signatures
 from curate.normalise.normaliser import Normaliser, Unreadable

@@ -214,7 +214,7 @@ def _batches(sources: list, normaliser: Normaliser) -> Iterator[list[Item]]:
                     except orjson.JSONDecodeError:
                         value = None
                 if isinstance(value, dict):
-                    normaliser._resolve(item.source, value)
+                    normaliser.resolve(item.source, value)
                     resolved = True
             batch.append(item)
             size += len(item.data) if item.data is not None else 256
@@ -231,7 +231,12 @@ def _run_batches(batches: Iterator[list[Item]], normaliser: Normaliser, rules: R
         for batch in batches:
             yield process_batch(batch, normaliser, rules)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    import multiprocessing
+
+    # forkserver, not fork: the main process already runs Arrow's threads, and forking a
+    # threaded process can deadlock the child.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
         pending: deque[Future] = deque()
         for batch in batches:
             pending.append(pool.submit(process_batch, batch, normaliser, rules))
@@ -329,7 +334,7 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
             if item.value is None:
                 continue
             if source.name not in normaliser._formats:
-                normaliser._resolve(item.source, item.value)
+                normaliser.resolve(item.source, item.value)
             prompt = _eval_prompt(item.value, normaliser, item.source)
             if prompt:
                 where = item.where
@@ -395,7 +400,7 @@ def _repeat_signals(ledger: Ledger) -> dict[str, Any]:
         if rows.size == 0:
             out[kind] = []
             continue
-        uniq, inverse, counts = np.unique(keys[rows], return_inverse=True, return_counts=True)
+        _, inverse, counts = np.unique(keys[rows], return_inverse=True, return_counts=True)
         multi = np.flatnonzero(counts > 1)
         groups = []
         members_of: dict[int, list[int]] = defaultdict(list)
@@ -403,7 +408,7 @@ def _repeat_signals(ledger: Ledger) -> dict[str, Any]:
         for r, g in zip(rows.tolist(), inverse.tolist()):
             if g in wanted:
                 members_of[g].append(r)
-        for g, members in members_of.items():
+        for members in members_of.values():
             distinct = len({int(others[r]) for r in members})
             if distinct < 2:
                 continue  # an exact duplicate, not a signal

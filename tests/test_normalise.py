@@ -12,7 +12,7 @@ from curate.record import Record, Turn, content_id
 
 def records(value: dict, **kw) -> list[Record]:
     normaliser = Normaliser(**kw)
-    normaliser._resolve("s", value)
+    normaliser.resolve("s", value)
     out = list(normaliser.records(Item("s", 0, 1, value=value), 0))
     assert all(isinstance(r, Record) for r in out), out
     return out

@@ -148,3 +148,16 @@ def test_report_html_escapes_record_text(tmp_path):
     html = (report.out / "report.html").read_text()
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_worker_pool_gives_the_same_verdicts_as_one_process(tmp_path, monkeypatch):
+    import curate.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 16)  # many batches, finishing out of order
+    rows = varied_rows(150) + [alpaca("Hi\u200b", "Hello."), alpaca("Poem?", "")] + varied_rows(20)
+    path = write_jsonl(tmp_path / "in.jsonl", rows, {40: b"{bad"})
+    one = curate.scan(path, out=tmp_path / "one", workers=1)
+    two = curate.scan(path, out=tmp_path / "two", workers=2)
+    assert read_jsonl(one.out / "verdicts.jsonl") == read_jsonl(two.out / "verdicts.jsonl")
+    assert (one.out / "clean.jsonl").read_bytes() == (two.out / "clean.jsonl").read_bytes()
+    assert two.counts["drop"] == 21 and two.counts["quarantine"] == 1

@@ -53,7 +53,7 @@ class Normaliser:
     def source_format(self, source: str) -> str | None:
         return self._names.get(source)
 
-    def _resolve(self, source: str, value: dict) -> tuple[str | None, Mapping | None]:
+    def resolve(self, source: str, value: dict) -> tuple[str | None, Mapping | None]:
         if source in self._formats:
             return self._formats[source]
         mapping = self.mapping
@@ -80,7 +80,7 @@ class Normaliser:
                              item.error, item.raw_text or "")
             return
         value = item.value
-        fmt, mapping = self._resolve(item.source, value)
+        fmt, mapping = self.resolve(item.source, value)
         try:
             if fmt is None:
                 raise FormatMismatch(
