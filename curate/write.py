@@ -181,6 +181,10 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         signals[kind] = {"groups": len(found), "rows": sum(g[0] for g in found), "top": [
             {"rows": size, "distinct": distinct, "sample": [ledger.where(r) for r in members[:10]],
              "preview": _preview(result, members[0])} for size, distinct, members in found[:20]]}
+    unreadable = []
+    for row in sorted(ledger.quarantined)[:20]:
+        reason, evidence = next(iter(ledger.reasons[row].items()))
+        unreadable.append({**ledger.where(row), "reason": reason, "error": evidence["error"]})
     seconds = {k: round(v, 3) for k, v in result.seconds.items()}
     total = ledger.n
     fail_on_counts = {**by_reason, **by_namespace}
@@ -203,6 +207,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
             "groups": groups,
         },
         "signals": signals,
+        "unreadable": unreadable,
         "languages": dict(Counter(lang for lang in ledger.lang if lang).most_common()),
         "lengths": {"prompt_chars": _histogram(ledger.prompt_chars),
                     "response_chars": _histogram(ledger.response_chars)},

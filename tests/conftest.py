@@ -48,6 +48,7 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "curate-home"))
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps at the terminal width; keep messages on one line
     monkeypatch.chdir(tmp_path)
 
 

@@ -21,6 +21,13 @@ def test_scan_prints_a_summary_and_exits_0(tmp_path, cli):
     assert (tmp_path / "out" / "manifest.json").exists()
 
 
+def test_unreadable_records_are_named_by_file_and_line(tmp_path, cli):
+    path = write_jsonl(tmp_path / "in.jsonl", varied_rows(3), {1: b'{"instruction": [oops'})
+    result = cli("scan", path, "-o", tmp_path / "out")
+    assert result.exit_code == 0
+    assert f"quarantined {path}:2: input:json: malformed JSON" in result.output
+
+
 def test_fail_on_exits_1_and_names_the_threshold(tmp_path, cli):
     path = write_jsonl(tmp_path / "in.jsonl", varied_rows(5) + [alpaca("Mail me", "x@example.com")])
     result = cli("scan", path, "-o", tmp_path / "out", "--fail-on", "pii>0", "--fail-on", "flag-rate>0.5")

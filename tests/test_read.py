@@ -69,6 +69,7 @@ def test_malformed_line_and_invalid_utf8_are_quarantined_with_file_line(tmp_path
     quarantined = read_jsonl(report.out / "quarantine.jsonl")
     assert [(q["line"], q["reason"]) for q in quarantined] == [(2, "input:json"), (5, "input:utf8")]
     assert "oops" in quarantined[0]["raw"] and "\\xff" in quarantined[1]["raw"]
+    assert [(u["line"], u["reason"]) for u in report.summary["unreadable"]] == [(2, "input:json"), (5, "input:utf8")]
     assert report.summary["accounting"]["balanced"]
 
 

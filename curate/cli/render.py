@@ -48,6 +48,14 @@ def print_summary(report) -> None:
         for reason, info in sorted(s["reasons"].items(), key=lambda kv: -kv[1]["rows"])[:15]:
             reasons.add_row(reason, info["action"], f"{info['rows']:,}")
         console.print(reasons)
+    shown = s.get("unreadable", [])[:10]
+    for q in shown:
+        where = f"{q['source']}:{q['line']}" if q["line"] else f"{q['source']} (row {q['row']})"
+        # markup off: the error quotes attacker-controlled text, which may hold [rich] tags
+        console.print(f"quarantined {where}: {q['reason']}: {q['error']}", highlight=False, markup=False,
+                      style="magenta")
+    if s["counts"]["quarantine"] > len(shown):
+        console.print(f"… and {s['counts']['quarantine'] - len(shown):,} more in quarantine.jsonl", highlight=False)
     for src in s["sources"]:
         for problem in src["problems"]:
             console.print(f"[yellow]warning[/]: {src['source']}: {problem}", highlight=False)
