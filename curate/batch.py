@@ -52,6 +52,34 @@ def _key(text: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def _gate_screens(rules: Rules, texts) -> dict[str, tuple[np.ndarray, None]]:
+    """Masks of every filter that screens by `gate` alone, from one pass of all gates together:
+    most rows match no gate, and only the few that do are run through each gate on its own."""
+    import pyarrow.compute as pc
+
+    from curate.filters.base import Filter
+
+    gates = {r.filter.name: r.filter.gate for r in rules.filters
+             if r.filter.gate and type(r.filter).screen is Filter.screen}
+    if not gates:
+        return {}
+    combined = "|".join(f"(?:{_scoped(g)})" for g in gates.values())
+    hit = np.flatnonzero(pc.match_substring_regex(texts, combined).to_numpy(zero_copy_only=False))
+    subset = texts.take(hit)
+    masks = {}
+    for name, gate in gates.items():
+        mask = np.zeros(len(texts), dtype=bool)
+        if hit.size:
+            mask[hit] = pc.match_substring_regex(subset, gate).to_numpy(zero_copy_only=False)
+        masks[name] = (mask, None)
+    return masks
+
+
+def _scoped(gate: str) -> str:
+    """A leading (?i) applies to the whole pattern; inside an alternation it must be scoped."""
+    return f"(?i:{gate[4:]})" if gate.startswith("(?i)") else gate
+
+
 def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> BatchResult:
     out = BatchResult()
     clock = time.perf_counter
@@ -99,10 +127,11 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
         import pyarrow as pa
 
         texts = pa.array(full_texts, pa.large_string()) if full_texts else None
+        gated = _gate_screens(rules, texts)
         for rule in rules.filters:
             name = rule.filter.name
             try:
-                mask, default = rule.filter.screen(records, texts)
+                mask, default = gated[name] if name in gated else rule.filter.screen(records, texts)
             except Exception as exc:  # a broken screen falls back to checking every row
                 mask, default = None, None
                 out.filter_errors.setdefault(name, (0, f"screen: {type(exc).__name__}: {exc}"))

@@ -152,3 +152,21 @@ def test_user_rules_extend_and_override(tmp_path):
     assert "echo" not in by_name
     assert by_name["length"].filter.max_chars == 50 and by_name["length"].filter.max_tokens == 32768
     assert rules.digest != load_rules().digest
+
+
+def test_one_combined_gate_pass_equals_each_gate_alone():
+    import numpy as np
+    import pyarrow as pa
+
+    from curate.batch import _gate_screens
+
+    samples = [rec("q", "Mail jane.doe@example.com"), rec("q\u200b", "x"), rec("Who?", "I AM CHATGPT"),
+               rec("q", "I'm sorry, but I cannot"), ORDINARY, rec("p\u0430ypal", "<|im_start|>")]
+    texts = pa.array([r.full_text() for r in samples], pa.large_string())
+    rules = load_rules()
+    combined = _gate_screens(rules, texts)
+    assert set(combined) >= {"pii", "invisible", "teacher_identity", "refusal", "homoglyph", "template_tokens"}
+    for rule in rules.filters:
+        if rule.filter.name in combined:
+            alone, _ = rule.filter.screen(samples, texts)
+            assert np.array_equal(combined[rule.filter.name][0], alone), rule.filter.name
