@@ -80,24 +80,37 @@ def ngram_hashes(toks: np.ndarray, lengths: np.ndarray, ngram: int, short_as_one
     """(hashes of every run of `ngram` consecutive tokens within a text, owning text index).
     With `short_as_one`, a text shorter than `ngram` tokens yields one hash of all its tokens."""
     n_texts = len(lengths)
-    if toks.size == 0:
+    total = toks.size
+    if total == 0:
         return np.empty(0, np.uint64), np.empty(0, np.int64)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     ends = starts + lengths
-    owner = np.repeat(np.arange(n_texts), lengths)
-    pos = np.arange(toks.size)
-    end_of = ends[owner]
-    width = np.minimum(ngram, end_of - starts[owner])
-    valid = pos + ngram <= end_of
-    if short_as_one:
-        valid |= (pos == starts[owner]) & (width < ngram)
-    pos, width, owner = pos[valid], width[valid], owner[valid]
-    h = np.zeros(pos.size, dtype=np.uint64)
-    last = toks.size - 1
+    parts_h, parts_owner = [], []
     with np.errstate(over="ignore"):
-        for j in range(ngram):
-            take = toks[np.minimum(pos + j, last)]
-            h = np.where(j < width, (h ^ take) * P1, h)
+        if total >= ngram:
+            # Every window of `ngram` tokens from slices (no gathers), then keep the windows that
+            # lie inside one text.
+            h = np.zeros(total - ngram + 1, dtype=np.uint64)
+            for j in range(ngram):
+                h = (h ^ toks[j:total - ngram + 1 + j]) * P1
+            owner = np.repeat(np.arange(n_texts), lengths)[: total - ngram + 1]
+            inside = np.arange(total - ngram + 1) + ngram <= ends[owner]
+            parts_h.append(h[inside])
+            parts_owner.append(owner[inside])
+        if short_as_one:
+            short = np.flatnonzero((lengths > 0) & (lengths < ngram))
+            if short.size:
+                h = np.zeros(short.size, dtype=np.uint64)
+                for j in range(ngram - 1):
+                    take = toks[np.minimum(starts[short] + j, total - 1)]
+                    h = np.where(j < lengths[short], (h ^ take) * P1, h)
+                parts_h.append(h)
+                parts_owner.append(short)
+        h = np.concatenate(parts_h) if parts_h else np.empty(0, np.uint64)
+        owner = np.concatenate(parts_owner) if parts_owner else np.empty(0, np.int64)
+        if len(parts_h) > 1:
+            order = np.argsort(owner, kind="stable")
+            h, owner = h[order], owner[order]
         return mix(h), owner
 
 
