@@ -173,3 +173,17 @@ def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
     for name in ("a.jsonl", "b.json", "c.csv"):
         report = curate.scan(tmp_path / name, out=tmp_path / f"out-{name}")
         assert report.counts["quarantine"] == 0 and report.rows >= 1, name
+
+
+def test_a_line_over_the_record_limit_is_quarantined_unread(tmp_path, monkeypatch):
+    import curate.read.sources as sources
+
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 1000)
+    monkeypatch.setattr(sources, "CHUNK", 64)
+    rows = varied_rows(3)
+    path = write_jsonl(tmp_path / "x.jsonl", rows, {1: b'{"instruction": "' + b"z" * 5000 + b'", "output": "y"}'})
+    report = curate.scan(path, out=tmp_path / "out")
+    vs = verdicts(report.out)
+    assert [v["line"] for v in vs] == [1, 2, 3, 4]
+    assert vs[1]["reasons"] == ["input:too-large"] and vs[1]["verdict"] == "quarantine"
+    assert [v["verdict"] for v in vs[::2]] == ["keep", "keep"] and vs[3]["verdict"] == "keep"

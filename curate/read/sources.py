@@ -168,62 +168,63 @@ def _read_jsonl(source: Source) -> Iterator[Item]:
 
 
 def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]:
-    index = 0
-    lineno = 0
-    pending = head
-    pos = 0  # start of the unread part of `pending`; slicing per line would copy the chunk each time
+    """One item per non-blank line. Whole chunks are split in C; only a line cut by a chunk's
+    end is carried over to the next."""
     # read1 hands over what one decompression step produced, so a truncated .gz loses only its
     # last step, not everything a 1 MiB read() had gathered before the error.
     read = getattr(stream, "read1", stream.read)
-    try:
-        while True:
-            nl = pending.find(b"\n", pos)
-            if nl < 0:
-                pending = pending[pos:]
-                pos = 0
-                chunk = read(CHUNK)
-                if not chunk:
-                    break
-                if len(pending) > MAX_RECORD_BYTES:
-                    # Skip the rest of an oversized line without holding it.
-                    lineno += 1
-                    size = len(pending) + len(chunk)
-                    while b"\n" not in chunk:
-                        chunk = read(CHUNK)
-                        if not chunk:
-                            break
-                        size += len(chunk)
-                    cut = chunk.find(b"\n")
-                    yield Item(source.name, index, lineno, error=f"record of over {size} bytes exceeds the "
-                               f"{MAX_RECORD_BYTES >> 20} MiB limit", reason="input:too-large",
-                               raw_text=raw_text(pending))
-                    index += 1
-                    pending = chunk[cut + 1:] if cut >= 0 else b""
-                    continue
-                pending += chunk
-                continue
+    name = source.name
+    index = 0
+    lineno = 0
+    carry = head
+
+    def emit(lines: list[bytes]) -> Iterator[Item]:
+        nonlocal index, lineno
+        for line in lines:
             lineno += 1
-            line = pending[pos:nl]
-            pos = nl + 1
             if lineno == 1 and line.startswith(_BOM):
                 line = line[len(_BOM):]
             if line.strip():
-                yield Item(source.name, index, lineno, data=line)
+                yield Item(name, index, lineno, data=line.rstrip(b"\r"))
                 index += 1
+
+    try:
+        while True:
+            chunk = read(CHUNK)
+            if not chunk:
+                break
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                if len(carry) > MAX_RECORD_BYTES:
+                    # Skip the rest of an oversized line without holding it.
+                    size = len(carry)
+                    while True:
+                        chunk = read(CHUNK)
+                        if not chunk or b"\n" in chunk:
+                            break
+                        size += len(chunk)
+                    lineno += 1
+                    yield Item(name, index, lineno, error=f"record of over {size} bytes exceeds the "
+                               f"{MAX_RECORD_BYTES >> 20} MiB limit", reason="input:too-large",
+                               raw_text=raw_text(carry))
+                    index += 1
+                    carry = chunk[chunk.find(b"\n") + 1:] if chunk else b""
+                continue
+            carry = data[cut + 1:]
+            yield from emit(data[:cut].split(b"\n"))
     except _TRUNCATION_ERRORS as exc:
-        rest = pending[pos:]
-        if rest.strip():
+        if carry.strip():
             lineno += 1
             item = _broken(source, index, lineno, exc)
-            item.raw_text = raw_text(rest)
+            item.raw_text = raw_text(carry)
             yield item
         else:
             yield _broken(source, index, lineno + 1, exc)
         return
-    pending = pending[pos:]
-    if pending.strip():
-        lineno += 1
-        yield Item(source.name, index, lineno, data=pending)
+    if carry:
+        yield from emit(carry.split(b"\n"))
 
 
 def _read_json(source: Source) -> Iterator[Item]:
