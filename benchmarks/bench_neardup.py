@@ -7,7 +7,7 @@ Data: synthetic rows (benchmarks/synth.py) plus near copies with 1-12 word edits
 Jaccard similarities spread from about 0.5 to 1; hard negatives from ../shared/bench: the templated
 FastChat conversations and the short SST-2 classification rows of BackdoorLLM, which look alike
 without being duplicates. Ground truth: every pair whose exact Jaccard on curate's shingles
-(`shingle_set`: word 5-grams, xxh3) is >= 0.8, found with a sparse product over all rows.
+(`shingle_set`: word 5-grams, keyed token hashes) is >= 0.8, found with a sparse product over all rows.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def curate_edges(texts: list[str], sets: list[set[int]], threshold: float, bands
 
 
 def datasketch_pairs(texts: list[str], threshold: float, ngram: int, num_perm: int = 128):
-    from datasketch import MinHash, MinHashLSH
     import xxhash
+    from datasketch import MinHash, MinHashLSH
 
     from curate.dedup.minhash import tokens
 

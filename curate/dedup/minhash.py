@@ -14,7 +14,6 @@ import re
 from collections import defaultdict
 
 import numpy as np
-import xxhash
 
 from curate.tokens import C1 as _C1
 from curate.tokens import P1 as _P1
@@ -32,28 +31,18 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.casefold())
 
 
-_TOKEN_CACHE: dict[str, int] = {}
-_TOKEN_CACHE_MAX = 1 << 20
-
-
-def _token_hash(token: str) -> int:
-    value = xxhash.xxh3_64_intdigest(token.encode("utf-8", "surrogatepass"))
-    if len(_TOKEN_CACHE) >= _TOKEN_CACHE_MAX:
-        _TOKEN_CACHE.clear()
-    _TOKEN_CACHE[token] = value
-    return value
-
-
 def _token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """xxh3 of every token. Words follow Zipf's law, so a dict in front of the hash answers most."""
+    """Python's own str hash of every token: SipHash under a key drawn at random for each
+    process, so an attacker cannot craft two texts whose shingles collide, and computed in C.
+    Only ever compared within one process (verification runs in the main one). Run with
+    PYTHONHASHSEED unset (the default): a fixed seed makes the key guessable."""
+    counts = np.empty(len(texts), dtype=np.int64)
     hashes: list[int] = []
-    lengths = np.empty(len(texts), dtype=np.int64)
-    get = _TOKEN_CACHE.get
     for i, text in enumerate(texts):
         toks = tokens(text)
-        lengths[i] = len(toks)
-        hashes.extend([get(t) or _token_hash(t) for t in toks])
-    return np.fromiter(hashes, dtype=np.uint64, count=len(hashes)), lengths
+        counts[i] = len(toks)
+        hashes.extend(map(hash, toks))
+    return np.array(hashes, dtype=np.int64).view(np.uint64), counts
 
 
 def _shingles(texts: list[str], ngram: int, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -68,15 +57,17 @@ def shingle_set(text: str, ngram: int) -> set[int]:
 
 
 def shingle_arrays(texts: list[str], ngram: int) -> list[np.ndarray]:
-    """Exact shingle sets (xxh3 of regex word tokens) of many texts, computed as one batch, each
+    """Exact shingle sets (keyed hashes of regex word tokens) of many texts, computed as one batch, each
     as a sorted array of distinct uint64: an eighth of the memory of a Python set."""
     h, owner = _shingles(texts, ngram)
     if not h.size:
         return [np.empty(0, np.uint64) for _ in texts]
     order = np.lexsort((h, owner))
     h, owner = h[order], owner[order]
-    bounds = np.searchsorted(owner, np.arange(len(texts) + 1))
-    return [np.unique(h[bounds[i]:bounds[i + 1]]) for i in range(len(texts))]
+    first = np.concatenate(([True], (h[1:] != h[:-1]) | (owner[1:] != owner[:-1])))
+    h, owner = h[first], owner[first]
+    bounds = np.searchsorted(owner, np.arange(1, len(texts)))
+    return np.split(h, bounds)
 
 
 def shingle_sets(texts: list[str], ngram: int) -> list[set[int]]:
