@@ -13,10 +13,26 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .keep{color:#1a7f37}.drop{color:#9a6700}.flag{color:#cf222e}.quarantine{color:#8250df}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:8rem}
-.card b{font-size:1.4rem;display:block}.pre{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;
+.card b{font-size:1.4rem;display:block}.pre{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;
 background:#f6f8fa;padding:.3rem .5rem;border-radius:4px;max-width:60rem}
 .ok{color:#1a7f37}.bad{color:#cf222e}small{color:#57606a}
 """
+
+
+def _reveal(text: str) -> str:
+    """Escaped text with every invisible or control character shown as a marked code point: a
+    reviewer must see the zero-width space that the browser would otherwise hide."""
+    from curate.filters.builtin import _INVISIBLE
+
+    out, last = [], 0
+    for match in _INVISIBLE.finditer(text):
+        ch = match.group()
+        if ch in "\t\n\r":
+            continue
+        out += [escape(text[last:match.start()]), f'<mark title="invisible character">U+{ord(ch):04X}</mark>']
+        last = match.end()
+    out.append(escape(text[last:]))
+    return "".join(out)
 
 
 def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
@@ -73,6 +89,19 @@ def render_html(summary: dict[str, Any]) -> str:
     if summary.get("failed"):
         out.append('<p class="bad">Failed thresholds: ' + escape(", ".join(summary["failed"])) + "</p>")
 
+    if summary.get("flagged"):
+        out.append(f"<h2>Flagged for review</h2><p>{counts['flag']:,} rows; the first "
+                   f"{len(summary['flagged'])} below, all in <code>flagged.jsonl</code> with their evidence.</p>")
+        out.append(_table(["where", "reasons", "text"],
+                          [[_where(f), "<br>".join(f"<code>{escape(r)}</code>" for r in f["reasons"]),
+                            f'<div class="pre">{_reveal(f["preview"])}</div>'] for f in summary["flagged"]]))
+    if summary.get("unreadable"):
+        out.append(f"<h2>Unreadable</h2><p>{counts['quarantine']:,} records could not be read; the first "
+                   f"{len(summary['unreadable'])} below, all in <code>quarantine.jsonl</code> with their raw text.</p>")
+        out.append(_table(["where", "reason", "error"],
+                          [[_where(u), f"<code>{escape(u['reason'])}</code>", f'<div class="pre">{escape(u["error"])}</div>']
+                           for u in summary["unreadable"]]))
+
     out.append("<h2>Reasons</h2>")
     out.append(_table(["reason", "action", "rows", "share"],
                       [[f"<code>{escape(r)}</code>", escape(v["action"]), f"{v['rows']:,}", f"{v['rows'] / rows:.2%}"]
@@ -103,7 +132,7 @@ def render_html(summary: dict[str, Any]) -> str:
         out.append(_table(["kind", "size", "kept", "also", "text of the kept row"],
                           [[g["kind"], str(g["size"]), _where(g["kept"]),
                             "<br>".join(_where(m) for m in g["members"][:5] if m["row"] != g["kept"]["row"]),
-                            f'<div class="pre">{escape(g["preview"])}</div>'] for g in dedup["groups"][:50]], {1}))
+                            f'<div class="pre">{_reveal(g["preview"])}</div>'] for g in dedup["groups"][:50]], {1}))
 
     for kind, title in (("same_prompt", "One prompt, different responses"),
                         ("same_response", "One response, different prompts")):
@@ -113,7 +142,7 @@ def render_html(summary: dict[str, Any]) -> str:
                        "Not duplicates: kept, and used by poison detection.</p>")
             out.append(_table(["rows", "distinct", "where", "text"],
                               [[str(g["rows"]), str(g["distinct"]), "<br>".join(_where(w) for w in g["sample"][:3]),
-                                f'<div class="pre">{escape(g["preview"])}</div>'] for g in sig["top"][:10]], {0, 1}))
+                                f'<div class="pre">{_reveal(g["preview"])}</div>'] for g in sig["top"][:10]], {0, 1}))
 
     if summary.get("filter_errors"):
         out.append("<h2 class=bad>Filter errors</h2>")

@@ -185,6 +185,8 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
     for row in sorted(ledger.quarantined)[:20]:
         reason, evidence = next(iter(ledger.reasons[row].items()))
         unreadable.append({**ledger.where(row), "reason": reason, "error": evidence["error"]})
+    flagged = [{**ledger.where(row), "reasons": list(ledger.reasons[row]), "preview": _preview(result, row)}
+               for row in (r for r, v in enumerate(verdicts) if v == "flag")][:50] if counts.get("flag") else []
     seconds = {k: round(v, 3) for k, v in result.seconds.items()}
     total = ledger.n
     fail_on_counts = {**by_reason, **by_namespace}
@@ -208,6 +210,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         },
         "signals": signals,
         "unreadable": unreadable,
+        "flagged": flagged,
         "languages": dict(Counter(lang for lang in ledger.lang if lang).most_common()),
         "lengths": {"prompt_chars": _histogram(ledger.prompt_chars),
                     "response_chars": _histogram(ledger.response_chars)},

@@ -161,3 +161,11 @@ def test_a_worker_pool_gives_the_same_verdicts_as_one_process(tmp_path, monkeypa
     assert read_jsonl(one.out / "verdicts.jsonl") == read_jsonl(two.out / "verdicts.jsonl")
     assert (one.out / "clean.jsonl").read_bytes() == (two.out / "clean.jsonl").read_bytes()
     assert two.counts["drop"] == 21 and two.counts["quarantine"] == 1
+
+
+def test_report_html_shows_invisible_characters_and_flagged_rows(tmp_path):
+    rows = varied_rows(3) + [alpaca("Tell me about the\u200b weather", "Sunny.")]
+    report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows), out=tmp_path / "out")
+    html = (report.out / "report.html").read_text()
+    assert "Flagged for review" in html and "quality:invisible-chars" in html
+    assert "the<mark" in html and ">U+200B</mark>" in html
