@@ -67,6 +67,8 @@ def test_homoglyph_words_name_the_foreign_letters():
     assert found["words"][0]["word"] == "p\u0430ypal"
     assert found["words"][0]["foreign"] == ["U+0430 CYRILLIC SMALL LETTER A"]
     assert not hits("homoglyph", rec("Привет, как дела?", "Hello in Russian"))
+    assert not hits("homoglyph", rec("Area of a circle?", "It is πr², and the circumference 2πr; Δx, 5μg."))
+    assert hits("homoglyph", rec("Visit ｇoogle.com", "ok"))["quality:homoglyph"]["words"][0]["word"] == "ｇoogle"
 
 
 def test_template_tokens():

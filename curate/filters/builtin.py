@@ -275,6 +275,15 @@ _CONFUSABLE_SCRIPTS = re.compile("[\u0370-\u058f\u13a0-\u13ff\uff01-\uff5e]")
 _MIXED_WORD = re.compile(r"\w*[A-Za-z\u00c0-\u024f]\w*", re.UNICODE)
 
 
+#: Letters from other scripts that render like Latin ones (after Unicode's confusables list).
+_LOOKALIKES = frozenset(
+    "АВЕКМНОРСТХУЅІЈԜаеорсухіјѕԁԛԝһүӏ"  # Cyrillic
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοαρνιυκ"  # Greek
+    "օսհոցզ"  # Armenian
+    "ᎪᎠᎬᏴᏀᎻᏆᎫᏦᏞᎷᏒᏚᎢᏙᏔᏃ"  # Cherokee
+    + "".join(map(chr, range(0xFF21, 0xFF3B))) + "".join(map(chr, range(0xFF41, 0xFF5B))))  # fullwidth
+
+
 def _script(ch: str) -> str | None:
     cp = ord(ch)
     for script, lo, hi in _SCRIPT_RANGES:
@@ -302,12 +311,14 @@ class Homoglyph(Filter):
                 if word.isascii():
                     continue
                 scripts = {s for s in map(_script, word) if s}
-                if "Latin" in scripts and len(scripts) > 1:
+                # Only letters that pass for Latin ones count: 'pаypal' with a Cyrillic а does,
+                # '2πr' in a formula does not.
+                if "Latin" in scripts and len(scripts) > 1 and any(c in _LOOKALIKES for c in word):
                     if len(words) < MAX_POSITIONS:
                         words.append({"field": where, "pos": match.start(), "word": word,
                                       "scripts": sorted(scripts),
                                       "foreign": [f"U+{ord(c):04X} {_cp_name(c)}" for c in word
-                                                  if _script(c) not in (None, "Latin")][:5]})
+                                                  if c in _LOOKALIKES][:5]})
         if words:
             return [Hit("quality:homoglyph", score=float(len(words)), detail={"words": words})]
         return None
