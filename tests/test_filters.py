@@ -83,6 +83,10 @@ def test_pii_kinds_luhn_and_redaction():
     assert found == {"pii:email", "pii:phone", "pii:card", "pii:ip"}
     assert pii.redact(text) == "Mail [EMAIL], call [PHONE], card [CARD], host [IP]"
     assert "pii:card" not in hits("pii", rec("q", "order 4111 1111 1111 1112"))  # fails Luhn
+    assert "pii:card" in hits("pii", rec("q", "my visa is 4111111111111111, exp 12/29"))
+    # Luhn-valid sums in an arithmetic dataset are not cards
+    assert "pii:card" not in hits("pii", rec("472547338 + 960397912423686 = ?", "1007411131329104"))
+    assert "pii:card" not in hits("pii", rec("q", "The result is 4212883012996"))
 
 
 def test_secrets():
