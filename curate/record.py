@@ -101,9 +101,3 @@ def content_id(turns: list[Turn], rejected: str | None = None) -> str:
     if rejected is not None:
         payload.append(["rejected", unicodedata.normalize("NFC", rejected)])
     return hashlib.blake2b(orjson.dumps(payload), digest_size=16).hexdigest()
-
-
-def text_key(text: str) -> str:
-    """Hash of one text after NFC: keys for 'same prompt' and 'same response' signals."""
-    return hashlib.blake2b(unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"),
-                           digest_size=12).hexdigest()
