@@ -17,9 +17,9 @@ def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
     Buckets of two, by far the most common, are paired in numpy; only larger buckets loop."""
     chunks: list[np.ndarray] = []
     keys = np.asarray(keys, dtype=np.int64)
-    for b in range(bands.shape[1]):
-        column = bands[:, b]
-        order = np.argsort(column, kind="stable")
+    by_band = np.ascontiguousarray(bands.T)  # contiguous columns sort about twice as fast
+    for column in by_band:
+        order = np.argsort(column)  # members are sorted below, so stability does not matter
         sorted_vals = column[order]
         breaks = np.flatnonzero(sorted_vals[1:] != sorted_vals[:-1]) + 1
         starts = np.concatenate(([0], breaks))
@@ -37,8 +37,12 @@ def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
                 chunks.append(np.stack([members[1:-1], members[2:]], axis=1))
     if not chunks:
         return np.empty((0, 2), dtype=np.int64)
-    pairs = np.concatenate(chunks)
-    pairs = np.sort(pairs, axis=1)
+    pairs = np.sort(np.concatenate(chunks), axis=1)
+    # One 1-D unique over (a << 32 | b) instead of a row-wise unique, which sorts structured rows.
+    if pairs.max() < (1 << 32):
+        packed = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
+        return np.stack([(packed >> np.uint64(32)).astype(np.int64),
+                         (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)], axis=1)
     return np.unique(pairs, axis=0)
 
 
