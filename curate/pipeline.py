@@ -34,7 +34,7 @@ from curate.normalise import Normaliser, parse_mapping
 from curate.normalise.mapping import Mapping
 from curate.read import Item, resolve_sources
 from curate.read.objects import object_source
-from curate.record import Record
+from curate.record import Record, squash
 from curate.ruleset import Rules, load_rules
 
 BATCH_ROWS = 2048
@@ -127,7 +127,9 @@ class Ledger:
         return {"row": row, "source": self.source_names[self.source_id[row]],
                 "line": None if line < 0 else line}
 
-    def filter_verdict(self, row: int) -> str:
+    def verdict(self, row: int) -> str:
+        """The verdict the reasons so far give: after the filters, the filter verdict; at the
+        end, the final one."""
         reasons = self.reasons.get(row)
         return verdict_of([e["action"] for e in reasons.values()]) if reasons else "keep"
 
@@ -143,16 +145,19 @@ class Spill:
         self.schema = pa.schema([("row", pa.int64()), ("raw", pa.large_binary())])
         self._sink = pa.OSFile(str(path), "wb")
         self._writer = pa.ipc.new_file(self._sink, self.schema)
-        self._starts: list[int] | None = None
+        self._starts: list[int] = []  # first row of each batch, in file order
         self._cached: tuple[int, list[bytes]] | None = None
         self._random = None
 
     def write(self, first_row: int, raw: Any) -> None:
         """Append one batch; `raw` is an Arrow large_binary array (or a list of bytes)."""
         pa = self._pa
+        if not len(raw):
+            return
         if not isinstance(raw, pa.Array):
             raw = pa.array(raw, pa.large_binary())
         rows = pa.array(np.arange(first_row, first_row + len(raw), dtype=np.int64))
+        self._starts.append(first_row)
         self._writer.write_batch(pa.record_batch([rows, raw], schema=self.schema))
 
     def close(self) -> None:
@@ -175,10 +180,8 @@ class Spill:
     def raw(self, row: int) -> bytes:
         """One record. Reads its whole batch and keeps it, so rows asked for in order are cheap."""
         if self._cached is None or not (self._cached[0] <= row < self._cached[0] + len(self._cached[1])):
-            if self._starts is None:
+            if self._random is None:
                 self._random = self._reader()
-                self._starts = [self._random.get_batch(i).column(0)[0].as_py()
-                                for i in range(self._random.num_record_batches)]
             i = bisect.bisect_right(self._starts, row) - 1
             self._cached = (self._starts[i], self._random.get_batch(i).column(1).to_pylist())
         return self._cached[1][row - self._cached[0]]
@@ -250,7 +253,7 @@ def _representative(rows: list[int], ledger: Ledger) -> int:
     """The first row that passes the filters; failing that, the first not dropped; else the first."""
     for wanted in ("keep", "flag"):
         for row in rows:
-            if ledger.filter_verdict(row) == wanted:
+            if ledger.verdict(row) == wanted:
                 return row
     return rows[0]
 
@@ -306,10 +309,6 @@ def _near_dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.nd
     return star_groups(edges, lambda rows: _representative(rows, ledger))
 
 
-def _squash(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def _eval_prompt(value: dict, normaliser: Normaliser, source: str) -> str | None:
     item = Item(source, 0, None, value=value)
     for rec in normaliser.records(item, 0):
@@ -333,12 +332,11 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
             parse_item(item)
             if item.value is None:
                 continue
-            if source.name not in normaliser._formats:
-                normaliser.resolve(item.source, item.value)
+            normaliser.resolve(item.source, item.value)  # detects once per source, then cached
             prompt = _eval_prompt(item.value, normaliser, item.source)
             if prompt:
                 where = item.where
-                exact.setdefault(_squash(prompt), where)
+                exact.setdefault(squash(prompt), where)
                 prompts.append((where, prompt))
     if not prompts:
         return 0
@@ -365,7 +363,7 @@ def _against(paths: tuple[str, ...], ledger: Ledger, rules: Rules, loader: Recor
         for i, (row, text) in enumerate(zip(chunk_rows, texts)):
             if not text.strip():
                 continue
-            hit = exact.get(_squash(text))
+            hit = exact.get(squash(text))
             if hit:
                 ledger.add_reason(row, "dup:eval", {"action": action, "eval": hit, "similarity": 1.0})
                 continue
@@ -418,14 +416,6 @@ def _repeat_signals(ledger: Ledger) -> dict[str, Any]:
         groups.sort(key=lambda g: (-g[0], g[2][0]))
         out[kind] = groups
     return out
-
-
-def _verdicts(ledger: Ledger) -> list[str]:
-    verdicts = []
-    for row in range(ledger.n):
-        reasons = ledger.reasons.get(row)
-        verdicts.append(verdict_of([e["action"] for e in reasons.values()]) if reasons else "keep")
-    return verdicts
 
 
 @dataclass
@@ -513,7 +503,7 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     eval_rows = _against(options.against, ledger, rules, loader) if options.against else 0
     seconds["against"] = clock() - t
     signals = _repeat_signals(ledger)
-    verdicts = _verdicts(ledger)
+    verdicts = [ledger.verdict(row) for row in range(ledger.n)]
     counts = Counter(verdicts)
     if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
         raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")

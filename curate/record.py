@@ -101,3 +101,8 @@ def content_id(turns: list[Turn], rejected: str | None = None) -> str:
     if rejected is not None:
         payload.append(["rejected", unicodedata.normalize("NFC", rejected)])
     return hashlib.blake2b(orjson.dumps(payload), digest_size=16).hexdigest()
+
+
+def squash(text: str) -> str:
+    """Case-folded text with runs of whitespace made one space: for 'is this the same text'."""
+    return " ".join(text.casefold().split())

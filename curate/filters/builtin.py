@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from curate.errors import RulesError
 from curate.filters.base import Filter, Hit, register
-from curate.record import Record
+from curate.record import Record, squash
 
 MAX_POSITIONS = 20
 
@@ -72,12 +72,7 @@ class Length(Filter):
         return hits or None
 
 
-_WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
-
-
-def _squash(text: str) -> str:
-    return _WS.sub(" ", text).strip().casefold()
 
 
 @register
@@ -101,7 +96,7 @@ class Echo(Filter):
         response, prompt = record.response, record.last_user
         if len(response) > 2 * len(prompt) + 50 or not response.strip() or not prompt.strip():
             return None  # much longer than its prompt: cannot be an echo
-        r, p = _squash(response), _squash(prompt)
+        r, p = squash(response), squash(prompt)
         if r == p:
             return [Hit("quality:echo", detail={"similarity": 1.0})]
         r_words = _WORD.findall(r)
