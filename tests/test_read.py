@@ -187,3 +187,13 @@ def test_a_line_over_the_record_limit_is_quarantined_unread(tmp_path, monkeypatc
     assert [v["line"] for v in vs] == [1, 2, 3, 4]
     assert vs[1]["reasons"] == ["input:too-large"] and vs[1]["verdict"] == "quarantine"
     assert [v["verdict"] for v in vs[::2]] == ["keep", "keep"] and vs[3]["verdict"] == "keep"
+
+
+def test_json_lines_in_a_json_file_with_a_long_first_line(tmp_path):
+    rows = [alpaca("Summarise: " + "word " * 2000, "A summary.")] + varied_rows(3)
+    write_jsonl(tmp_path / "lines.json", rows)  # .json name, JSON Lines content
+    (tmp_path / "one.json").write_text(json.dumps(varied_rows(1)[0], indent=2))
+    report = curate.scan(tmp_path / "lines.json", out=tmp_path / "out")
+    assert report.rows == 4 and report.counts["quarantine"] == 0
+    assert [v["line"] for v in verdicts(report.out)] == [1, 2, 3, 4]
+    assert curate.scan(tmp_path / "one.json", out=tmp_path / "out2").counts["keep"] == 1

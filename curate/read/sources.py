@@ -256,7 +256,13 @@ def _looks_like_lines(head: bytes) -> bool:
 
 
 def _single_document(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]:
+    """One pretty-printed object, or JSON Lines whose first line was longer than the sniffed head."""
     data = head + stream.read()
+    try:
+        json.loads(data)
+    except ValueError:
+        yield from _jsonl_lines(source, io.BytesIO(data), b"")
+        return
     yield Item(source.name, 0, 1 + data[: len(data) - len(data.lstrip())].count(b"\n"), data=data)
 
 
