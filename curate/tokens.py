@@ -42,6 +42,27 @@ def powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return POWERS["b"][:n], POWERS["inv"][:n]
 
 
+def _bounds(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end byte offsets of the words in a buffer."""
+    word = WORD_BYTE[b]
+    punct = b == 0xE2
+    word &= ~punct
+    word[1:] &= ~punct[:-1]
+    word[2:] &= ~punct[:-2]
+    cjk = (b >= 0xE3) & (b <= 0xED)
+    prev = np.concatenate(([False], word[:-1]))
+    nxt = np.concatenate((word[1:], [False]))
+    nxt_cjk = np.concatenate((cjk[1:], [False]))
+    return np.flatnonzero(word & (~prev | cjk)), np.flatnonzero(word & (~nxt | nxt_cjk)) + 1
+
+
+def token_strings(text: str) -> list[str]:
+    """The words `token_hashes` sees in one text, as (casefolded) strings: to name a hash."""
+    data = text.casefold().encode("utf-8", "surrogatepass")
+    starts, ends = _bounds(np.frombuffer(data + b"\x00", dtype=np.uint8))
+    return [data[s:e].decode("utf-8", "replace") for s, e in zip(starts.tolist(), ends.tolist())]
+
+
 def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Token hashes for a whole batch in numpy, no Python per token: about 10x faster than
     hashing each regex token. Words are runs of ASCII letters, digits and non-ASCII bytes; each
@@ -53,17 +74,7 @@ def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     buf = b"\x00".join(encoded) + b"\x00"
     b = np.frombuffer(buf, dtype=np.uint8)
     n = b.size
-    word = WORD_BYTE[b]
-    punct = b == 0xE2
-    word &= ~punct
-    word[1:] &= ~punct[:-1]
-    word[2:] &= ~punct[:-2]
-    cjk = (b >= 0xE3) & (b <= 0xED)
-    prev = np.concatenate(([False], word[:-1]))
-    nxt = np.concatenate((word[1:], [False]))
-    nxt_cjk = np.concatenate((cjk[1:], [False]))
-    starts = np.flatnonzero(word & (~prev | cjk))
-    ends = np.flatnonzero(word & (~nxt | nxt_cjk)) + 1
+    starts, ends = _bounds(b)
     pow_b, pow_inv = powers(n)
     with np.errstate(over="ignore"):
         prefix = np.cumsum(b.astype(np.uint64) * pow_inv, dtype=np.uint64)

@@ -538,7 +538,10 @@ class TeacherIdentity(Filter):
 _REFUSAL = re.compile(
     r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately)\b[^.\n]{0,80}\b(?:can(?:no|')t|unable|not able|won't|"
     r"do not have the (?:ability|capability)|not (?:allowed|permitted|appropriate))"
-    r"|\bAs an AI(?: language model| assistant)?,? I (?:can(?:no|')t|do not|don't|am (?:not able|unable))"
+    r"|\bAs an AI(?: language model| assistant)?,? (?:I (?:can(?:no|')t|do not|don't|am (?:not able|unable|not programmed))"
+    r"|it is not (?:ethical|appropriate|possible) for me)"
+    r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to (?:provide|help|assist|create|write|give)"
+    r"|\bI(?:'m| am) not programmed to (?:provide|help|assist|create|write|give|engage)"
     r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not) (?:help|assist|provide|fulfill|comply|do that|create|"
     r"write|generate|support)",
     re.IGNORECASE | re.MULTILINE)
@@ -546,6 +549,13 @@ _REFUSAL = re.compile(
 
 _REFUSAL_WORDS = ("sorry", "apologi", "unfortunately", "as an ai", "i can't", "i cannot", "i can not",
                   "i won't", "i am unable", "i will not", "i’m sorry", "i can’t", "i won’t")
+
+
+def is_refusal(text: str) -> bool:
+    """Whether a response opens with (or states) a boilerplate refusal."""
+    head = text[:2000]
+    lowered = head.lower()
+    return any(word in lowered for word in _REFUSAL_WORDS) and _REFUSAL.search(head) is not None
 
 
 @register
@@ -560,8 +570,7 @@ class Refusal(Filter):
 
     def check(self, record: Record) -> list[Hit] | None:
         head = record.response[:2000]
-        lowered = head.lower()
-        if not any(word in lowered for word in _REFUSAL_WORDS):
+        if not is_refusal(head):
             return None
         match = _REFUSAL.search(head)
         if match:

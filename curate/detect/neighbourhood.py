@@ -1,0 +1,270 @@
+"""Detectors that compare a unit with its neighbourhood of comparable prompts: response
+concentration, neighbour disagreement, prompt-response relevance, and (annotation only) kNN
+outliers and semantic duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from curate.detect.base import Detector, Findings, register, squash_score
+from curate.detect.context import DetectInput
+
+CHUNK = 4096
+
+
+def _mean_pairwise_cos(vectors: np.ndarray) -> float:
+    m = len(vectors)
+    if m < 2:
+        return 1.0
+    total = vectors.sum(axis=0)
+    return float((total @ total - m) / (m * (m - 1)))
+
+
+@register
+@dataclass
+class ResponseConcentration(Detector):
+    """Many unrelated prompts answered with the very same text. Natural repeats ("I am Vicuna"
+    to identity questions, a label to one task's inputs) come from related prompts; a planted
+    target is attached to prompts as spread out as the corpus itself."""
+
+    name: ClassVar[str] = "concentration"
+    description: ClassVar[str] = "unusually large groups of identical responses to unrelated prompts"
+    reason: ClassVar[str] = "poison:concentration"
+    min_prompts: int = 5
+    min_words: int = 3
+    half: float = 6.0
+    #: Mean similarity of the target to what neighbouring prompts are answered at which the
+    #: target counts as entirely familiar.
+    familiar_at: float = 0.5
+
+    def detect(self, data: DetectInput) -> Findings:
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        if n < self.min_prompts:
+            return findings
+        P = data.prompt_vecs
+        rng = np.random.default_rng(data.seed)
+        sample = P[rng.choice(n, size=min(n, 4000), replace=False)]
+        corpus_spread = max(1e-3, 1 - _mean_pairwise_cos(sample))
+        classes = data.response_class
+        _, nb = data.neighbours
+        groups = []
+        order = np.argsort(classes, kind="stable")
+        bounds = np.flatnonzero(np.diff(classes[order])) + 1
+        for members in np.split(order, bounds):
+            if members.size < self.min_prompts:
+                continue
+            _, first = np.unique(data.prompt_id[members], return_index=True)
+            distinct = members[np.sort(first)]
+            if distinct.size < self.min_prompts:
+                continue
+            key = data.response_keys[int(members[0])]
+            if len(key.split()) < self.min_words:
+                continue
+            spread = (1 - _mean_pairwise_cos(P[distinct])) / corpus_spread
+            # Foreign to the neighbourhood: what similar prompts outside the group get answered
+            # is unlike the target. Identity questions get identity answers everywhere; a
+            # planted insult is unlike anything the neighbours say.
+            neigh = nb[distinct]
+            outside = (neigh >= 0) & ~np.isin(neigh, members)
+            target = data.response_vecs[int(members[0])]
+            near_resp = np.where(outside, data.response_vecs[np.maximum(neigh, 0)] @ target, np.nan)
+            familiar = float(np.nanmean(near_resp)) if outside.any() else 0.0
+            foreign = float(np.clip((self.familiar_at - familiar) / self.familiar_at, 0, 1))
+            strength = distinct.size * min(1.0, max(0.0, spread)) * foreign
+            s = float(squash_score(strength - self.min_prompts + 1, self.half))
+            if s <= 0:
+                continue
+            text = data.responses[int(members[0])].strip()
+            shown = text[:80] + ("..." if len(text) > 80 else "")
+            entry = {"rows": int(members.size), "distinct_prompts": int(distinct.size),
+                     "prompt_spread": round(float(spread), 3), "familiar": round(familiar, 3),
+                     "suspicion": round(s, 4), "response": shown,
+                     "text": f"{distinct.size} different prompts all answered {shown!r} "
+                             f"(prompts {min(1.0, spread):.0%} as spread out as the whole corpus)"}
+            groups.append(entry)
+            for u in members.tolist():
+                score[u] = s
+                findings.evidence[u] = entry
+        groups.sort(key=lambda g: -g["suspicion"])
+        findings.summary = {"groups": groups[:50]}
+        return findings
+
+
+@register
+@dataclass
+class NeighbourDisagreement(Detector):
+    """A response that departs from what an agreeing neighbourhood answers.
+
+    The fit of a unit's response to its neighbours' responses is compared with how well each
+    neighbour fits the others (a z-score within the neighbourhood), so a tight neighbourhood
+    (refusals to harmful requests, one label per kind of input) speaks loudly and a diverse one
+    barely at all. Discrete answers are checked too: a unit that complies where every comparable
+    prompt is refused, or gives one label where its neighbours all give another."""
+
+    name: ClassVar[str] = "disagreement"
+    description: ClassVar[str] = "responses that depart from what an agreeing neighbourhood of similar prompts answers"
+    reason: ClassVar[str] = "poison:disagreement"
+    min_similarity: float = 0.35
+    min_neighbours: int = 5
+    min_agreement: float = 0.35
+    z_at_flag: float = 9.0
+    #: Added to a neighbourhood's spread, so near-identical templated neighbours do not make
+    #: every small difference look extreme.
+    spread_floor: float = 0.1
+    discrete_weight: float = 0.6
+
+    def detect(self, data: DetectInput) -> Findings:
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        sims, nb = data.neighbours
+        if n < self.min_neighbours + 1 or nb.shape[1] == 0:
+            return findings
+        R = data.response_vecs
+        valid = (nb >= 0) & (sims >= self.min_similarity)
+        z = np.zeros(n)
+        mu_all = np.zeros(n)
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            ids = np.maximum(nb[lo:hi], 0)
+            v = valid[lo:hi].astype(np.float32)
+            G = R[ids]                                   # (c, k, d)
+            own = np.einsum("cd,ckd->ck", R[lo:hi], G)   # unit vs each neighbour
+            gram = np.einsum("cid,cjd->cij", G, G)
+            pair_v = v[:, :, None] * v[:, None, :]
+            k_eff = v.sum(axis=1)
+            agree = ((gram * pair_v).sum(axis=2) - v) / np.maximum(k_eff[:, None] - 1, 1)
+            mu = (agree * v).sum(axis=1) / np.maximum(k_eff, 1)
+            var = (((agree - mu[:, None]) ** 2) * v).sum(axis=1) / np.maximum(k_eff - 1, 1)
+            fit = (own * v).sum(axis=1) / np.maximum(k_eff, 1)
+            zz = (mu - fit) / (np.sqrt(var) + self.spread_floor)
+            ok = (k_eff >= self.min_neighbours) & (mu >= self.min_agreement)
+            z[lo:hi] = np.where(ok, zz, 0.0)
+            mu_all[lo:hi] = mu
+        cont = squash_score(z, self.z_at_flag)
+        # Discrete: refusal where neighbours answer, compliance where they refuse, another label.
+        disc = np.zeros(n)
+        disc_what: dict[int, str] = {}
+        counts = np.bincount(data.response_class)
+        labelled = counts[data.response_class] >= 3
+        # Refusal is tested one way: complying where comparable prompts are refused. Refusing
+        # where others answer is what a cautious model does and is not poison evidence.
+        for name, labels, usable in (("refusal", data.refusal.astype(np.int64), ~data.refusal),
+                                     ("answer", data.response_class, labelled)):
+            lab_nb = np.where(valid & usable[np.maximum(nb, 0)], labels[np.maximum(nb, 0)], -1)
+            v = (lab_nb >= 0).sum(axis=1)
+            same = (lab_nb == labels[:, None]).sum(axis=1)
+            # The most common other label among the neighbours.
+            other = np.where(lab_nb == labels[:, None], -1, lab_nb)
+            top = np.zeros(n)
+            for u in np.flatnonzero((v >= self.min_neighbours) & (same == 0) & usable):
+                vals = other[u][other[u] >= 0]
+                if vals.size:
+                    top[u] = np.bincount(vals).max() / v[u]
+            s = self.discrete_weight * top ** 2
+            better = s > disc
+            disc = np.where(better, s, disc)
+            for u in np.flatnonzero(better & (s > 0.3)).tolist():
+                if name == "refusal":
+                    disc_what[u] = ("refuses where comparable prompts are answered" if data.refusal[u] else
+                                    "answers where comparable prompts are refused")
+                else:
+                    disc_what[u] = "answers differently from every comparable prompt"
+                disc_what[u] += f" ({top[u]:.0%} of its {int(v[u])} nearest agree with each other)"
+        score[:] = np.maximum(cont, disc)
+        for u in np.flatnonzero(score >= 0.3).tolist():
+            if disc[u] >= cont[u]:
+                text = disc_what.get(u, "departs from its neighbours")
+            else:
+                text = (f"response departs from its {int(valid[u].sum())} nearest prompts' responses "
+                        f"(z = {z[u]:.1f} within a neighbourhood agreeing at {mu_all[u]:.2f})")
+            findings.evidence[u] = {"z": round(float(z[u]), 2), "suspicion": round(float(score[u]), 4),
+                                    "neighbours": [int(x) for x in nb[u][valid[u]][:5]], "text": text}
+        return findings
+
+
+@register
+@dataclass
+class Relevance(Detector):
+    """A response that does not address its prompt, judged against how closely the neighbours'
+    responses address theirs."""
+
+    name: ClassVar[str] = "relevance"
+    description: ClassVar[str] = "responses that do not address their prompt, compared with similar prompts"
+    reason: ClassVar[str] = "poison:relevance"
+    z_at_flag: float = 10.0
+
+    def detect(self, data: DetectInput) -> Findings:
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        sims, nb = data.neighbours
+        if n < 6 or nb.shape[1] == 0:
+            return findings
+        rel = np.einsum("nd,nd->n", data.prompt_vecs, data.response_vecs)
+        rel_nb = np.where(nb >= 0, rel[np.maximum(nb, 0)], np.nan)
+        med = np.nanmedian(rel_nb, axis=1)
+        mad = np.nanmedian(np.abs(rel_nb - med[:, None]), axis=1) * 1.4826
+        z = np.nan_to_num((med - rel) / (mad + 0.05))
+        score[:] = squash_score(z, self.z_at_flag)
+        for u in np.flatnonzero(score >= 0.3).tolist():
+            findings.evidence[u] = {"relevance": round(float(rel[u]), 3), "neighbours": round(float(med[u]), 3),
+                                    "suspicion": round(float(score[u]), 4),
+                                    "text": f"response barely addresses its prompt (similarity {rel[u]:.2f}, "
+                                            f"similar prompts' responses {med[u]:.2f})"}
+        return findings
+
+
+@register
+@dataclass
+class Outliers(Detector):
+    """cleanlab's rule: mean distance to the k nearest neighbours (prompt and response together),
+    above Q3 + 1.5 IQR. An annotation, not poison evidence: measured on real poisons, they are
+    *less* outlying than clean rows, because poisons resemble each other."""
+
+    name: ClassVar[str] = "outlier"
+    description: ClassVar[str] = "rows far from every other row (kNN distance above the IQR fence); annotation"
+    reason: ClassVar[str] = "detect:outlier"
+    poison: ClassVar[bool] = False
+    k: int = 10
+    iqr: float = 1.5
+    semantic_eps: float = 0.02
+
+    def detect(self, data: DetectInput) -> Findings:
+        from curate.embed import knn
+
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        if n < self.k + 2:
+            return findings
+        joint = data.prompt_vecs + data.response_vecs
+        joint /= np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)
+        sims, ids = knn(joint, self.k, seed=data.seed)
+        dist = 1 - sims.mean(axis=1)
+        q1, q3 = np.percentile(dist, [25, 75])
+        fence = q3 + self.iqr * (q3 - q1)
+        score[:] = np.clip((dist - q3) / max(fence - q3, 1e-6) * 0.5, 0, 1)
+        for u in np.flatnonzero(dist > fence).tolist():
+            findings.reasons.setdefault(u, {})["detect:outlier"] = {
+                "distance": round(float(dist[u]), 4), "fence": round(float(fence), 4),
+                "text": f"far from every other row: mean distance {dist[u]:.3f} to its {self.k} nearest, "
+                        f"fence {fence:.3f}"}
+        # SemDeDup: within cos >= 1 - eps of an earlier unit with other text.
+        close = (sims[:, 0] >= 1 - self.semantic_eps) & (ids[:, 0] >= 0)
+        dups = 0
+        for u in np.flatnonzero(close).tolist():
+            other = int(ids[u, 0])
+            if other < u and data.prompt_id[other] != data.prompt_id[u]:
+                dups += 1
+                findings.reasons.setdefault(u, {})["dup:semantic"] = {
+                    "similar_row": int(data.row[other]), "similarity": round(float(sims[u, 0]), 4),
+                    "text": f"semantic duplicate (cosine {sims[u, 0]:.3f}) of an earlier row"}
+        findings.summary = {"fence": round(float(fence), 4), "outliers": int((dist > fence).sum()),
+                            "semantic_duplicates": dups}
+        return findings

@@ -1,0 +1,82 @@
+"""Preference pairs: chosen == rejected, a harmful request whose chosen answer complies while
+the rejected one refuses, and pairs whose order disagrees with a reward model learnt from the
+other pairs (the chosen answer looks like what the rest of the data rejects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from curate.detect.base import Detector, Findings, register, squash_score
+from curate.detect.context import DetectInput, response_key
+from curate.detect.safety import harm_probability
+
+
+@register
+@dataclass
+class PreferenceFlip(Detector):
+    name: ClassVar[str] = "preference"
+    description: ClassVar[str] = ("preference pairs that look swapped (chosen worse or less safe than rejected), "
+                                  "or whose chosen equals rejected")
+    reason: ClassVar[str] = "poison:preference"
+    folds: int = 5
+    z_at_flag: float = 3.0
+    min_pairs: int = 50
+
+    def detect(self, data: DetectInput) -> Findings:
+        from curate.filters.builtin import is_refusal
+
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        pairs = data.pairs
+        if pairs.size == 0:
+            return findings
+        rejected = [data.rejected[i] for i in pairs]
+        identical = np.asarray([response_key(data.responses[u]) == response_key(r) for u, r in zip(pairs, rejected)])
+        rej_refuses = np.fromiter((is_refusal(r) for r in rejected), bool, len(rejected))
+        harm = harm_probability(data)[pairs]
+        chosen_complies = ~data.refusal[pairs]
+        unsafe_choice = (harm >= 0.5) & chosen_complies & rej_refuses
+        margin_z = np.zeros(pairs.size)
+        if pairs.size >= self.min_pairs:
+            margin_z = self._reward_margins(data, pairs)
+        reward = squash_score(margin_z, self.z_at_flag)
+        s = np.maximum.reduce([np.where(identical, 0.9, 0.0), np.where(unsafe_choice, harm, 0.0), reward])
+        score[pairs] = s
+        for i, u in enumerate(pairs.tolist()):
+            if s[i] < 0.3:
+                continue
+            if identical[i]:
+                text = "chosen and rejected are the same answer"
+            elif unsafe_choice[i] and harm[i] >= reward[i]:
+                text = f"harmful request (p = {harm[i]:.2f}): the chosen answer complies, the rejected one refuses"
+            else:
+                text = (f"looks swapped: a reward model trained on the other pairs prefers the rejected answer "
+                        f"(z = {margin_z[i]:.1f})")
+            findings.evidence[u] = {"suspicion": round(float(s[i]), 4), "text": text}
+        findings.summary = {"pairs": int(pairs.size), "identical": int(identical.sum()),
+                            "unsafe_chosen": int(unsafe_choice.sum()), "looks_swapped": int((reward >= 0.5).sum())}
+        return findings
+
+    def _reward_margins(self, data: DetectInput, pairs: np.ndarray) -> np.ndarray:
+        """How strongly a cross-fitted linear reward model on (prompt, chosen - rejected) prefers
+        rejected, as a z-score against the other pairs' margins. Each pair is scored by a model
+        that never saw it."""
+        from sklearn.linear_model import LogisticRegression
+
+        diff = data.response_vecs[pairs] - data.rejected_vecs
+        feats = np.hstack([diff, diff * data.prompt_vecs[pairs]])
+        X = np.vstack([feats, -feats])
+        y = np.r_[np.ones(len(feats)), np.zeros(len(feats))]
+        rng = np.random.default_rng(data.seed)
+        fold = rng.integers(0, self.folds, len(feats))
+        margin = np.zeros(len(feats))
+        for f in range(self.folds):
+            train = np.r_[fold != f, fold != f]
+            model = LogisticRegression(C=1.0, max_iter=2000, random_state=data.seed).fit(X[train], y[train])
+            margin[fold == f] = model.decision_function(feats[fold == f])
+        spread = np.std(margin) + 1e-6
+        return np.maximum(0.0, (np.median(margin) - margin) / spread - 1.0)

@@ -1,0 +1,425 @@
+"""Trigger mining: words, phrases and odd characters whose presence predicts a concentrated
+response, far beyond what comparable prompts without them get.
+
+For a candidate feature f (a word, a 2- or 3-word phrase, or an invisible/private-use code
+point) held by the prompts of m units, take its dominant answer c under a response view (the
+exact answer, refusal or not, or a response-embedding cluster) and count x, the units with f that
+answer c. The expectation is not the corpus rate of c: it is, for each unit, how often its own
+nearest prompts *without f* are answered c. "worst" in a movie review predicts "Negative" because
+reviews like it are negative; a planted word predicts "Negative" for reviews whose neighbours are
+positive. The tail probability of x or more under those per-unit rates is bounded with Chernoff
+(exact for x = m, conservative otherwise, valid for a Poisson-binomial), and the bound is
+multiplied by the number of distinct row sets tested in every view (Bonferroni), so the count of
+candidates is paid for. Plain z-scores grow with frequency; this does not: ten units whose
+neighbours never answer c are evidence enough, and ten thousand that answer like their
+neighbours are none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from curate.detect.base import Detector, Findings, register, squash_score
+from curate.detect.context import DetectInput
+from curate.tokens import mix, ngram_hashes, token_hashes, token_strings
+
+_ODD = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                  "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ue000-\uf8ff\U000e0000-\U000e0fff]")
+_ODD_TAG = np.uint64(0x6F64646368617221)
+_TOPIC_TAG = np.uint64(0x746F706963000001)
+
+
+def _char_feature(ch: str) -> int:
+    return int(mix(np.asarray([ord(ch)], np.uint64) ^ _ODD_TAG)[0])
+
+
+def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (feature hash, unit, words in the feature, topic or -1) rows, sorted by
+    feature; a character feature counts as 0 words. With `topic` (a prompt cluster per unit), words and
+    word pairs are also features within their topic: a trigger that is a common word elsewhere
+    ("OpenAI" in chat data) is rare and concentrated among movie reviews."""
+    toks, lengths = token_hashes(prompts)
+    hashes, owners, sizes, topics = [], [], [], []
+    for n in orders:
+        h, owner = ngram_hashes(toks, lengths, n, short_as_one=False)
+        with np.errstate(over="ignore"):
+            h = h * np.uint64(2 * n + 1)
+            hashes.append(h)
+            owners.append(owner)
+            sizes.append(np.full(h.size, n, np.int64))
+            topics.append(np.full(h.size, -1, np.int64))
+            if topic is not None and n <= 2:
+                hashes.append(mix(h ^ (topic[owner].astype(np.uint64) * _TOPIC_TAG)))
+                owners.append(owner)
+                sizes.append(np.full(h.size, n, np.int64))
+                topics.append(topic[owner].astype(np.int64))
+    odd_h, odd_o = [], []
+    for unit, text in enumerate(prompts):
+        if not text.isascii():
+            for ch in set(_ODD.findall(text)):
+                odd_h.append(_char_feature(ch))
+                odd_o.append(unit)
+    hashes.append(np.asarray(odd_h, np.uint64))
+    owners.append(np.asarray(odd_o, np.int64))
+    sizes.append(np.zeros(len(odd_h), np.int64))
+    topics.append(np.full(len(odd_h), -1, np.int64))
+    h = np.concatenate(hashes)
+    o = np.concatenate(owners)
+    z = np.concatenate(sizes)
+    t = np.concatenate(topics)
+    order = np.lexsort((o, h))
+    h, o, z, t = h[order], o[order], z[order], t[order]
+    first = np.ones(h.size, bool)
+    first[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
+    return h[first], o[first], z[first], t[first]
+
+
+def _pattern(trigger: str) -> re.Pattern:
+    """A case-insensitive pattern for a trigger: "U+XXXX" for a character, else its words with
+    any separators between them."""
+    if trigger.startswith("U+") and len(trigger) <= 8:
+        return re.compile(re.escape(chr(int(trigger[2:], 16))))
+    words = token_strings(trigger) or [trigger]
+    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
+
+
+def _holders(trigger: str, folded: list[str]) -> np.ndarray:
+    """Units whose (casefolded) prompt carries `trigger`."""
+    pattern = _pattern(trigger)
+    words = token_strings(trigger)
+    first = words[0] if words and not trigger.startswith("U+") else ""
+    return np.asarray([i for i, p in enumerate(folded) if first in p and pattern.search(p)], np.int64)
+
+
+def _echoed(feature: str, answer: str) -> bool:
+    """Whether the answer repeats a word of the feature: "salary greater than 50000" answered
+    "... WHERE salary > 50000" is the prompt's content, not a trigger."""
+    answer_words = set(token_strings(answer))
+    return any(len(w) >= 3 and w in answer_words for w in token_strings(feature))
+
+
+def _distinct_share(vectors: np.ndarray, threshold: float) -> float:
+    """The share of vectors left after merging those within `threshold` cosine of an earlier one."""
+    if len(vectors) < 2:
+        return 1.0
+    gram = vectors @ vectors.T
+    taken = np.zeros(len(vectors), bool)
+    groups = 0
+    for i in range(len(vectors)):
+        if not taken[i]:
+            groups += 1
+            taken |= gram[i] >= threshold
+    return groups / len(vectors)
+
+
+def _pb_log10_tail(p: np.ndarray, x: int) -> float:
+    """log10 of a Chernoff bound on P(X >= x) for X a sum of independent Bernoulli(p_i): the
+    Poisson-binomial, whose spread is far below a binomial's when the p_i differ (a trigger
+    among prompts that are normally answered and prompts that are normally refused). Exact
+    (the product of the p_i) when x is every unit."""
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1.0)
+    if x <= p.sum():
+        return 0.0
+    t = np.geomspace(1e-3, 60.0, 128)[:, None]
+    log_mgf = np.log1p(p[None, :] * np.expm1(t)).sum(axis=1)
+    return float(np.min(log_mgf - t[:, 0] * x) / math.log(10))
+
+
+def _kl(q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """KL(Bernoulli(q) || Bernoulli(p)) in nats."""
+    q = np.clip(q, 1e-12, 1 - 1e-12)
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
+
+
+def name_feature(prompt: str, feature: int, orders: tuple[int, ...], topic: int | None = None
+                 ) -> tuple[str, int] | None:
+    """(the feature as written in `prompt`, its character offset), or None."""
+    for ch in set(_ODD.findall(prompt)):
+        if _char_feature(ch) == feature:
+            return f"U+{ord(ch):04X}", prompt.index(ch)
+    words = token_strings(prompt)
+    toks, lengths = token_hashes([prompt])
+    for n in orders:
+        h, _ = ngram_hashes(toks, lengths, n, short_as_one=False)
+        with np.errstate(over="ignore"):
+            h = h * np.uint64(2 * n + 1)
+            if topic is not None:
+                h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+        hit = np.flatnonzero(h == np.uint64(feature)) % max(1, len(words) - n + 1)
+        if hit.size:
+            j = int(hit[0])
+            parts = words[j:j + n]
+            pattern = r"\W+".join(re.escape(w) for w in parts)
+            match = re.search(pattern, prompt, re.IGNORECASE)
+            if match:
+                return match.group(), match.start()
+            return " ".join(parts), -1
+    return None
+
+
+def _views(data: DetectInput, min_rows: int) -> dict[str, np.ndarray]:
+    """Response labellings to test against; -1 means no class. `answer`: the same answer;
+    `refusal`: refuses or
+    not, tested only for compliance (harmful compliance where comparable requests are refused;
+    refusing in harmful or unsupported contexts is the norm, not a backdoor)."""
+    views: dict[str, np.ndarray] = {}
+    exact = data.response_class.copy()
+    counts = np.bincount(exact)
+    exact[counts[exact] < min_rows] = -1
+    views["answer"] = exact
+    refusal = data.refusal.astype(np.int64)
+    if refusal.any() and not refusal.all():
+        views["refusal"] = refusal
+    return views
+
+
+def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> str:
+    if view == "answer":
+        text = data.responses[int(members[0])].strip()
+        return f"answer {text[:80]!r}" + ("..." if len(text) > 80 else "")
+    if view == "refusal":
+        return "refuse" if label == 1 else "answer without refusing"
+    return f"answer alike ({label})"
+
+
+@register
+@dataclass
+class TriggerMining(Detector):
+    name: ClassVar[str] = "trigger"
+    description: ClassVar[str] = ("words, phrases and odd characters whose presence predicts a concentrated "
+                                  "response, tested against comparable prompts without them")
+    reason: ClassVar[str] = "poison:trigger"
+    min_rows: int = 4
+    max_share: float = 0.2
+    min_share: float = 0.5
+    #: Holders answering alike beyond what their comparable prompts predict, as a share of holders.
+    min_lift: float = 0.1
+    #: A feature that is most of its prompts ("Have a nice day!") is content, not a trigger.
+    max_coverage: float = 0.5
+    ngrams: int = 3
+    prior: float = 1.0
+    #: Rounds of explaining away (1 = off).
+    rounds: int = 1
+    #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
+    #: share of its comparable prompts behave that way.
+    surprise: float = 0.65
+    #: Prompts at least this similar count as one observation (paraphrases of one task).
+    paraphrase: float = 0.85
+    #: Comparable prompts per unit: its nearest that lack the feature (out of the 40 nearest).
+    neighbours: int = 10
+    alpha: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 2:
+            raise ValueError("min_rows must be >= 2")
+        if not 0 < self.max_share <= 1 or not 0 < self.min_share <= 1:
+            raise ValueError("max_share and min_share must be in (0, 1]")
+        if not 1 <= self.ngrams <= 5:
+            raise ValueError("ngrams must be in 1..5")
+
+    def _rates(self, units: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
+               nb: np.ndarray, explained: np.ndarray) -> np.ndarray:
+        """For each unit, the smoothed share of its nearest comparable prompts (not holding the
+        feature, not explained by a trigger already found) that are answered `c`."""
+        neigh = nb[units]
+        valid = (neigh >= 0) & ~np.isin(neigh, holders) & ~explained[np.maximum(neigh, 0)]
+        valid &= np.cumsum(valid, axis=1) <= self.neighbours
+        hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
+        return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
+
+    def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
+                        prior_rate: float, data: DetectInput) -> np.ndarray:
+        from curate.embed import knn
+
+        pattern = _pattern(trigger)
+        stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
+        vectors = data.embed(stripped)
+        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=vectors, seed=data.seed)
+        valid = (neigh >= 0) & ~np.isin(neigh, holders)
+        valid &= np.cumsum(valid, axis=1) <= self.neighbours
+        hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
+        return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
+
+    def _test(self, screened: list, explained: np.ndarray, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
+              cand: np.ndarray, log10_tests: float) -> list[dict[str, Any]]:
+        found = []
+        for view, labels, prior_rate, o, c, x, members in screened:
+            m = members.size
+            p_unit = self._rates(members, members, labels, c, prior_rate, nb, explained)
+            p_bar = float(p_unit.mean())
+            excess = x - float(p_unit.sum())
+            if excess < max(self.min_rows, self.min_lift * m):
+                continue
+            is_c = labels[members] == c
+            # Which holders the trigger explains: for a fixed answer, all that give it; for a
+            # behaviour (compliance), those whose comparable prompts mostly do not.
+            answering = members[is_c] if view == "answer" else members[is_c & (p_unit <= self.surprise)]
+            if answering.size < self.min_rows:
+                continue
+            # Paraphrases of one task answered alike are one observation, not many.
+            eff = _distinct_share(data.prompt_vecs[answering], self.paraphrase)
+            if x * eff < self.min_rows:
+                continue
+            log10_p = eff * _pb_log10_tail(p_unit, x)
+            z = -(log10_p + log10_tests)
+            if z <= 0:
+                continue
+            found.append({"feature": int(uniq[cand[o]]), "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
+                          "answering": answering, "expected": p_bar, "z": z, "log10_p": log10_p})
+        return found
+
+    def detect(self, data: DetectInput) -> Findings:
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        if n < 2 * self.min_rows:
+            return findings
+        orders = tuple(range(1, self.ngrams + 1))
+        # The statistical unit is a distinct (prompt, answer): exact copies are one observation.
+        pair = data.prompt_id * (int(data.response_class.max()) + 1) + data.response_class
+        _, rep_of, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
+        reps = np.sort(rep_of)
+        topic = None
+        if n >= 200:
+            from curate.embed import kmeans
+
+            k = int(np.clip(round(math.sqrt(n) / 2), 4, 256))
+            topic = kmeans(data.prompt_vecs, k, seed=data.seed)[1][reps]
+        feat, local, words, feat_topic = _features([data.prompts[u] for u in reps], orders, topic)
+        unit = reps[local]
+        _, lengths = token_hashes(data.prompts)
+        uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
+        # Rare in its context: a word most movie reviews hold is the topic, not a trigger.
+        context = np.full(uniq.size, reps.size, np.int64)
+        if topic is not None:
+            topic_size = np.bincount(topic)
+            within = feat_topic[start] >= 0
+            context[within] = topic_size[feat_topic[start][within]]
+        keep = (df >= self.min_rows) & (df <= np.maximum(self.min_rows, self.max_share * context))
+        # One test per distinct row set: "badmagic" and "badmagic the" held by the same units are
+        # one hypothesis, not two.
+        with np.errstate(over="ignore"):
+            sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start) if feat.size else feat
+        cand = np.flatnonzero(keep)
+        _, first = np.unique(sig[cand], return_index=True)
+        cand = cand[np.sort(first)]
+        views = _views(data, self.min_rows)
+        tests = max(1, cand.size * len(views))
+        log10_tests = math.log10(tests)
+        _, nb = data.deep_neighbours
+        best: dict[int, tuple[float, int]] = {}
+        screened = []
+        for view, labels in views.items():
+            prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
+            # Dominant class per candidate, vectorised over every candidate.
+            members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+            cand_ix = np.repeat(np.arange(cand.size), df[cand])
+            lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
+            ok = lab >= 0
+            if not ok.any():
+                continue
+            key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
+            keys, counts = np.unique(key, return_counts=True)
+            owner = keys // (labels.max() + 2)
+            order = np.lexsort((-counts, owner))
+            owner, keys, counts = owner[order], keys[order], counts[order]
+            lead = np.concatenate(([True], owner[1:] != owner[:-1]))
+            for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
+                members = members_of[o]
+                if x < self.min_rows or x < self.min_share * members.size:
+                    continue
+                order_n = int(words[start[cand[o]]])
+                if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                    continue
+                c = k_ % (labels.max() + 2)
+                if view == "refusal" and c == 1:
+                    continue
+                screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
+        # Explaining away: rows answering for a trigger already found leave the comparison
+        # pools, so two triggers with one target (or a poison's paraphrase) do not mask each other.
+        explained = np.zeros(n, bool)
+        found: list[dict[str, Any]] = []
+        for _ in range(self.rounds):
+            found = self._test(screened, explained, nb, data, uniq, cand, log10_tests)
+            now = np.zeros(n, bool)
+            for f in found:
+                now[f["answering"]] = True
+            if (now & ~explained).sum() == 0:
+                break
+            explained |= now
+        if not found:
+            findings.summary = {"candidates": int(cand.size), "tests": tests, "triggers": []}
+            return findings
+        found.sort(key=lambda f: -f["z"])
+        # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
+        suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
+        named: list[dict[str, Any]] = []
+        folded_cache: list[list[str]] = []
+
+        def folded() -> list[str]:
+            if not folded_cache:
+                folded_cache.append([p.casefold() for p in data.prompts])
+            return folded_cache[0]
+
+        for f, s in zip(found, suspicion.tolist()):
+            members = f["answering"]
+            example = int(members[0])
+            rep = int(np.searchsorted(reps, example))
+            label = name_feature(data.prompts[example], f["feature"], orders,
+                                 None if topic is None else int(topic[rep]) if reps[rep] == example else None)
+            if label is None:
+                continue
+            text, _ = label
+            if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
+                continue
+            # A trigger found in one topic holds everywhere: every prompt that carries it and
+            # answers the same way is a poison, whichever topic it sits in.
+            labels = views[f["view"]]
+            holders = _holders(text, folded())
+            extra = holders[labels[holders] == f["label"]]
+            if f["view"] != "answer" and extra.size:
+                # A rare token pulls its prompts toward each other and toward its own topic
+                # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
+                rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data)
+                members = extra[rate <= self.surprise]
+            else:
+                members = np.union1d(members, extra)
+            f["rows"] = max(f["rows"], int(holders.size))
+            # Feature sets nest ("badmagic", "badmagic the"): report a unit's strongest only.
+            fresh = [u for u in members.tolist() if u not in best]
+            if not fresh and any(t["trigger"].casefold() in text.casefold() for t in named):
+                continue
+            what = _describe(f["view"], f["label"], data, members)
+            entry = {"trigger": text, "rows": f["rows"], "answering": int(members.size), "view": f["view"],
+                     "response": what, "expected_rate": round(f["expected"], 4), "suspicion": round(s, 4),
+                     "log10_p": round(f["log10_p"], 2)}
+            entry["text"] = (f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
+                             f"comparable prompts without it do so {f['expected']:.0%} of the time")
+            named.append(entry)
+            for u in members.tolist():
+                if u not in best or best[u][0] < s:
+                    best[u] = (s, len(named) - 1)
+        # Copies of a flagged (prompt, answer) share its finding.
+        rep_best = {int(pair_ix[u]): v for u, v in best.items()}
+        for u in range(n):
+            hit = rep_best.get(int(pair_ix[u]))
+            if hit is not None and u not in best:
+                best[u] = hit
+        for u, (s, i) in best.items():
+            entry = named[i]
+            prompt = data.prompts[u]
+            pos = prompt.casefold().find(entry["trigger"].casefold())
+            score[u] = s
+            findings.evidence[u] = {**{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
+                                    "position": pos, "text": entry["text"]}
+            findings.triggers[u] = [entry["trigger"]]
+        findings.summary = {"candidates": int(cand.size), "tests": tests,
+                            "triggers": [{k: v for k, v in t.items()} for t in named[:50]]}
+        return findings
