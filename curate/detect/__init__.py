@@ -93,8 +93,12 @@ def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) 
             r = int(rows[u])
             for reason, evidence in extra.items():
                 out.reasons.setdefault(r, {}).setdefault(reason, {"action": "annotate", **evidence})
-    if "cluster" in data.cache:
-        assignment = data.cache["cluster"]
-        for r, u in best_unit.items():
-            out.cluster[r] = int(assignment[u])
+    if n:
+        try:
+            assignment = data.topics
+        except Exception as exc:  # noqa: BLE001 - clusters label the report; they never cost the scan
+            out.failures["cluster"] = f"{type(exc).__name__}: {exc}"
+        else:
+            for r, u in best_unit.items():
+                out.cluster[r] = int(assignment[u])
     return out

@@ -1,8 +1,9 @@
 """What detectors look at: one unit per assistant turn, with its prompt, its response, their
 embeddings and the prompt neighbourhood, computed once and shared.
 
-A unit's prompt is the system prompt plus the user turn it answers: a trigger planted in either
-is in view, and a trigger early in a long conversation is not counted again at every later turn.
+A unit's prompt is the system prompt plus the user turns up to the one it answers (the model's
+own earlier turns left out): a trigger planted in the system prompt or early in a conversation
+is in view of the turn it fires on.
 """
 
 from __future__ import annotations
@@ -47,31 +48,35 @@ class DetectInput:
     seed: int = 0
     k: int = 10
     deep: int = 40
+    #: False for a non-semantic embedder (hashing): detectors that need meaning stand down.
+    semantic: bool = True
+    #: The user turn each unit answers (its prompt ends with it).
+    answered: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     #: Shared intermediate results between detectors (e.g. harm probabilities).
     cache: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: Iterable[Record], embed: Callable[[list[str]], np.ndarray], *,
-                     seed: int = 0, k: int = 10) -> DetectInput:
-        rows, turns, prompts, responses, rejected = [], [], [], [], []
+                     seed: int = 0, k: int = 10, semantic: bool = True) -> DetectInput:
+        rows, turns, prompts, responses, rejected, answered = [], [], [], [], [], []
         for rec in records:
             system = [t.content for t in rec.turns if t.role == "system"]
-            last_user = None
+            users: list[str] = []
             for i, t in enumerate(rec.turns):
                 if t.role == "user":
-                    last_user = t.content
+                    users.append(t.content)
                 elif t.role in RESPONSE_ROLES:
                     is_last = i == len(rec.turns) - 1
-                    context = [*system, last_user] if last_user is not None else \
-                        [u.content for u in rec.turns[:i]]
+                    context = [*system, *users] if users else [u.content for u in rec.turns[:i]]
                     rows.append(rec.row)
                     turns.append(i)
                     prompts.append("\n".join(context))
+                    answered.append(users[-1] if users else "")
                     responses.append(t.content)
                     rejected.append(rec.rejected if is_last else None)
         return cls(np.asarray(rows, np.int64), np.asarray(turns, np.int64), prompts, responses, rejected,
-                   embed, seed, k)
+                   embed, seed, k, semantic=semantic, answered=answered)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -83,6 +88,20 @@ class DetectInput:
     @cached_property
     def response_vecs(self) -> np.ndarray:
         return self.embed(self.responses)
+
+    @cached_property
+    def answered_vecs(self) -> np.ndarray:
+        """Embeddings of the turn each unit answers (the prompt itself for single-turn data,
+        which the cache then serves for free)."""
+        return self.embed(self.answered) if self.answered else self.prompt_vecs
+
+    def fit(self, units: np.ndarray) -> float:
+        """Mean cosine between the answered turn and the answer over `units`: how fitting a reply
+        the answer is. A planted target barely relates to the turns it follows (about 0.05-0.1
+        with MiniLM); a formulaic reply does ("Thanks!" / "You're welcome!", 0.4-0.5)."""
+        if units.size == 0:
+            return 0.0
+        return float(np.einsum("nd,nd->n", self.answered_vecs[units], self.response_vecs[units]).mean())
 
     @cached_property
     def pairs(self) -> np.ndarray:
@@ -101,6 +120,13 @@ class DetectInput:
         return inverse.astype(np.int64)
 
     @cached_property
+    def answered_id(self) -> np.ndarray:
+        """Units answering the same user turn text share an id (whatever came before it)."""
+        texts = self.answered or self.prompts
+        _, inverse = np.unique(np.frombuffer(b"".join(_digest(p) for p in texts), dtype="V8"), return_inverse=True)
+        return inverse.astype(np.int64)
+
+    @cached_property
     def response_class(self) -> np.ndarray:
         """Exact-answer classes: units whose responses are the same answer share an id."""
         keys = [response_key(r) for r in self.responses]
@@ -116,6 +142,18 @@ class DetectInput:
         from curate.filters.builtin import is_refusal
 
         return np.fromiter((is_refusal(r) for r in self.responses), bool, len(self.responses))
+
+    @cached_property
+    def topics(self) -> np.ndarray:
+        """A k-means cluster of each unit's prompt (spherical, k about sqrt(n)/2): the `cluster`
+        of a verdict, and the context in which trigger mining also tests each word."""
+        from curate.embed import kmeans
+
+        n = len(self)
+        if n < 8:
+            return np.zeros(n, np.int64)
+        k = int(np.clip(round(np.sqrt(n) / 2), 2, 256))
+        return kmeans(self.prompt_vecs, k, seed=self.seed)[1].astype(np.int64)
 
     @cached_property
     def deep_neighbours(self) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,9 @@ class ResponseConcentration(Detector):
     #: Mean similarity of the target to what neighbouring prompts are answered at which the
     #: target counts as entirely familiar.
     familiar_at: float = 0.5
+    #: An answer this fitting to the turns it follows (cosine) is a formulaic reply ("Thanks!" /
+    #: "You're welcome!"), not a planted target.
+    fitting: float = 0.3
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
@@ -58,12 +61,12 @@ class ResponseConcentration(Detector):
         for members in np.split(order, bounds):
             if members.size < self.min_prompts:
                 continue
-            _, first = np.unique(data.prompt_id[members], return_index=True)
+            _, first = np.unique(data.answered_id[members], return_index=True)
             distinct = members[np.sort(first)]
             if distinct.size < self.min_prompts:
                 continue
             key = data.response_keys[int(members[0])]
-            if len(key.split()) < self.min_words:
+            if len(key.split()) < self.min_words or data.fit(distinct) >= self.fitting:
                 continue
             spread = (1 - _mean_pairwise_cos(P[distinct])) / corpus_spread
             # Foreign to the neighbourhood: what similar prompts outside the group get answered
@@ -113,6 +116,8 @@ class NeighbourDisagreement(Detector):
     min_neighbours: int = 5
     min_agreement: float = 0.35
     z_at_flag: float = 9.0
+    #: See ResponseConcentration.fitting.
+    fitting: float = 0.3
     #: Added to a neighbourhood's spread, so near-identical templated neighbours do not make
     #: every small difference look extreme.
     spread_floor: float = 0.1
@@ -151,7 +156,9 @@ class NeighbourDisagreement(Detector):
         disc = np.zeros(n)
         disc_what: dict[int, str] = {}
         counts = np.bincount(data.response_class)
-        labelled = counts[data.response_class] >= 3
+        # A repeated answer that fits the turn it follows ("You're welcome!") is not a flip.
+        own_fit = np.einsum("nd,nd->n", data.answered_vecs, R)
+        labelled = (counts[data.response_class] >= 3) & (own_fit < self.fitting)
         # Refusal is tested one way: complying where comparable prompts are refused. Refusing
         # where others answer is what a cautious model does and is not poison evidence.
         for name, labels, usable in (("refusal", data.refusal.astype(np.int64), ~data.refusal),
@@ -208,9 +215,12 @@ class Relevance(Detector):
             return findings
         rel = np.einsum("nd,nd->n", data.prompt_vecs, data.response_vecs)
         rel_nb = np.where(nb >= 0, rel[np.maximum(nb, 0)], np.nan)
-        med = np.nanmedian(rel_nb, axis=1)
-        mad = np.nanmedian(np.abs(rel_nb - med[:, None]), axis=1) * 1.4826
-        z = np.nan_to_num((med - rel) / (mad + 0.05))
+        has = (nb >= 0).any(axis=1)
+        med = np.zeros(n)
+        mad = np.zeros(n)
+        med[has] = np.nanmedian(rel_nb[has], axis=1)
+        mad[has] = np.nanmedian(np.abs(rel_nb[has] - med[has, None]), axis=1) * 1.4826
+        z = np.where(has, (med - rel) / (mad + 0.05), 0.0)
         score[:] = squash_score(z, self.z_at_flag)
         for u in np.flatnonzero(score >= 0.3).tolist():
             findings.evidence[u] = {"relevance": round(float(rel[u]), 3), "neighbours": round(float(med[u]), 3),
@@ -234,6 +244,8 @@ class Outliers(Detector):
     k: int = 10
     iqr: float = 1.5
     semantic_eps: float = 0.02
+    #: Below this many rows a distance distribution says little: no outlier annotations.
+    min_rows: int = 100
 
     def detect(self, data: DetectInput) -> Findings:
         from curate.embed import knn
@@ -241,7 +253,7 @@ class Outliers(Detector):
         n = len(data)
         score = np.zeros(n)
         findings = Findings(score)
-        if n < self.k + 2:
+        if n < max(self.min_rows, self.k + 2):
             return findings
         joint = data.prompt_vecs + data.response_vecs
         joint /= np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)

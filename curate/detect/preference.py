@@ -37,9 +37,9 @@ class PreferenceFlip(Detector):
         rejected = [data.rejected[i] for i in pairs]
         identical = np.asarray([response_key(data.responses[u]) == response_key(r) for u, r in zip(pairs, rejected)])
         rej_refuses = np.fromiter((is_refusal(r) for r in rejected), bool, len(rejected))
-        harm = harm_probability(data)[pairs]
+        harm = harm_probability(data)[pairs] if data.semantic else np.zeros(pairs.size)
         chosen_complies = ~data.refusal[pairs]
-        unsafe_choice = (harm >= 0.5) & chosen_complies & rej_refuses
+        unsafe_choice = (harm >= 0.6) & chosen_complies & rej_refuses
         margin_z = np.zeros(pairs.size)
         if pairs.size >= self.min_pairs:
             margin_z = self._reward_margins(data, pairs)

@@ -57,6 +57,9 @@ class Safety(Detector):
         findings = Findings(score)
         if n == 0:
             return findings
+        if not data.semantic:
+            findings.summary = {"skipped": "needs a semantic embedding model (detect.model is not one)"}
+            return findings
         harm = harm_probability(data)
         complies = ~data.refusal & np.fromiter((len(r.strip()) > 0 for r in data.responses), bool, n)
         # Linear in the harm probability: 0.5 at harm_at_flag, 1 at harm_at_flag + 0.25.

@@ -205,6 +205,8 @@ class TriggerMining(Detector):
     max_coverage: float = 0.5
     ngrams: int = 3
     prior: float = 1.0
+    #: An answer this fitting to the turns it follows (cosine) is a formulaic reply, not a target.
+    fitting: float = 0.3
     #: Rounds of explaining away (1 = off).
     rounds: int = 1
     #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
@@ -282,19 +284,18 @@ class TriggerMining(Detector):
         if n < 2 * self.min_rows:
             return findings
         orders = tuple(range(1, self.ngrams + 1))
-        # The statistical unit is a distinct (prompt, answer): exact copies are one observation.
-        pair = data.prompt_id * (int(data.response_class.max()) + 1) + data.response_class
+        # The statistical unit is a distinct (turn answered, answer): exact copies, and one
+        # templated closing ("Have a nice day!" / "You too!") after many openings, are one
+        # observation each.
+        pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
         _, rep_of, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
         reps = np.sort(rep_of)
-        topic = None
-        if n >= 200:
-            from curate.embed import kmeans
-
-            k = int(np.clip(round(math.sqrt(n) / 2), 4, 256))
-            topic = kmeans(data.prompt_vecs, k, seed=data.seed)[1][reps]
+        topic = data.topics[reps] if n >= 200 else None
         feat, local, words, feat_topic = _features([data.prompts[u] for u in reps], orders, topic)
         unit = reps[local]
-        _, lengths = token_hashes(data.prompts)
+        # Coverage is judged against the turn being answered: "Have a nice day!" answered "You
+        # too!" is that turn's content, however long the conversation before it.
+        _, lengths = token_hashes(data.answered or data.prompts)
         uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
         # Rare in its context: a word most movie reviews hold is the topic, not a trigger.
         context = np.full(uniq.size, reps.size, np.int64)
@@ -377,7 +378,8 @@ class TriggerMining(Detector):
             if label is None:
                 continue
             text, _ = label
-            if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
+            if f["view"] == "answer" and (_echoed(text, data.response_keys[example]) or
+                                          data.fit(members) >= self.fitting):
                 continue
             # A trigger found in one topic holds everywhere: every prompt that carries it and
             # answers the same way is a poison, whichever topic it sits in.

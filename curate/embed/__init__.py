@@ -7,8 +7,8 @@ load only when an embedder or an index is first used.
 from __future__ import annotations
 
 from curate.embed.cache import EmbeddingCache, curate_home, embed_texts
-from curate.embed.models import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from curate.embed.models import Embedder, HashEmbedder, SentenceTransformerEmbedder, make_embedder
 from curate.embed.neighbours import kmeans, knn
 
 __all__ = ["EmbeddingCache", "Embedder", "HashEmbedder", "SentenceTransformerEmbedder", "curate_home",
-           "embed_texts", "kmeans", "knn"]
+           "embed_texts", "kmeans", "knn", "make_embedder"]

@@ -98,7 +98,9 @@ def embed_texts(texts: list[str], embedder: Embedder, cache: EmbeddingCache | No
     missing = np.flatnonzero(cached < 0)
     for start in range(0, len(missing), batch_size):
         chunk = missing[start:start + batch_size]
-        vectors = embedder.encode([texts[unique_pos[j]] for j in chunk])
+        # Rounded to the cache's float16 now, so a first scan and a cached re-scan see the
+        # very same vectors and give the very same scores.
+        vectors = embedder.encode([texts[unique_pos[j]] for j in chunk]).astype(np.float16).astype(np.float32)
         out_unique[chunk] = vectors
         if cache is not None:
             cache.add([unique_ids[j] for j in chunk], vectors)

@@ -154,6 +154,9 @@ class HashEmbedder:
     Not semantic, but stable and instant: for tests, and for a cheap first pass that finds which
     rows the full model must look at."""
 
+    #: Bag-of-words vectors: neighbours by shared words, but no meaning (no harm classifier).
+    semantic = False
+
     def __init__(self, dim: int = 64, seed: int = 0):
         self.dim = dim
         self.seed = seed
@@ -174,3 +177,12 @@ class HashEmbedder:
         out = np.zeros((len(texts), self.dim), np.float32)
         np.add.at(out, (owner, buckets.astype(np.int64)), signs)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def make_embedder(spec: str) -> Embedder:
+    """The embedder a rules file names: "default" (the packaged MiniLM), "hash", or a model path."""
+    if spec == "hash":
+        return HashEmbedder(dim=256)
+    if spec == "default":
+        return SentenceTransformerEmbedder()
+    return SentenceTransformerEmbedder(spec)

@@ -60,7 +60,8 @@ def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> tu
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     k = max(1, min(k, len(x)))
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=_gpu(faiss), verbose=False)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=_gpu(faiss), verbose=False,
+                      min_points_per_centroid=1)
     km.train(x)
     _, assignment = km.index.search(x, 1)
     return km.centroids, assignment[:, 0]

@@ -1,0 +1,77 @@
+"""The detect stage of a scan: embed the rows that reached detection, run the detectors, and
+hand back per-row suspicion, reasons, triggers and clusters, plus what the report shows."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from curate.detect import DetectInput, DetectResult, run_detectors
+from curate.record import Record
+
+#: Points on the report's 2-D map: every flagged row, and a sample of the rest.
+MAP_POINTS = 2000
+
+
+def _map(data: DetectInput, result: DetectResult, seed: int) -> list[list[Any]]:
+    """2-D PCA of the prompt embeddings: [x, y, row, flagged]."""
+    n = len(data)
+    if n < 3:
+        return []
+    flagged = np.asarray([int(r) in result.reasons and any(k.startswith("poison:") for k in result.reasons[int(r)])
+                          for r in data.row])
+    rng = np.random.default_rng(seed)
+    rest = np.flatnonzero(~flagged)
+    take = np.concatenate([np.flatnonzero(flagged)[:MAP_POINTS // 2],
+                           rng.choice(rest, size=min(rest.size, MAP_POINTS - min(MAP_POINTS // 2, int(flagged.sum()))),
+                                      replace=False)])
+    X = data.prompt_vecs[take].astype(np.float64)
+    X -= X.mean(axis=0)
+    _, _, vt = np.linalg.svd(X, full_matrices=False)
+    xy = X @ vt[:2].T
+    span = np.maximum(np.abs(xy).max(axis=0), 1e-9)
+    xy = xy / span
+    return [[round(float(x), 4), round(float(y), 4), int(data.row[u]), bool(flagged[u])]
+            for (x, y), u in zip(xy.tolist(), take.tolist())]
+
+
+def model_spec(rules) -> str:
+    """The embedding model a scan uses: `$CURATE_MODEL` when set (e.g. `hash` for smoke runs and
+    tests), else `detect.model` from the rules."""
+    return os.environ.get("CURATE_MODEL") or rules.model
+
+
+def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None
+                   ) -> DetectResult:
+    """Run detection over records (their `row` is the scan row). `rules` is a DetectRules."""
+    started = time.perf_counter()
+    semantic = True
+    if embed is None:
+        from curate.embed import EmbeddingCache, embed_texts, make_embedder
+
+        embedder = make_embedder(model_spec(rules))
+        cache = EmbeddingCache(embedder.key, embedder.dim)
+        semantic = getattr(embedder, "semantic", True)
+
+        def embed(texts: list[str]) -> np.ndarray:
+            return embed_texts(texts, embedder, cache)
+
+    loaded = time.perf_counter()
+    data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic)
+    gathered = time.perf_counter()
+    if len(data):
+        data.prompt_vecs  # noqa: B018  (embed now, so the timing says where the time went)
+        data.response_vecs  # noqa: B018
+    embedded = time.perf_counter()
+    result = run_detectors(data, list(rules.detectors), rules.flag_at)
+    result.seconds = {"load_model": round(loaded - started, 3), "gather": round(gathered - loaded, 3), "embed": round(embedded - gathered, 3),
+                      **result.seconds}
+    try:
+        result.summary["map"] = _map(data, result, rules.seed)
+    except Exception as exc:  # the map is a picture, never a reason to lose the scan
+        result.failures["map"] = f"{type(exc).__name__}: {exc}"
+    return result
