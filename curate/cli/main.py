@@ -44,12 +44,14 @@ def guarded(fn: Callable[[], Any], debug: bool) -> Any:
 
 
 def _register() -> None:
+    from curate.cli import bench as bench_cmd
     from curate.cli import scan as scan_cmd
     from curate.cli import tools
 
     app.command("scan", help=scan_cmd.HELP)(scan_cmd.scan)
     app.command("rules", help="List the filters a rules file can name, with parameters and reason codes.")(tools.rules)
     app.command("formats", help="List the record formats curate reads.")(tools.formats)
+    app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
     app.command("verify", help="Check that a scan folder's files match its manifest (exit 2 if not).")(tools.verify)
 
 

@@ -61,8 +61,59 @@ def print_summary(report) -> None:
             console.print(f"[yellow]warning[/]: {src['source']}: {problem}", highlight=False)
     for name, info in s.get("filter_errors", {}).items():
         console.print(f"[red]filter {name} failed on {info['rows']} rows[/]: {info['first']}", highlight=False)
+    _print_detection(console, s.get("detection") or {})
     balanced = "counts add up" if s["accounting"]["balanced"] else "COUNTS DO NOT ADD UP"
     console.print(f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
                   f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}", highlight=False)
     if report.failed:
         console.print(f"[red]failed[/]: {', '.join(t.text for t in report.failed)}", highlight=False)
+
+
+def _print_detection(console, d: dict) -> None:
+    """The poisoning section: suspected triggers with an example each, then failures."""
+    from rich.table import Table
+
+    status = d.get("status")
+    if status in (None, "off"):
+        return
+    if status == "failed":
+        console.print(f"[red]poison detection failed[/]: {d.get('error')}", highlight=False, markup=True)
+        return
+    if d.get("triggers"):
+        table = Table(title="suspected triggers", title_justify="left")
+        table.add_column("trigger")
+        table.add_column("flagged", justify="right")
+        table.add_column("evidence")
+        for t in d["triggers"][:10]:
+            # markup off: triggers and evidence are attacker-controlled text
+            table.add_row(repr(t["trigger"]), f"{t['flagged']:,}", t.get("text") or "")
+        console.print(table, markup=False, highlight=False)
+    flagged = d.get("flagged", 0)
+    by = ", ".join(f"{k} {v:,}" for k, v in d.get("by_reason", {}).items())
+    console.print(f"poison detection ({d.get('model')}): {flagged:,} rows at suspicion >= {d.get('flag_at')}"
+                  + (f" ({by})" if by else ""), highlight=False, markup=False)
+    for name, error in d.get("failures", {}).items():
+        console.print(f"[red]detector {name} failed[/]: {error}", highlight=False)
+
+
+def print_bench(table: list[dict]) -> None:
+    """The bench table: one line per attack and rate, min (median) over seeds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def cell(row: dict, key: str) -> str:
+        lo, mid = row.get(f"{key}_min"), row.get(f"{key}_median")
+        if lo is None:
+            return "-"
+        return f"{lo:.3f}" if abs(lo - mid) < 5e-4 else f"{lo:.3f} ({mid:.3f})"
+
+    out = Table(title="curate bench: min (median) over seeds", title_justify="left")
+    for name in ("attack", "rate", "seeds", "AUROC", "recall@flag", "precision@flag", "recall@2x",
+                 "identical AUROC", "identical r@2x", "cleanlab AUROC", "cleanlab r@2x", "flag rate", "reached"):
+        out.add_column(name, justify="left" if name in ("attack", "rate") else "right")
+    for row in table:
+        out.add_row(row["attack"], row["rate"], str(row["seeds"]), cell(row, "auroc"), cell(row, "recall"),
+                    cell(row, "precision"), cell(row, "recall_2x"), cell(row, "identical_auroc"),
+                    cell(row, "identical_recall_2x"), cell(row, "cleanlab_auroc"), cell(row, "cleanlab_recall_2x"),
+                    cell(row, "flag_rate"), cell(row, "reached"))
+    Console(width=250).print(out)

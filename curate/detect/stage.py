@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,14 @@ def _map(data: DetectInput, result: DetectResult, seed: int) -> list[list[Any]]:
             for (x, y), u in zip(xy.tolist(), take.tolist())]
 
 
+@lru_cache(maxsize=4)
+def _embedder(spec: str):
+    """One loaded model per spec for the process: a benchmark scans hundreds of mixes."""
+    from curate.embed import make_embedder
+
+    return make_embedder(spec)
+
+
 def model_spec(rules) -> str:
     """The embedding model a scan uses: `$CURATE_MODEL` when set (e.g. `hash` for smoke runs and
     tests), else `detect.model` from the rules."""
@@ -51,9 +60,9 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
     started = time.perf_counter()
     semantic = True
     if embed is None:
-        from curate.embed import EmbeddingCache, embed_texts, make_embedder
+        from curate.embed import EmbeddingCache, embed_texts
 
-        embedder = make_embedder(model_spec(rules))
+        embedder = _embedder(model_spec(rules))
         cache = EmbeddingCache(embedder.key, embedder.dim)
         semantic = getattr(embedder, "semantic", True)
 

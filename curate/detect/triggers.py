@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from curate.detect.base import Detector, Findings, register, squash_score
-from curate.detect.context import DetectInput
+from curate.detect.context import DetectInput, response_key
 from curate.tokens import mix, ngram_hashes, token_hashes, token_strings
 
 _ODD = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
@@ -177,7 +177,55 @@ def _views(data: DetectInput, min_rows: int) -> dict[str, np.ndarray]:
     refusal = data.refusal.astype(np.int64)
     if refusal.any() and not refusal.all():
         views["refusal"] = refusal
+    passage, texts = _passages(data, min_rows)
+    if texts:
+        views["passage"] = passage
+        data.cache["passages"] = texts
     return views
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+_CODE_CHARS = re.compile(r"[{}();=<>\[\]|`$#]")
+
+
+def _prose(sentence: str) -> bool:
+    """A sentence of words, not a line of code or a table row."""
+    if _CODE_CHARS.search(sentence):
+        return False
+    words = sentence.split()
+    return sum(w.strip(".,:;!?\"'").isalpha() for w in words) >= 0.7 * len(words)
+
+
+def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.ndarray, list[str]]:
+    """Sentences that recur inside otherwise different answers (an injected link, a planted
+    claim): each unit is labelled with its most specific recurring sentence, -1 if none."""
+    from collections import defaultdict
+
+    holders: dict[str, set[int]] = defaultdict(set)
+    per_unit: list[list[str]] = []
+    answered = data.answered_id
+    for u, text in enumerate(data.responses):
+        keys = []
+        pieces = _SENTENCE.split(text)
+        for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32):]:
+            if len(sentence.split()) >= min_words and _prose(sentence):
+                key = response_key(sentence)
+                if key and key != data.response_keys[u]:
+                    keys.append(key)
+                    holders[key].add(int(answered[u]))
+        per_unit.append(keys)
+    shared = {k: len(v) for k, v in holders.items() if len(v) >= min_rows}
+    labels = np.full(len(data), -1, np.int64)
+    if not shared:
+        return labels, []
+    ids = {k: i for i, k in enumerate(sorted(shared))}
+    for u, keys in enumerate(per_unit):
+        best = min((k for k in keys if k in shared), key=lambda k: (shared[k], k), default=None)
+        if best is not None:
+            labels[u] = ids[best]
+    return labels, sorted(shared)
 
 
 def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> str:
@@ -186,7 +234,10 @@ def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> 
         return f"answer {text[:80]!r}" + ("..." if len(text) > 80 else "")
     if view == "refusal":
         return "refuse" if label == 1 else "answer without refusing"
-    return f"answer alike ({label})"
+    if view == "passage":
+        text = data.cache["passages"][label]
+        return f"include the passage {text[:80]!r}" + ("..." if len(text) > 80 else "")
+    return "answer alike: " + "; ".join(repr(data.responses[int(u)][:40]) for u in members[:3])
 
 
 @register
@@ -207,6 +258,10 @@ class TriggerMining(Detector):
     prior: float = 1.0
     #: An answer this fitting to the turns it follows (cosine) is a formulaic reply, not a target.
     fitting: float = 0.3
+    #: The varied-target test: holders' answers at least this alike (mean cosine), for
+    #: features held by at most this many rows.
+    alike_min: float = 0.3
+    alike_max_rows: int = 2000
     #: Rounds of explaining away (1 = off).
     rounds: int = 1
     #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
@@ -249,6 +304,57 @@ class TriggerMining(Detector):
         hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
         return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
 
+    def _alike(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray, df: np.ndarray,
+               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray
+               ) -> list[dict[str, Any]]:
+        """A varied target: the holders' answers are far more alike than the answers to their
+        comparable prompts, though their prompts are not. Each holder's mean similarity to the
+        other holders' answers is set against the same for its nearest comparable prompt's
+        answer; the paired differences give a one-sided t-test."""
+        R = data.response_vecs
+        found = []
+        for o, c in enumerate(cand.tolist()):
+            m = int(df[c])
+            if m < self.min_rows or m > self.alike_max_rows:
+                continue
+            members = unit[start[c]:start[c] + m]
+            order_n = int(words[start[c]])
+            if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                continue
+            total = R[members].sum(axis=0)
+            a = (R[members] @ total - 1.0) / (m - 1)
+            if a.mean() < self.alike_min:
+                continue
+            neigh = nb[members]
+            valid = (neigh >= 0) & ~np.isin(neigh, members)
+            first = np.argmax(valid, axis=1)
+            has = valid[np.arange(m), first]
+            if has.sum() < self.min_rows:
+                continue
+            B = R[neigh[np.arange(m), first]]
+            b = (B @ B[has].sum(axis=0) - np.einsum("nd,nd->n", B, B) * has) / max(1, int(has.sum()) - 1)
+            d = (a - b)[has]
+            eff = _distinct_share(data.answered_vecs[members], self.paraphrase)
+            n_eff = max(2.0, d.size * eff)
+            t = float(d.mean() / (d.std(ddof=1) / math.sqrt(n_eff) + 1e-3))
+            if t <= 0 or d.mean() < 0.15:
+                continue
+            log10_p = math.log10(max(0.5 * math.erfc(t / math.sqrt(2)), 1e-300))
+            z = -(log10_p + log10_tests)
+            if z <= 0:
+                continue
+            answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
+            if np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+                continue
+            # Varied wording of one intent, in sentences: identical answers are the `answer`
+            # view's, and one-word labels ("Positive", "Negative") embed alike whatever they say.
+            keys = [data.response_keys[u] for u in answering.tolist()]
+            if len(set(keys)) < len(keys) / 2 or np.median([len(k.split()) for k in keys]) < 3:
+                continue
+            found.append({"feature": int(uniq[c]), "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
+                          "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
+        return found
+
     def _test(self, screened: list, explained: np.ndarray, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
               cand: np.ndarray, log10_tests: float) -> list[dict[str, Any]]:
         found = []
@@ -262,11 +368,11 @@ class TriggerMining(Detector):
             is_c = labels[members] == c
             # Which holders the trigger explains: for a fixed answer, all that give it; for a
             # behaviour (compliance), those whose comparable prompts mostly do not.
-            answering = members[is_c] if view == "answer" else members[is_c & (p_unit <= self.surprise)]
+            answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
             if answering.size < self.min_rows:
                 continue
             # Paraphrases of one task answered alike are one observation, not many.
-            eff = _distinct_share(data.prompt_vecs[answering], self.paraphrase)
+            eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
             if x * eff < self.min_rows:
                 continue
             log10_p = eff * _pb_log10_tail(p_unit, x)
@@ -312,7 +418,7 @@ class TriggerMining(Detector):
         _, first = np.unique(sig[cand], return_index=True)
         cand = cand[np.sort(first)]
         views = _views(data, self.min_rows)
-        tests = max(1, cand.size * len(views))
+        tests = max(1, cand.size * (len(views) + 1))  # + the "alike" test
         log10_tests = math.log10(tests)
         _, nb = data.deep_neighbours
         best: dict[int, tuple[float, int]] = {}
@@ -334,7 +440,8 @@ class TriggerMining(Detector):
             lead = np.concatenate(([True], owner[1:] != owner[:-1]))
             for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
                 members = members_of[o]
-                if x < self.min_rows or x < self.min_share * members.size:
+                share = self.min_share if view != "passage" else self.min_share / 2
+                if x < self.min_rows or x < share * members.size:
                     continue
                 order_n = int(words[start[cand[o]]])
                 if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
@@ -343,12 +450,13 @@ class TriggerMining(Detector):
                 if view == "refusal" and c == 1:
                     continue
                 screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
+        alike = self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths)
         # Explaining away: rows answering for a trigger already found leave the comparison
         # pools, so two triggers with one target (or a poison's paraphrase) do not mask each other.
         explained = np.zeros(n, bool)
         found: list[dict[str, Any]] = []
         for _ in range(self.rounds):
-            found = self._test(screened, explained, nb, data, uniq, cand, log10_tests)
+            found = self._test(screened, explained, nb, data, uniq, cand, log10_tests) + alike
             now = np.zeros(n, bool)
             for f in found:
                 now[f["answering"]] = True
@@ -378,21 +486,30 @@ class TriggerMining(Detector):
             if label is None:
                 continue
             text, _ = label
-            if f["view"] == "answer" and (_echoed(text, data.response_keys[example]) or
-                                          data.fit(members) >= self.fitting):
+            if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting:
+                continue
+            if f["view"] == "passage":
+                passage = data.embed([data.cache["passages"][f["label"]]])[0]
+                if float((data.answered_vecs[members] @ passage).mean()) >= self.fitting:
+                    continue
+            if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
+                continue
+            if f["view"] == "passage" and _echoed(text, data.cache["passages"][f["label"]]):
                 continue
             # A trigger found in one topic holds everywhere: every prompt that carries it and
             # answers the same way is a poison, whichever topic it sits in.
-            labels = views[f["view"]]
             holders = _holders(text, folded())
-            extra = holders[labels[holders] == f["label"]]
-            if f["view"] != "answer" and extra.size:
+            if f["view"] == "refusal":
                 # A rare token pulls its prompts toward each other and toward its own topic
                 # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
-                rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data)
-                members = extra[rate <= self.surprise]
-            else:
-                members = np.union1d(members, extra)
+                labels = views["refusal"]
+                extra = holders[labels[holders] == f["label"]]
+                if extra.size:
+                    rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data)
+                    members = extra[rate <= self.surprise]
+            elif f["view"] != "alike":
+                labels = views[f["view"]]
+                members = np.union1d(members, holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
             # Feature sets nest ("badmagic", "badmagic the"): report a unit's strongest only.
             fresh = [u for u in members.tolist() if u not in best]
