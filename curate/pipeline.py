@@ -440,6 +440,7 @@ class ScanResult:
     seconds: dict[str, float]
     workdir: Path
     detection: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
 
 def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
@@ -631,13 +632,16 @@ class Report:
 def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str | Path | None = None, *,
          format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
          against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
-         workers: int | str | None = None, progress: Callable[[int], None] | None = None) -> Report:
+         workers: int | str | None = None, progress: Callable[[int], None] | None = None,
+         calibrate: bool = False) -> Report:
     """Scan `source` and write the outputs to `out` (a temporary folder when None).
 
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
     frame, or an iterable of dicts. `workers` > 1 (or "auto": one per core past 8 MB of files)
     runs the per-row stages in a process pool; as with any multiprocessing, the calling script
     then needs an `if __name__ == "__main__":` guard. The default, 1, runs in this process. `rules` is a `Rules`, or rule files that extend the defaults.
+    With `calibrate`, curate's attack families are first planted into copies of the input and
+    scanned, and report.json gets the recall to expect per family (about 16 extra scans).
     Bad records never raise: they are quarantined and counted. Raises `UsageError` or
     `InputError` for bad arguments or a source that cannot be opened.
     """
@@ -660,11 +664,23 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         result = run_scan(source, rules, options, workdir, progress)
+        if calibrate:
+            result.calibration = _calibrate(source, rules)
         summary = write_outputs(result, out, thresholds, source_label=_label(source))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     failed = [t for t in thresholds if t.holds(summary["counts"], summary["fail_on_counts"], summary["rows"])]
     return Report(summary, out, failed, source, tmp)
+
+
+def _calibrate(source: Any, rules: Rules) -> dict[str, Any]:
+    from curate.bench.calibrate import calibrate
+
+    labels = _label(source)
+    if labels[0].startswith("<"):
+        return {"status": "skipped", "reason": "calibration plants into files; pass a path"}
+    paths = [s.path for s in resolve_sources(labels) if getattr(s, "path", None)]
+    return calibrate([str(p) for p in paths], rules)
 
 
 def _label(source: Any) -> list[str]:

@@ -71,6 +71,63 @@ def _where(w: dict[str, Any]) -> str:
     return f"{escape(str(w['source']))}{line} <small>(row {w['row']})</small>"
 
 
+def _map(points: list[list[Any]]) -> str:
+    """The 2-D map of the prompt embeddings (PCA), flagged rows in red, as inline SVG."""
+    size, pad = 420, 10
+    parts = [f'<svg width="{size}" height="{size}" role="img" aria-label="embedding map">'
+             f'<rect width="{size}" height="{size}" fill="#fafbfc" stroke="#ddd"/>']
+    for flagged in (False, True):  # flagged drawn last, on top
+        for x, y, row, is_flag in points:
+            if bool(is_flag) != flagged:
+                continue
+            cx = pad + (float(x) + 1) / 2 * (size - 2 * pad)
+            cy = pad + (1 - (float(y) + 1) / 2) * (size - 2 * pad)
+            colour, r = ("#cf222e", 3) if flagged else ("#8c959f", 1.6)
+            parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{r}" fill="{colour}" fill-opacity="0.75">'
+                         f'<title>row {int(row)}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _poisoning(d: dict[str, Any], calibration: dict[str, Any]) -> str:
+    status = d.get("status")
+    if status in (None, "off"):
+        return ""
+    if status == "failed":
+        return f'<h2>Poisoning</h2><p class="bad">Detection failed: {escape(str(d.get("error")))}</p>'
+    out = [f"<h2>Poisoning</h2><p>{d['flagged']:,} rows at suspicion ≥ {d['flag_at']} "
+           f"(model <code>{escape(str(d['model']))}</code>; {d['rows']:,} rows reached detection).</p>"]
+    if d.get("by_reason"):
+        out.append(_table(["reason", "rows"], [[f"<code>{escape(k)}</code>", f"{v:,}"] for k, v in d["by_reason"].items()],
+                          {1}))
+    if d.get("triggers"):
+        out.append("<h3>Suspected triggers</h3>")
+        out.append(_table(["trigger", "flagged", "evidence", "examples"], [
+            [f'<div class="pre">{_reveal(t["trigger"])}</div>', f"{t['flagged']:,}", escape(t.get("text") or ""),
+             "".join(f'<div class="pre">{_where(e)}<br>{_reveal(e["preview"])}</div>' for e in t["examples"][:3])]
+            for t in d["triggers"][:20]], {1}))
+    if d.get("clusters"):
+        out.append("<h3>Flagged clusters</h3>")
+        out.append(_table(["cluster", "flagged", "rows", "example"], [
+            [str(c["cluster"]), f"{c['flagged']:,}", f"{c['rows']:,}",
+             f'<div class="pre">{_reveal(c["examples"][0]["preview"])}</div>' if c["examples"] else ""]
+            for c in d["clusters"][:10]], {1, 2}))
+    if d.get("sources"):
+        out.append(_table(["source", "flagged"], [[escape(k), f"{v:,}"] for k, v in d["sources"].items()], {1}))
+    if d.get("map"):
+        out.append("<h3>Map</h3><p><small>Prompt embeddings projected to two dimensions (PCA); flagged rows in red, "
+                   "a sample of the rest in grey.</small></p>" + _map(d["map"]))
+    for name, error in (d.get("failures") or {}).items():
+        out.append(f'<p class="bad">Detector {escape(name)} failed: {escape(str(error))}</p>')
+    if calibration.get("status") == "ok":
+        out.append(f"<h3>Calibration</h3><p>{calibration['planted_per_family']:,} rows planted per family into a copy "
+                   "of this data, then scanned: the recall to expect here.</p>")
+        out.append(_table(["family", "target", "recall", "AUROC"], [
+            [escape(f["family"]), f["target"], f"{f['recall']:.2f}", f"{f['auroc']:.3f}"]
+            for f in calibration["families"]], {2, 3}))
+    return "".join(out)
+
+
 def render_html(summary: dict[str, Any]) -> str:
     counts = summary["counts"]
     rows = summary["rows"] or 1
@@ -89,6 +146,7 @@ def render_html(summary: dict[str, Any]) -> str:
     if summary.get("failed"):
         out.append('<p class="bad">Failed thresholds: ' + escape(", ".join(summary["failed"])) + "</p>")
 
+    out.append(_poisoning(summary.get("detection") or {}, summary.get("calibration") or {}))
     if summary.get("flagged"):
         out.append(f"<h2>Flagged for review</h2><p>{counts['flag']:,} rows; the first "
                    f"{len(summary['flagged'])} below, all in <code>flagged.jsonl</code> with their evidence.</p>")

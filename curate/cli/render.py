@@ -62,6 +62,7 @@ def print_summary(report) -> None:
     for name, info in s.get("filter_errors", {}).items():
         console.print(f"[red]filter {name} failed on {info['rows']} rows[/]: {info['first']}", highlight=False)
     _print_detection(console, s.get("detection") or {})
+    _print_calibration(console, s.get("calibration") or {})
     balanced = "counts add up" if s["accounting"]["balanced"] else "COUNTS DO NOT ADD UP"
     console.print(f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
                   f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}", highlight=False)
@@ -94,6 +95,22 @@ def _print_detection(console, d: dict) -> None:
                   + (f" ({by})" if by else ""), highlight=False, markup=False)
     for name, error in d.get("failures", {}).items():
         console.print(f"[red]detector {name} failed[/]: {error}", highlight=False)
+
+
+def _print_calibration(console, c: dict) -> None:
+    from rich.table import Table
+
+    if c.get("status") != "ok":
+        if c.get("status"):
+            console.print(f"calibration {c['status']}: {c.get('reason')}", highlight=False, markup=False)
+        return
+    table = Table(title=f"calibration: {c['planted_per_family']} rows planted per family into a copy of your data",
+                  title_justify="left")
+    for name in ("family", "target", "recall", "AUROC"):
+        table.add_column(name, justify="left" if name in ("family", "target") else "right")
+    for f in c["families"]:
+        table.add_row(f["family"], f["target"], f"{f['recall']:.2f}", f"{f['auroc']:.3f}")
+    console.print(table)
 
 
 def print_bench(table: list[dict]) -> None:

@@ -30,6 +30,7 @@ def scan(
     against: Annotated[Optional[list[str]], typer.Option("--against", help="Evaluation set: rows whose prompt duplicates one of its prompts get dup:eval; repeatable.")] = None,
     fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Exit 1 when this holds, e.g. "flag-rate>0.01" or "pii>0"; repeatable.')] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")] = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Also plant curate's attack families into copies of the input, scan them, and report the recall to expect per family (about 16 extra scans).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
@@ -43,7 +44,7 @@ def scan(
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:
             report = run_scan(sources if len(sources) > 1 else sources[0], rules=[str(r) for r in rules or []],
                               out=out, format=format, map=map, input_type=input_type, against=against,
-                              fail_on=fail_on, workers=workers or "auto", progress=progress)
+                              fail_on=fail_on, workers=workers or "auto", progress=progress, calibrate=calibrate)
         if json:
             import orjson
 
