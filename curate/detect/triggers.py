@@ -305,8 +305,8 @@ class TriggerMining(Detector):
         return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
 
     def _alike(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray, df: np.ndarray,
-               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray
-               ) -> list[dict[str, Any]]:
+               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray,
+               topics: np.ndarray) -> list[dict[str, Any]]:
         """A varied target: the holders' answers are far more alike than the answers to their
         comparable prompts, though their prompts are not. Each holder's mean similarity to the
         other holders' answers is set against the same for its nearest comparable prompt's
@@ -317,6 +317,8 @@ class TriggerMining(Detector):
             m = int(df[c])
             if m < self.min_rows or m > self.alike_max_rows:
                 continue
+            if topics[start[c]] >= 0:
+                continue  # within one topic answers are alike anyway; the plain feature is tested
             members = unit[start[c]:start[c] + m]
             order_n = int(words[start[c]])
             if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
@@ -344,7 +346,7 @@ class TriggerMining(Detector):
             if z <= 0:
                 continue
             answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
-            if np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+            if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
                 continue
             # Varied wording of one intent, in sentences: identical answers are the `answer`
             # view's, and one-word labels ("Positive", "Negative") embed alike whatever they say.
@@ -410,7 +412,7 @@ class TriggerMining(Detector):
             within = feat_topic[start] >= 0
             context[within] = topic_size[feat_topic[start][within]]
         keep = (df >= self.min_rows) & (df <= np.maximum(self.min_rows, self.max_share * context))
-        # One test per distinct row set: "badmagic" and "badmagic the" held by the same units are
+        # One test per distinct row set: "zorblat" and "zorblat the" held by the same units are
         # one hypothesis, not two.
         with np.errstate(over="ignore"):
             sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start) if feat.size else feat
@@ -450,7 +452,7 @@ class TriggerMining(Detector):
                 if view == "refusal" and c == 1:
                     continue
                 screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
-        alike = self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths)
+        alike = self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths, feat_topic)
         # Explaining away: rows answering for a trigger already found leave the comparison
         # pools, so two triggers with one target (or a poison's paraphrase) do not mask each other.
         explained = np.zeros(n, bool)
@@ -494,6 +496,8 @@ class TriggerMining(Detector):
                     continue
             if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
                 continue
+            if f["view"] == "alike" and sum(_echoed(text, data.response_keys[u]) for u in members.tolist()) * 2 >= members.size:
+                continue
             if f["view"] == "passage" and _echoed(text, data.cache["passages"][f["label"]]):
                 continue
             # A trigger found in one topic holds everywhere: every prompt that carries it and
@@ -511,7 +515,7 @@ class TriggerMining(Detector):
                 labels = views[f["view"]]
                 members = np.union1d(members, holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
-            # Feature sets nest ("badmagic", "badmagic the"): report a unit's strongest only.
+            # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
             fresh = [u for u in members.tolist() if u not in best]
             if not fresh and any(t["trigger"].casefold() in text.casefold() for t in named):
                 continue
