@@ -210,7 +210,7 @@ class Relevance(Detector):
         n = len(data)
         score = np.zeros(n)
         findings = Findings(score)
-        sims, nb = data.neighbours
+        _, nb = data.neighbours
         if n < 6 or nb.shape[1] == 0:
             return findings
         rel = np.einsum("nd,nd->n", data.prompt_vecs, data.response_vecs)

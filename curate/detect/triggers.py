@@ -262,8 +262,6 @@ class TriggerMining(Detector):
     #: features held by at most this many rows.
     alike_min: float = 0.3
     alike_max_rows: int = 2000
-    #: Rounds of explaining away (1 = off).
-    rounds: int = 1
     #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
     #: share of its comparable prompts behave that way.
     surprise: float = 0.65
@@ -282,11 +280,11 @@ class TriggerMining(Detector):
             raise ValueError("ngrams must be in 1..5")
 
     def _rates(self, units: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
-               nb: np.ndarray, explained: np.ndarray) -> np.ndarray:
-        """For each unit, the smoothed share of its nearest comparable prompts (not holding the
-        feature, not explained by a trigger already found) that are answered `c`."""
+               nb: np.ndarray) -> np.ndarray:
+        """For each unit, the smoothed share of its nearest comparable prompts (those not holding
+        the feature) that are answered `c`."""
         neigh = nb[units]
-        valid = (neigh >= 0) & ~np.isin(neigh, holders) & ~explained[np.maximum(neigh, 0)]
+        valid = (neigh >= 0) & ~np.isin(neigh, holders)
         valid &= np.cumsum(valid, axis=1) <= self.neighbours
         hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
         return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
@@ -357,12 +355,12 @@ class TriggerMining(Detector):
                           "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
         return found
 
-    def _test(self, screened: list, explained: np.ndarray, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
+    def _test(self, screened: list, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
               cand: np.ndarray, log10_tests: float) -> list[dict[str, Any]]:
         found = []
         for view, labels, prior_rate, o, c, x, members in screened:
             m = members.size
-            p_unit = self._rates(members, members, labels, c, prior_rate, nb, explained)
+            p_unit = self._rates(members, members, labels, c, prior_rate, nb)
             p_bar = float(p_unit.mean())
             excess = x - float(p_unit.sum())
             if excess < max(self.min_rows, self.min_lift * m):
@@ -453,18 +451,7 @@ class TriggerMining(Detector):
                     continue
                 screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
         alike = self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths, feat_topic)
-        # Explaining away: rows answering for a trigger already found leave the comparison
-        # pools, so two triggers with one target (or a poison's paraphrase) do not mask each other.
-        explained = np.zeros(n, bool)
-        found: list[dict[str, Any]] = []
-        for _ in range(self.rounds):
-            found = self._test(screened, explained, nb, data, uniq, cand, log10_tests) + alike
-            now = np.zeros(n, bool)
-            for f in found:
-                now[f["answering"]] = True
-            if (now & ~explained).sum() == 0:
-                break
-            explained |= now
+        found = self._test(screened, nb, data, uniq, cand, log10_tests) + alike
         if not found:
             findings.summary = {"candidates": int(cand.size), "tests": tests, "triggers": []}
             return findings
