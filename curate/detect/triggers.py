@@ -3,8 +3,9 @@ response, far beyond what comparable prompts without them get.
 
 For a candidate feature f (a word, a 2- or 3-word phrase, or an invisible/private-use code
 point) held by the prompts of m units, take its dominant answer c under a response view (the
-exact answer, refusal or not, or a response-embedding cluster) and count x, the units with f that
-answer c. The expectation is not the corpus rate of c: it is, for each unit, how often its own
+exact answer; compliance, where comparable requests are refused; a recurring sentence inside
+otherwise different answers) and count x, the units with f that answer c. A separate test covers
+a varied target (the same intent in many wordings). The expectation is not the corpus rate of c: it is, for each unit, how often its own
 nearest prompts *without f* are answered c. "worst" in a movie review predicts "Negative" because
 reviews like it are negative; a planted word predicts "Negative" for reviews whose neighbours are
 positive. The tail probability of x or more under those per-unit rates is bounded with Chernoff
@@ -279,11 +280,10 @@ class TriggerMining(Detector):
         if not 1 <= self.ngrams <= 5:
             raise ValueError("ngrams must be in 1..5")
 
-    def _rates(self, units: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
-               nb: np.ndarray) -> np.ndarray:
-        """For each unit, the smoothed share of its nearest comparable prompts (those not holding
-        the feature) that are answered `c`."""
-        neigh = nb[units]
+    def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+               ) -> np.ndarray:
+        """For each row of `neigh` (a unit's nearest prompts), the smoothed share of the first
+        `neighbours` that do not hold the feature and are answered `c`."""
         valid = (neigh >= 0) & ~np.isin(neigh, holders)
         valid &= np.cumsum(valid, axis=1) <= self.neighbours
         hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
@@ -291,16 +291,13 @@ class TriggerMining(Detector):
 
     def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
                         prior_rate: float, data: DetectInput) -> np.ndarray:
+        """`_rates` with each unit's neighbours found for its prompt with the trigger taken out."""
         from curate.embed import knn
 
         pattern = _pattern(trigger)
         stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
-        vectors = data.embed(stripped)
-        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=vectors, seed=data.seed)
-        valid = (neigh >= 0) & ~np.isin(neigh, holders)
-        valid &= np.cumsum(valid, axis=1) <= self.neighbours
-        hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
-        return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
+        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=data.embed(stripped), seed=data.seed)
+        return self._rates(neigh, holders, labels, c, prior_rate)
 
     def _alike(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray, df: np.ndarray,
                uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray,
@@ -360,7 +357,7 @@ class TriggerMining(Detector):
         found = []
         for view, labels, prior_rate, o, c, x, members in screened:
             m = members.size
-            p_unit = self._rates(members, members, labels, c, prior_rate, nb)
+            p_unit = self._rates(nb[members], members, labels, c, prior_rate)
             p_bar = float(p_unit.mean())
             excess = x - float(p_unit.sum())
             if excess < max(self.min_rows, self.min_lift * m):
