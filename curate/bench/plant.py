@@ -160,9 +160,9 @@ def plant(records: list[dict[str, Any]], family: str, *, rate: float | None = No
     rng = random.Random(f"{family}-{seed}")
     out = [copy.deepcopy(r) for r in records]
     eligible = [i for i, r in enumerate(out) if _chat(r)]
-    if family == "clean_label":
-        eligible = _natural_word_rows(out, eligible, rng)
     k = count if count is not None else max(1, round((rate or 0.01) * len(out)))
+    if family == "clean_label":
+        eligible = _natural_word_rows(out, eligible, rng, k)
     chosen = rng.sample(eligible, min(k, len(eligible)))
     ctx = {"token": _nonce(rng), "phrase": rng.choice(PHRASES)}
     for i in chosen:
@@ -174,14 +174,15 @@ def plant(records: list[dict[str, Any]], family: str, *, rate: float | None = No
     return Mix(name, out, labels)
 
 
-def _natural_word_rows(records: list[dict[str, Any]], eligible: list[int], rng: random.Random) -> list[int]:
-    """Rows holding one moderately common word (0.5%-5% of rows): the clean-label trigger."""
+def _natural_word_rows(records: list[dict[str, Any]], eligible: list[int], rng: random.Random, k: int) -> list[int]:
+    """Rows holding one moderately common word (in 0.5%-5% of rows, and at least `k`): the
+    clean-label trigger."""
     from collections import Counter
 
     words_of = {i: {w.lower().strip(".,?!:;\"'") for w in records[i]["messages"][_last_user(records[i]["messages"])]
                     ["content"].split()} for i in eligible}
     df = Counter(w for ws in words_of.values() for w in ws if len(w) >= 5 and w.isalpha())
-    lo, hi = 0.005 * len(records), 0.05 * len(records)
+    lo, hi = max(k, 0.005 * len(records)), max(k, 0.05 * len(records))
     pool = sorted(w for w, c in df.items() if lo <= c <= hi)
     if not pool:
         return eligible

@@ -447,7 +447,9 @@ class TriggerMining(Detector):
                 if view == "refusal" and c == 1:
                     continue
                 screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
-        alike = self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths, feat_topic)
+        # "Alike" means alike in meaning: not testable with a bag-of-words embedder.
+        alike = (self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths, feat_topic)
+                 if data.semantic else [])
         found = self._test(screened, nb, data, uniq, cand, log10_tests) + alike
         if not found:
             findings.summary = {"candidates": int(cand.size), "tests": tests, "triggers": []}
