@@ -266,6 +266,9 @@ class TriggerMining(Detector):
     #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
     #: share of its comparable prompts behave that way.
     surprise: float = 0.65
+    #: A candidate within this many decades of significance is tested again against the
+    #: neighbours of its prompts with the feature taken out.
+    refine: float = 3.0
     #: Prompts at least this similar count as one observation (paraphrases of one task).
     paraphrase: float = 0.85
     #: Comparable prompts per unit: its nearest that lack the feature (out of the 40 nearest).
@@ -299,21 +302,33 @@ class TriggerMining(Detector):
         _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=data.embed(stripped), seed=data.seed)
         return self._rates(neigh, holders, labels, c, prior_rate)
 
-    def _alike(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray, df: np.ndarray,
-               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray,
-               topics: np.ndarray) -> list[dict[str, Any]]:
+    def _alike_screen(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray,
+                      df: np.ndarray, topics: np.ndarray) -> list[int]:
+        """Candidates whose holders' answers are alike at all (mean cosine >= alike_min)."""
+        R = data.response_vecs
+        out = []
+        for c in cand.tolist():
+            m = int(df[c])
+            # Within one topic answers are alike anyway: only plain features are tested.
+            if m < self.min_rows or m > self.alike_max_rows or topics[start[c]] >= 0:
+                continue
+            members = unit[start[c]:start[c] + m]
+            total = R[members].sum(axis=0)
+            if (total @ total - m) / (m * (m - 1)) >= self.alike_min:
+                out.append(c)
+        return out
+
+    def _alike(self, data: DetectInput, cand: list[int], unit: np.ndarray, start: np.ndarray, df: np.ndarray,
+               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray
+               ) -> list[dict[str, Any]]:
         """A varied target: the holders' answers are far more alike than the answers to their
         comparable prompts, though their prompts are not. Each holder's mean similarity to the
         other holders' answers is set against the same for its nearest comparable prompt's
         answer; the paired differences give a one-sided t-test."""
         R = data.response_vecs
         found = []
-        for o, c in enumerate(cand.tolist()):
+        for c in cand:
             m = int(df[c])
-            if m < self.min_rows or m > self.alike_max_rows:
-                continue
-            if topics[start[c]] >= 0:
-                continue  # within one topic answers are alike anyway; the plain feature is tested
             members = unit[start[c]:start[c] + m]
             order_n = int(words[start[c]])
             if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
@@ -353,32 +368,50 @@ class TriggerMining(Detector):
         return found
 
     def _test(self, screened: list, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
-              cand: np.ndarray, log10_tests: float) -> list[dict[str, Any]]:
+              cand: np.ndarray, log10_tests: float, name: Any) -> list[dict[str, Any]]:
         found = []
         for view, labels, prior_rate, o, c, x, members in screened:
             m = members.size
             p_unit = self._rates(nb[members], members, labels, c, prior_rate)
-            p_bar = float(p_unit.mean())
-            excess = x - float(p_unit.sum())
-            if excess < max(self.min_rows, self.min_lift * m):
+            verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests)
+            if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal":
+                # Near the line: a rare token pulls its holders toward each other (three planted
+                # tokens into one region), so compare each holder by its prompt with the feature
+                # taken out. Only for the few candidates within reach, as it embeds again.
+                bound = -(_pb_log10_tail(p_unit, x) + log10_tests)
+                text = name(o, int(members[labels[members] == c][0])) if bound > -self.refine else None
+                if text:
+                    stripped = self._stripped_rates(members, members, text, labels, c, prior_rate, data)
+                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests)
+                    if again is not None and (verdict is None or again[2] > verdict[2]):
+                        verdict, p_unit = again, stripped
+            if verdict is None:
                 continue
-            is_c = labels[members] == c
-            # Which holders the trigger explains: for a fixed answer, all that give it; for a
-            # behaviour (compliance), those whose comparable prompts mostly do not.
-            answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
-            if answering.size < self.min_rows:
-                continue
-            # Paraphrases of one task answered alike are one observation, not many.
-            eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
-            if x * eff < self.min_rows:
-                continue
-            log10_p = eff * _pb_log10_tail(p_unit, x)
-            z = -(log10_p + log10_tests)
-            if z <= 0:
-                continue
+            answering, log10_p, z = verdict
             found.append({"feature": int(uniq[cand[o]]), "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
-                          "answering": answering, "expected": p_bar, "z": z, "log10_p": log10_p})
+                          "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p})
         return found
+
+    def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
+               data: DetectInput, log10_tests: float) -> tuple[np.ndarray, float, float] | None:
+        """(units the trigger explains, log10 p, z) when the feature is a trigger, else None."""
+        m = members.size
+        excess = x - float(p_unit.sum())
+        if excess < max(self.min_rows, self.min_lift * m):
+            return None
+        is_c = labels[members] == c
+        # Which holders the trigger explains: for a fixed answer, all that give it; for a
+        # behaviour (compliance), those whose comparable prompts mostly do not.
+        answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
+        if answering.size < self.min_rows:
+            return None
+        # Paraphrases of one task answered alike are one observation, not many.
+        eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        if x * eff < self.min_rows:
+            return None
+        log10_p = eff * _pb_log10_tail(p_unit, x)
+        z = -(log10_p + log10_tests)
+        return (answering, log10_p, z) if z > 0 else None
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
@@ -415,8 +448,6 @@ class TriggerMining(Detector):
         _, first = np.unique(sig[cand], return_index=True)
         cand = cand[np.sort(first)]
         views = _views(data, self.min_rows)
-        tests = max(1, cand.size * (len(views) + 1))  # + the "alike" test
-        log10_tests = math.log10(tests)
         _, nb = data.deep_neighbours
         best: dict[int, tuple[float, int]] = {}
         screened = []
@@ -447,10 +478,22 @@ class TriggerMining(Detector):
                 if view == "refusal" and c == 1:
                     continue
                 screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
+        # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at least
+        # min_rows and min_share of the holders; for "alike", answers alike at all): a feature
+        # whose holders answer every which way is never a candidate, so it is not paid for.
+        alike_tested = self._alike_screen(data, cand, unit, start, df, feat_topic) if data.semantic else []
+        tests = max(1, len(screened) + len(alike_tested))
+        log10_tests = math.log10(tests)
         # "Alike" means alike in meaning: not testable with a bag-of-words embedder.
-        alike = (self._alike(data, cand, unit, start, df, uniq, nb, log10_tests, words, lengths, feat_topic)
-                 if data.semantic else [])
-        found = self._test(screened, nb, data, uniq, cand, log10_tests) + alike
+        alike = self._alike(data, alike_tested, unit, start, df, uniq, nb, log10_tests, words, lengths)
+        def name(o: int, example: int) -> str | None:
+            rep = int(np.searchsorted(reps, example))
+            label = name_feature(data.prompts[example], int(uniq[cand[o]]), orders,
+                                 None if topic is None else int(topic[rep]))
+            return label[0] if label else None
+
+        found = self._test(screened, nb, data, uniq, cand, log10_tests, name)
+        found += alike
         if not found:
             findings.summary = {"candidates": int(cand.size), "tests": tests, "triggers": []}
             return findings
