@@ -1,9 +1,9 @@
-"""The scan: read → normalise → filter → dedup → decide → write, over any source.
+"""The scan: read → normalise → filter → dedup → embed → detect → decide → write, over any source.
 
 Pass one streams the input in batches (on every core when there are several) and keeps only
 small per-row columns in memory; the records themselves spill to an Arrow file on disk, keyed by
-row. Dedup and the verdicts are decided on those columns, and pass two streams the spill into the
-outputs. Every row read ends in exactly one verdict, and the counts are checked before writing.
+row. Dedup is decided on those columns; detection streams the spill once more (embedding every
+readable row); the verdicts follow, and a last pass streams the spill into the outputs. Every row read ends in exactly one verdict, and the counts are checked before writing.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def test_map_and_format_options(tmp_path, cli):
 
 def test_rules_formats_verify_commands(tmp_path, cli):
     listing = json.loads(cli("rules", "--json").stdout)
-    assert {f["name"] for f in listing} >= {"pii", "invisible", "language", "teacher_identity"}
+    assert {f["name"] for f in listing} >= {"pii", "invisible", "language", "teacher_identity", "detect.trigger"}
     assert "sharegpt" in cli("formats").output
     path = write_jsonl(tmp_path / "in.jsonl", varied_rows(2))
     cli("scan", path, "-o", tmp_path / "out", "-q")

@@ -14,9 +14,15 @@ def rules(json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
     def body() -> None:
         from curate.filters import FILTERS
 
+        from curate.detect import DETECTORS
+
         listing = [{"name": name, "reasons": list(cls.reasons), "default_action": cls.default_action,
                     "description": cls.description, "parameters": cls.params()}
                    for name, cls in sorted(FILTERS.items())]
+        listing += [{"name": f"detect.{name}", "reasons": [cls.reason],
+                     "default_action": "flag" if cls.poison else "annotate",
+                     "description": cls.description, "parameters": cls.params()}
+                    for name, cls in sorted(DETECTORS.items())]
         if json:
             import orjson
 
