@@ -69,6 +69,10 @@ class SentenceTransformerEmbedder:
     @cached_property
     def model(self):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # No weight-loading progress bars or long-sequence warnings in the middle of a scan's output:
+        # long texts are windowed on purpose.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         from sentence_transformers import SentenceTransformer
 
         return SentenceTransformer(str(self.path), device=self.device)
