@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_jsonl
+from test_detect import corpus
 
 import curate
-from conftest import write_jsonl
 from curate.bench.mixes import Mix, as_chat, read_records
 from curate.bench.plant import FAMILIES, VARIED_TARGETS, plant
 from curate.bench.run import auroc, recall_at
-from test_detect import corpus
 
 
 def chat(rows: list[dict]) -> list[dict]:

@@ -6,17 +6,15 @@ are enough for trigger mining on planted data. The safety test runs the real pac
 
 from __future__ import annotations
 
-import json
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 
 import curate
-from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
-from curate.detect import DETECTORS, DetectInput, Detector, Findings, run_detectors
+from curate.detect import DETECTORS, DetectInput, Detector, run_detectors
 from curate.detect.triggers import _pb_log10_tail
 from curate.embed import HashEmbedder
 from curate.errors import RulesError
