@@ -52,7 +52,6 @@ class DetectInput:
     semantic: bool = True
     #: The user turn each unit answers (its prompt ends with it).
     answered: list[str] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
     #: Shared intermediate results between detectors (e.g. harm probabilities).
     cache: dict[str, object] = field(default_factory=dict)
 
@@ -129,8 +128,7 @@ class DetectInput:
     @cached_property
     def response_class(self) -> np.ndarray:
         """Exact-answer classes: units whose responses are the same answer share an id."""
-        keys = [response_key(r) for r in self.responses]
-        _, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+        _, inverse = np.unique(np.asarray(self.response_keys, dtype=object), return_inverse=True)
         return inverse.astype(np.int64)
 
     @cached_property

@@ -132,13 +132,6 @@ def _pb_log10_tail(p: np.ndarray, x: int) -> float:
     return float(np.min(log_mgf - t[:, 0] * x) / math.log(10))
 
 
-def _kl(q: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """KL(Bernoulli(q) || Bernoulli(p)) in nats."""
-    q = np.clip(q, 1e-12, 1 - 1e-12)
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return q * np.log(q / p) + (1 - q) * np.log((1 - q) / (1 - p))
-
-
 def name_feature(prompt: str, feature: int, orders: tuple[int, ...], topic: int | None = None
                  ) -> tuple[str, int] | None:
     """(the feature as written in `prompt`, its character offset), or None."""
