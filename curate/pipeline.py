@@ -67,6 +67,7 @@ class Ledger:
     suspicion: dict[int, float] = field(default_factory=dict)
     triggers: dict[int, list[str]] = field(default_factory=dict)
     cluster: dict[int, int] = field(default_factory=dict)
+    neighbours: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     seconds: Counter = field(default_factory=Counter)
     _source_ids: dict[str, int] = field(default_factory=dict)
 
@@ -441,6 +442,7 @@ class ScanResult:
     workdir: Path
     detection: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    review: dict[str, Any] | None = None
 
 
 def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
@@ -452,7 +454,7 @@ def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
 
 
 def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
-             progress: Callable[[int], None] | None = None) -> ScanResult:
+             progress: Callable[[int], None] | None = None, store: Any = None) -> ScanResult:
     clock = time.perf_counter
     sources = _resolve_input(source, options)
     normaliser = Normaliser(options.format, options.mapping)
@@ -511,13 +513,19 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     t = clock()
     detection = _detect(ledger, rules, spill, normaliser) if rules.detect.enabled and rules.detect.detectors else None
     seconds["detect"] = clock() - t
+    review = None
+    if store is not None:
+        from curate.review.loop import apply_decisions
+
+        review = apply_decisions(ledger, store)
     signals = _repeat_signals(ledger)
     verdicts = [ledger.verdict(row) for row in range(ledger.n)]
     counts = Counter(verdicts)
     if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
         raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")
     return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
-                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir, detection)
+                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir, detection,
+                      review=review)
 
 
 def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) -> dict[str, Any]:
@@ -551,6 +559,7 @@ def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) 
     ledger.suspicion = result.suspicion
     ledger.triggers = result.triggers
     ledger.cluster = result.cluster
+    ledger.neighbours = result.neighbours
     return {"status": "ok" if not result.failures else "partial", "units": result.units,
             "rows": len(result.suspicion), "flag_at": rules.detect.flag_at, "model": model_spec(rules.detect),
             "failures": result.failures, "seconds": result.seconds, "detectors": result.summary}
@@ -633,7 +642,7 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
          format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
          against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
          workers: int | str | None = None, progress: Callable[[int], None] | None = None,
-         calibrate: bool = False) -> Report:
+         calibrate: bool = False, queue: str | os.PathLike | None = None) -> Report:
     """Scan `source` and write the outputs to `out` (a temporary folder when None).
 
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
@@ -642,6 +651,8 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     then needs an `if __name__ == "__main__":` guard. The default, 1, runs in this process. `rules` is a `Rules`, or rule files that extend the defaults.
     With `calibrate`, curate's attack families are first planted into copies of the input and
     scanned, and report.json gets the recall to expect per family (about 16 extra scans).
+    With `queue` (a review.db path or a postgresql:// URL), the queue's decisions apply to this
+    scan's rows (`review:accepted`, `review:rejected`) and the rows still flagged are pushed to it.
     Bad records never raise: they are quarantined and counted. Raises `UsageError` or
     `InputError` for bad arguments or a source that cannot be opened.
     """
@@ -661,16 +672,40 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     out = Path(out)
     check_out_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    store = None
+    if queue is not None:
+        from curate.review.store import open_store
+
+        store = open_store(queue)
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        result = run_scan(source, rules, options, workdir, progress)
+        result = run_scan(source, rules, options, workdir, progress, store=store)
         if calibrate:
             result.calibration = _calibrate(source, rules)
         summary = write_outputs(result, out, thresholds, source_label=_label(source))
+        if store is not None:
+            _push(result, store, out, summary)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if store is not None:
+            store.close()
     failed = [t for t in thresholds if t.holds(summary["counts"], summary["fail_on_counts"], summary["rows"])]
     return Report(summary, out, failed, source, tmp)
+
+
+def _push(result: ScanResult, store: Any, out: Path, summary: dict[str, Any]) -> None:
+    """Send the rows still flagged to the review queue, after the outputs are in place."""
+    import hashlib
+    import uuid
+
+    from curate.review.loop import queue_items
+
+    manifest = out / "manifest.json"
+    scan = {"id": uuid.uuid4().hex, "folder": str(out.resolve()),
+            "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "rules_sha256": result.rules.digest, "rows": result.ledger.n,
+            "applied": (result.review or {}).get("accepted", 0) + (result.review or {}).get("rejected", 0)}
+    summary["review"] = {**(result.review or {}), **store.push(queue_items(result), scan)}
 
 
 def _calibrate(source: Any, rules: Rules) -> dict[str, Any]:

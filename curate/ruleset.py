@@ -268,6 +268,11 @@ def load_rules(paths: list[str | Path] | str | Path | None = None, *, use_defaul
             raise RulesError(f"cannot read rules file {path}: {exc.strerror or exc}") from None
         document = _merge(document, _read_yaml(text, str(path)), str(path))
         files.append(str(path))
+    return rules_from_document(document, files)
+
+
+def rules_from_document(document: dict[str, Any], files: list[str] | tuple[str, ...] = ()) -> Rules:
+    """Rules from a merged document, such as the one a scan's manifest records."""
     rules = []
     for name, settings in (document.get("filters") or {}).items():
         rule = _build_filter(name, settings or {})

@@ -33,8 +33,10 @@ PREVIEW_CHARS = 240
 MAX_GROUPS = 200
 
 
-def _redactor(result: ScanResult):
-    redacting = [(set(r.filter.reasons), r.filter) for r in result.rules.filters if r.action == "redact"]
+def redactor(rules):
+    """A function (raw record bytes, its reasons) -> the bytes to write, with every filter whose
+    action is `redact` applied to the fields where its reasons fired."""
+    redacting = [(set(r.filter.reasons), r.filter) for r in rules.filters if r.action == "redact"]
 
     def redact(value: Any, filters: list) -> Any:
         if isinstance(value, str):
@@ -94,7 +96,7 @@ def versions() -> dict[str, str]:
 
 def _write_rows(result: ScanResult, stage: Path) -> None:
     ledger, verdicts = result.ledger, result.verdicts
-    redact = _redactor(result)
+    redact = redactor(result.rules)
     files = {name: open(stage / name, "wb") for name in
              ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl")}
     try:
@@ -212,6 +214,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         "signals": signals,
         "detection": _detection(result),
         "calibration": result.calibration,
+        "review": result.review,
         "unreadable": unreadable,
         "flagged": flagged,
         "languages": dict(Counter(lang for lang in ledger.lang if lang).most_common()),
@@ -329,6 +332,7 @@ def write_outputs(result: ScanResult, out: Path, thresholds: list[Threshold], so
                      "input_type": result.options.input_type, "against": list(result.options.against),
                      "workers": result.options.workers},
         "seed": result.rules.detect.seed,
+        "review": result.review,
         "counts": summary["counts"],
         "rows": summary["rows"],
         "versions": versions(),

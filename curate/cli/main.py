@@ -45,6 +45,7 @@ def guarded(fn: Callable[[], Any], debug: bool) -> Any:
 
 def _register() -> None:
     from curate.cli import bench as bench_cmd
+    from curate.cli import review as review_cmd
     from curate.cli import scan as scan_cmd
     from curate.cli import tools
 
@@ -52,6 +53,8 @@ def _register() -> None:
     app.command("rules", help="List the filters a rules file can name, with parameters and reason codes.")(tools.rules)
     app.command("formats", help="List the record formats curate reads.")(tools.formats)
     app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
+    app.add_typer(review_cmd.app, name="review")
+    app.command("apply", help=review_cmd.APPLY_HELP)(review_cmd.apply)
     app.command("verify", help="Check that a scan folder's files match its manifest (exit 2 if not).")(tools.verify)
 
 

@@ -31,6 +31,7 @@ def scan(
     fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Exit 1 when this holds, e.g. "flag-rate>0.01" or "pii>0"; repeatable.')] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Also plant curate's attack families into copies of the input, scan them, and report the recall to expect per family (about 16 extra scans).")] = False,
+    queue: Annotated[Optional[str], typer.Option("--queue", "-Q", help="Review queue (SQLite file or postgresql:// URL): apply its decisions to these rows and push the rows still flagged to it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
@@ -44,7 +45,8 @@ def scan(
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:
             report = run_scan(sources if len(sources) > 1 else sources[0], rules=[str(r) for r in rules or []],
                               out=out, format=format, map=map, input_type=input_type, against=against,
-                              fail_on=fail_on, workers=workers or "auto", progress=progress, calibrate=calibrate)
+                              fail_on=fail_on, workers=workers or "auto", progress=progress, calibrate=calibrate,
+                              queue=queue)
         if json:
             import orjson
 

@@ -33,10 +33,15 @@ class DetectResult:
     reasons: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     triggers: dict[int, list[str]] = field(default_factory=dict)
     cluster: dict[int, int] = field(default_factory=dict)
+    # For flagged rows: their nearest prompts, as (row, similarity), for a reviewer to compare.
+    neighbours: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     units: int = 0
+
+
+NEIGHBOURS_SHOWN = 5
 
 
 def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) -> DetectResult:
@@ -101,4 +106,15 @@ def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) 
         else:
             for r, u in best_unit.items():
                 out.cluster[r] = int(assignment[u])
+        flagged = [r for r, reasons in out.reasons.items() if any(e["action"] == "flag" for e in reasons.values())]
+        if flagged:
+            try:
+                sims, ids = data.neighbours
+            except Exception as exc:  # noqa: BLE001 - neighbours help a reviewer; they never cost the scan
+                out.failures["neighbours"] = f"{type(exc).__name__}: {exc}"
+            else:
+                for r in flagged:
+                    u = best_unit[r]
+                    out.neighbours[r] = [(int(rows[j]), round(float(s), 4))
+                                         for j, s in zip(ids[u][:NEIGHBOURS_SHOWN], sims[u][:NEIGHBOURS_SHOWN]) if j >= 0]
     return out
