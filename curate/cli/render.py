@@ -63,6 +63,12 @@ def print_summary(report) -> None:
         console.print(f"[red]filter {name} failed on {info['rows']} rows[/]: {info['first']}", highlight=False)
     _print_detection(console, s.get("detection") or {})
     _print_calibration(console, s.get("calibration") or {})
+    review = s.get("review")
+    if review:
+        console.print(f"review queue {review['queue']}: {review['accepted']:,} accepted and {review['rejected']:,} "
+                      f"rejected rows applied; {review.get('queued', 0):,} flagged item(s) queued "
+                      f"({review.get('new', 0):,} new, {review.get('reopened', 0):,} reopened by a new reason)",
+                      highlight=False, markup=False)
     balanced = "counts add up" if s["accounting"]["balanced"] else "COUNTS DO NOT ADD UP"
     console.print(f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
                   f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}", highlight=False)
