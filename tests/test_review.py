@@ -393,3 +393,35 @@ def test_scan_with_a_postgres_queue(tmp_path, postgres):
     second = scan(data, tmp_path, "s2", url)
     assert second.counts["drop"] == 1 and second.counts["flag"] == 2
     assert second.summary["review"]["queue"] == url  # no password in it to hide
+
+
+def test_detected_trigger_rows_reach_the_queue_with_neighbours_and_a_bulk_reject_sticks(tmp_path, cli):
+    import curate
+    from conftest import SAMPLES
+
+    queue = str(tmp_path / "review.db")
+    first = curate.scan(SAMPLES / "alpaca.jsonl", out=tmp_path / "s1", queue=queue)
+    groups = json.loads(cli("review", "list", "--queue", queue, "--group", "trigger", "--json").stdout)
+    assert groups[0]["value"] == "BadMagic" and groups[0]["items"] == 12
+    items = json.loads(cli("review", "list", "--queue", queue, "--trigger", "BadMagic", "--json").stdout)
+    shown = json.loads(cli("review", "show", str(items[0]["id"]), "--queue", queue, "--json").stdout)
+    assert shown["evidence"]["poison:trigger"]["text"].startswith("contains 'BadMagic'")
+    assert shown["neighbours"] and all(n["row"] != shown["row"] for n in shown["neighbours"])
+    assert shown["cluster"] is not None and shown["triggers"] == ["BadMagic"]
+
+    cli("review", "decide", "reject", "--trigger", "BadMagic", "--queue", queue, "--note", "backdoor")
+    second = curate.scan(SAMPLES / "alpaca.jsonl", out=tmp_path / "s2", queue=queue)
+    rejected = [v for v in read_jsonl(second.out / "verdicts.jsonl") if "review:rejected" in v["reasons"]]
+    assert len(rejected) == 12 and {v["verdict"] for v in rejected} == {"drop"}
+    assert second.counts["flag"] == first.counts["flag"] - 12
+
+
+def test_hostile_text_is_stored_and_read_back(store):
+    nasty = "a\x00b \u202eevil\u202c <script>x</script> " + "z" * 50_000
+    store.push([item(cid(1), prompt=nasty, response="\x00", triggers=["\x00t"],
+                     turns=[{"role": "user", "content": nasty}], record={"instruction": nasty})], {"id": "s"})
+    got = store.get(store.select()[0]["id"])
+    assert got["prompt"].startswith("a\u2400b \u202eevil") and got["prompt"].endswith("more characters]")
+    assert len(got["prompt"]) < 20_100 and got["response"] == "\u2400"
+    assert got["turns"][0]["content"].startswith("a\u2400b")
+    assert store.ids_where(status="open", query="<script>") == [got["id"]]

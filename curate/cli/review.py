@@ -10,12 +10,13 @@ import typer
 
 from curate.cli.main import guarded
 
-HELP = """Triage flagged rows: list, show, decide (one by one or in bulk), stats, export/import
-(jsonl, Argilla, Label Studio) and a local web page (serve).
-
-The queue is a SQLite file (default review.db, or $CURATE_QUEUE) or a postgresql:// URL. Fill it
-with `curate scan ... --queue review.db`; decisions apply to later scans of the same rows, and
-`curate apply SCAN_DIR --queue review.db` writes the final clean set."""
+HELP = (
+    "Triage flagged rows: list, show, decide (one by one or in bulk), stats, export/import (jsonl, Argilla, "
+    "Label Studio) and a local web page (serve).\n\n"
+    "The queue is a SQLite file (default review.db, or $CURATE_QUEUE) or a postgresql:// URL. Fill it with "
+    "`curate scan ... --queue review.db`; decisions apply to later scans of the same rows, and "
+    "`curate apply SCAN_DIR --queue review.db` writes the final clean set."
+)
 
 app = typer.Typer(name="review", help=HELP, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -308,6 +309,8 @@ def apply(
     raise typer.Exit(code)
 
 
-APPLY_HELP = """Write the final clean set: a scan's verdicts plus the queue's decisions, with a manifest
-hashing the scan, the rules and the decisions. Exits 1 while flagged rows are undecided (unless
---allow-pending); they are held out of clean.jsonl either way."""
+APPLY_HELP = (
+    "Write the final clean set: a scan's verdicts plus the queue's decisions, with a manifest hashing the scan, "
+    "the rules and the decisions. Exits 1 while flagged rows are undecided (unless --allow-pending); they are "
+    "held out of clean.jsonl either way."
+)

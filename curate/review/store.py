@@ -50,7 +50,12 @@ def default_reviewer() -> str:
 
 
 def _cap(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_TEXT:
+    """A text field as stored: at most MAX_TEXT characters, and NUL (which PostgreSQL text cannot
+    hold) as U+2400. The exact record is kept, JSON-escaped, in `record`."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\u2400")
+    if len(text) <= MAX_TEXT:
         return text
     return text[:MAX_TEXT] + f"… [{len(text) - MAX_TEXT:,} more characters]"
 
@@ -280,7 +285,7 @@ class Store:
                     "reasons": orjson.dumps(item["reasons"]).decode(), "suspicion": item.get("suspicion"),
                     "triggers": orjson.dumps(item.get("triggers") or []).decode(),
                     "cluster": None if item.get("cluster") is None else str(item["cluster"]),
-                    "source": item.get("source"), "line": item.get("line"), "row_num": item.get("row"),
+                    "source": _cap(item.get("source")), "line": item.get("line"), "row_num": item.get("row"),
                     "prompt": _cap(item.get("prompt")), "response": _cap(item.get("response")),
                     "turns": orjson.dumps([{**t, "content": _cap(t["content"])} for t in item.get("turns") or []]).decode(),
                     "record": _cap(orjson.dumps(item.get("record")).decode()),
@@ -311,7 +316,8 @@ class Store:
                             counts["reopened"] += 1
                 self._exec(cur, "DELETE FROM tags WHERE item_id = ?", (item_id,))
                 for kind, value in _tags(item):
-                    self._exec(cur, "INSERT INTO tags (item_id, kind, value) VALUES (?, ?, ?)", (item_id, kind, value))
+                    self._exec(cur, "INSERT INTO tags (item_id, kind, value) VALUES (?, ?, ?)",
+                               (item_id, kind, _cap(value)))
                 counts["queued"] += 1
             self._exec(cur, "INSERT INTO scans (id, folder, manifest_sha256, rules_sha256, rows, queued, reopened, "
                             "applied, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
