@@ -274,63 +274,71 @@ class Store:
 
     def push(self, items: list[dict[str, Any]], scan: dict[str, Any]) -> dict[str, int]:
         """Add or refresh flagged items from one scan. An item decided before whose reasons are
-        all answered is only marked seen; one with a new reason is reopened. Returns counts."""
+        all answered is only marked seen; one with a new reason is reopened. Returns counts.
+
+        Work goes in chunks of statements sent with executemany (psycopg pipelines them), so a
+        remote PostgreSQL costs a few round trips per chunk, not several per item."""
         counts = {"queued": 0, "new": 0, "updated": 0, "reopened": 0}
         stamp = now()
+        unique = list({item["content_id"]: item for item in items}.values())
         with self.transaction() as cur:
-            for item in items:
-                cid = item["content_id"]
-                row = self._exec(cur, "SELECT id, status FROM items WHERE content_id = ?", (cid,)).fetchone()
-                values = {
-                    "reasons": orjson.dumps(item["reasons"]).decode(), "suspicion": item.get("suspicion"),
-                    "triggers": orjson.dumps(item.get("triggers") or []).decode(),
-                    "cluster": None if item.get("cluster") is None else str(item["cluster"]),
-                    "source": _cap(item.get("source")), "line": item.get("line"), "row_num": item.get("row"),
-                    "prompt": _cap(item.get("prompt")), "response": _cap(item.get("response")),
-                    "turns": orjson.dumps([{**t, "content": _cap(t["content"])} for t in item.get("turns") or []]).decode(),
-                    "record": _cap(orjson.dumps(item.get("record")).decode()),
-                    "evidence": orjson.dumps(item.get("evidence") or {}).decode(),
-                    "neighbours": orjson.dumps(item.get("neighbours") or []).decode(),
-                    "last_scan": scan["id"], "last_seen": stamp,
-                }
-                if row is None:
-                    names = ["content_id", "status", "first_scan", "first_seen", *values]
-                    params = [cid, "open", scan["id"], stamp, *values.values()]
-                    self._exec(cur, f"INSERT INTO items ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                               params)
-                    item_id = self._exec(cur, "SELECT id FROM items WHERE content_id = ?", (cid,)).fetchone()[0]
-                    counts["new"] += 1
-                else:
-                    item_id, status = row
-                    self._exec(cur, f"UPDATE items SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
-                               [*values.values(), item_id])
-                    counts["updated"] += 1
-                    if status != "open":
-                        current = self._current(cur, item_id)
-                        new = sorted(set(item["reasons"]) - set(current.reasons if current else ()))
-                        if new:
-                            self._log(cur, item_id, cid, "reopen", item["reasons"], "curate",
-                                      f"new reason(s) since the {current.decision if current else 'last'} decision: "
-                                      + ", ".join(new), "scan")
-                            self._exec(cur, "UPDATE items SET status = 'open' WHERE id = ?", (item_id,))
-                            counts["reopened"] += 1
-                self._exec(cur, "DELETE FROM tags WHERE item_id = ?", (item_id,))
-                for kind, value in _tags(item):
-                    self._exec(cur, "INSERT INTO tags (item_id, kind, value) VALUES (?, ?, ?)",
-                               (item_id, kind, _cap(value)))
-                counts["queued"] += 1
+            for start in range(0, len(unique), CHUNK):
+                self._push_chunk(cur, unique[start:start + CHUNK], scan["id"], stamp, counts)
             self._exec(cur, "INSERT INTO scans (id, folder, manifest_sha256, rules_sha256, rows, queued, reopened, "
                             "applied, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (scan["id"], scan.get("folder"), scan.get("manifest_sha256"), scan.get("rules_sha256"),
                         scan.get("rows"), counts["queued"], counts["reopened"], scan.get("applied", 0), stamp))
         return counts
 
-    # -- decisions -----------------------------------------------------------------------------
+    def _push_chunk(self, cur: Any, chunk: list[dict[str, Any]], scan_id: str, stamp: str,
+                    counts: dict[str, int]) -> None:
+        marks = ", ".join("?" * len(chunk))
+        cids = [item["content_id"] for item in chunk]
+        existing = {cid: (item_id, status) for item_id, cid, status in self._exec(
+            cur, f"SELECT id, content_id, status FROM items WHERE content_id IN ({marks})", cids).fetchall()}
+        values = {item["content_id"]: _columns(item, scan_id, stamp) for item in chunk}
+        names = list(next(iter(values.values())))
+        new = [cid for cid in cids if cid not in existing]
+        if new:
+            columns = ["content_id", "status", "first_scan", "first_seen", *names]
+            cur.executemany(self.dialect.sql(f"INSERT INTO items ({', '.join(columns)}) VALUES "
+                                             f"({', '.join('?' * len(columns))})"),
+                            [(cid, "open", scan_id, stamp, *values[cid].values()) for cid in new])
+            new_marks = ", ".join("?" * len(new))
+            for item_id, cid in self._exec(cur, f"SELECT id, content_id FROM items WHERE content_id IN ({new_marks})",
+                                           new).fetchall():
+                existing[cid] = (item_id, "open")
+            counts["new"] += len(new)
+        old = [cid for cid in cids if cid not in set(new)]
+        if old:
+            cur.executemany(self.dialect.sql(f"UPDATE items SET {', '.join(f'{k} = ?' for k in names)} WHERE id = ?"),
+                            [(*values[cid].values(), existing[cid][0]) for cid in old])
+            counts["updated"] += len(old)
+        decided = [existing[cid][0] for cid in old if existing[cid][1] != "open"]
+        if decided:
+            current = {d[0]: _decision(d[1:]) for d in self._exec(
+                cur, "SELECT d.item_id, d.id, d.content_id, d.decision, d.reasons, d.reviewer, d.note, d.decided_at "
+                     "FROM decisions d WHERE d.id IN (SELECT MAX(id) FROM decisions WHERE item_id IN "
+                     f"({', '.join('?' * len(decided))}) GROUP BY item_id)", decided).fetchall()}
+            by_id = {existing[cid][0]: cid for cid in old}
+            for item_id in decided:
+                cid, last = by_id[item_id], current.get(item_id)
+                reasons = next(item["reasons"] for item in chunk if item["content_id"] == cid)
+                missing = sorted(set(reasons) - set(last.reasons if last else ()))
+                if missing:
+                    self._log(cur, item_id, cid, "reopen", reasons, "curate",
+                              f"new reason(s) since the {last.decision if last else 'last'} decision: "
+                              + ", ".join(missing), "scan")
+                    self._exec(cur, "UPDATE items SET status = 'open' WHERE id = ?", (item_id,))
+                    counts["reopened"] += 1
+        ids = [existing[cid][0] for cid in cids]
+        self._exec(cur, f"DELETE FROM tags WHERE item_id IN ({', '.join('?' * len(ids))})", ids)
+        tags = [(existing[item["content_id"]][0], kind, _cap(value)) for item in chunk for kind, value in _tags(item)]
+        if tags:
+            cur.executemany(self.dialect.sql("INSERT INTO tags (item_id, kind, value) VALUES (?, ?, ?)"), tags)
+        counts["queued"] += len(chunk)
 
-    def _current(self, cur: Any, item_id: int) -> Decision | None:
-        row = self._exec(cur, "SELECT id, content_id, decision, reasons, reviewer, note, decided_at FROM decisions "
-                              "WHERE item_id = ? ORDER BY id DESC LIMIT 1", (item_id,)).fetchone()
-        return _decision(row) if row else None
+    # -- decisions -----------------------------------------------------------------------------
 
     def _log(self, cur: Any, item_id: int, cid: str, decision: str, reasons: list[str], reviewer: str,
              note: str | None, via: str) -> None:
@@ -357,10 +365,15 @@ class Store:
                 missing = [i for i in chunk if i not in found]
                 if missing:
                     raise UsageError(f"no item with id {', '.join(map(str, missing[:10]))} in {self.label}")
-                for item_id, cid, reasons in rows:
-                    self._log(cur, item_id, cid, decision, orjson.loads(reasons), reviewer, note, via)
-                    self._exec(cur, "UPDATE items SET status = ? WHERE id = ?", (status, item_id))
-                    done += 1
+                stamp = now()
+                cur.executemany(self.dialect.sql(
+                    "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, decided_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                    [(item_id, cid, decision, orjson.dumps(sorted(orjson.loads(reasons))).decode(), reviewer, note,
+                      via, stamp) for item_id, cid, reasons in rows])
+                self._exec(cur, f"UPDATE items SET status = ? WHERE id IN ({', '.join('?' * len(chunk))})",
+                           [status, *chunk])
+                done += len(rows)
         return done
 
     def decide_by_content(self, decisions: Iterable[tuple[str, str, str | None, str | None]], via: str) -> dict[str, int]:
@@ -503,6 +516,22 @@ class Store:
                 if scans else None,
                 "triggers": self.groups("trigger")[:20], "clusters": self.groups("cluster")[:20],
                 "reasons": self.groups("reason")}
+
+
+def _columns(item: dict[str, Any], scan_id: str, stamp: str) -> dict[str, Any]:
+    """An item's stored columns, apart from its key, status and first sighting."""
+    return {
+        "reasons": orjson.dumps(item["reasons"]).decode(), "suspicion": item.get("suspicion"),
+        "triggers": orjson.dumps(item.get("triggers") or []).decode(),
+        "cluster": None if item.get("cluster") is None else str(item["cluster"]),
+        "source": _cap(item.get("source")), "line": item.get("line"), "row_num": item.get("row"),
+        "prompt": _cap(item.get("prompt")), "response": _cap(item.get("response")),
+        "turns": orjson.dumps([{**t, "content": _cap(t["content"])} for t in item.get("turns") or []]).decode(),
+        "record": _cap(orjson.dumps(item.get("record")).decode()),
+        "evidence": orjson.dumps(item.get("evidence") or {}).decode(),
+        "neighbours": orjson.dumps(item.get("neighbours") or []).decode(),
+        "last_scan": scan_id, "last_seen": stamp,
+    }
 
 
 def _tags(item: dict[str, Any]) -> Iterator[tuple[str, str]]:
