@@ -396,8 +396,9 @@ def test_scan_with_a_postgres_queue(tmp_path, postgres):
 
 
 def test_detected_trigger_rows_reach_the_queue_with_neighbours_and_a_bulk_reject_sticks(tmp_path, cli):
-    import curate
     from conftest import SAMPLES
+
+    import curate
 
     queue = str(tmp_path / "review.db")
     first = curate.scan(SAMPLES / "alpaca.jsonl", out=tmp_path / "s1", queue=queue)
