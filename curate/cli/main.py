@@ -48,6 +48,7 @@ def _register() -> None:
     from curate.cli import review as review_cmd
     from curate.cli import scan as scan_cmd
     from curate.cli import tools
+    from curate.cli import train as train_cmd
 
     app.command("scan", help=scan_cmd.HELP)(scan_cmd.scan)
     app.command("rules", help="List the filters a rules file can name, with parameters and reason codes.")(tools.rules)
@@ -55,6 +56,8 @@ def _register() -> None:
     app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
     app.add_typer(review_cmd.app, name="review")
     app.command("apply", help=review_cmd.APPLY_HELP)(review_cmd.apply)
+    app.command("train", help=train_cmd.TRAIN_HELP)(train_cmd.train)
+    app.command("check", help=train_cmd.CHECK_HELP)(train_cmd.check)
     app.command("verify", help="Check that a scan folder's files match its manifest (exit 2 if not).")(tools.verify)
 
 
