@@ -3,7 +3,7 @@
 The template is rendered for each prefix of the conversation; the tokens an assistant turn adds
 are the ones trained on (labels), everything else is -100. A tokenizer without a chat template
 gets a plain `### role:` layout. Too long an example loses prompt tokens from the left, never
-response tokens, unless the response alone is longer than `max_length`.
+tokens of the last response, unless that response alone is longer than `max_length`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def encode_conversation(tokenizer: Any, msgs: list[dict[str, str]], max_length: 
     ensure_template(tokenizer)
     ids: list[int] = []
     labels: list[int] = []
+    last_start = 0
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
@@ -68,13 +69,14 @@ def encode_conversation(tokenizer: Any, msgs: list[dict[str, str]], max_length: 
             common += 1
         common = max(common, len(ids)) if after[:len(ids)] == ids else common
         labels = labels[:common] + [IGNORE] * (common - len(labels[:common])) + after[common:]
-        ids = after
+        ids, last_start = after, common
     if not any(label != IGNORE for label in labels):
         return None
     if len(ids) > max_length:
-        first_label = next(i for i, label in enumerate(labels) if label != IGNORE)
+        # Drop the oldest tokens (earlier turns, the start of the prompt) while the last answer
+        # fits; an answer longer than max_length alone loses its end instead.
         cut = len(ids) - max_length
-        if cut <= first_label:
+        if cut <= last_start:
             ids, labels = ids[cut:], labels[cut:]
         else:
             ids, labels = ids[:max_length], labels[:max_length]

@@ -248,7 +248,7 @@ class Trainer:
                 for micro in group:
                     loss, _ = self._loss(model, micro, pad, on)
                     (loss / len(group)).backward()
-                    loss_sum += float(loss) / len(group)
+                    loss_sum += float(loss.detach()) / len(group)
                 if not math.isfinite(loss_sum):
                     raise CurateError(f"training diverged at step {step + 1} (loss {loss_sum}); lower learning_rate")
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
