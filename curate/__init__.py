@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from curate.errors import CurateError, InputError, ManifestError, RulesError, UsageError
+from curate.errors import CurateError, InputError, ManifestError, PoisonedDataError, RulesError, UsageError
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "ManifestError", "Report", "RulesError", "UsageError",
-           "load_rules", "scan", "verify_manifest"]
+__all__ = ["CurateError", "InputError", "ManifestError", "PoisonedDataError", "Report", "RulesError", "UsageError",
+           "guard", "load_rules", "scan", "verify_manifest"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from curate.ruleset import load_rules
+    from curate.guards import guard
     from curate.pipeline import Report, scan
     from curate.write import verify_manifest
 
 _LAZY = {"scan": "curate.pipeline", "Report": "curate.pipeline", "load_rules": "curate.ruleset",
-         "verify_manifest": "curate.write"}
+         "verify_manifest": "curate.write", "guard": "curate.guards"}
 
 
 def __getattr__(name: str) -> Any:

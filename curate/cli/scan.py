@@ -57,3 +57,40 @@ def scan(
 
     code = guarded(body, debug)
     raise typer.Exit(code)
+
+
+GUARD_HELP = """Scan and fail: exit 1, naming the rows to look at, when any --fail-on expression holds
+(default: "flag>0" and "quarantine>0": rows still flagged for review, or unreadable). For CI jobs
+and pre-commit hooks; outputs go to a temporary folder unless --out is given."""
+
+
+def guard(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.", show_default=False)],
+    fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Fail when this holds, e.g. "poison>0"; repeatable.')] = None,
+    rules: Annotated[Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")] = None,
+    queue: Annotated[Optional[str], typer.Option("--queue", "-Q", help="Review queue whose decisions apply (accepted rows pass).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Keep the scan's outputs here.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="Record format for every file (see `curate formats`).")] = None,
+    no_detect: Annotated[bool, typer.Option("--no-detect", help="Skip poison detection (dedup and rules only). Without it, a detection failure fails the guard.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
+) -> None:
+    def body() -> int:
+        from curate.decide import parse_fail_on
+        from curate.errors import PoisonedDataError
+        from curate.guards import DEFAULT_FAIL_ON
+        from curate.guards import guard as run_guard
+
+        expressions = fail_on or list(DEFAULT_FAIL_ON)
+        parse_fail_on(expressions)
+        try:
+            report = run_guard(sources if len(sources) > 1 else sources[0], expressions,
+                               rules=[str(r) for r in rules or []], out=out, queue=queue, format=format,
+                               detect=not no_detect)
+        except PoisonedDataError as exc:
+            typer.echo(str(exc), err=True)
+            return 1
+        counts = ", ".join(f"{v} {c:,}" for v, c in report.counts.items())
+        typer.echo(f"curate guard: ok ({report.rows:,} rows: {counts}; none of {', '.join(expressions)})")
+        return 0
+
+    raise typer.Exit(guarded(body, debug))

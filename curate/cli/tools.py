@@ -12,9 +12,11 @@ from curate.cli.main import guarded
 
 def rules(json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     def body() -> None:
-        from curate.filters import FILTERS
-
         from curate.detect import DETECTORS
+        from curate.filters import FILTERS
+        from curate.plugins import load_plugins
+
+        load_plugins()
 
         listing = [{"name": name, "reasons": list(cls.reasons), "default_action": cls.default_action,
                     "description": cls.description, "parameters": cls.params()}

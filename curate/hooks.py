@@ -1,0 +1,58 @@
+"""Pipeline hooks. `CurateCallback` guards a transformers `Trainer` (and TRL's trainers, which are
+Trainers): in `on_train_begin` it scans the training data and raises `curate.PoisonedDataError`
+before the first step when the data crosses `fail_on`.
+
+    trainer = Trainer(..., callbacks=[CurateCallback(fail_on=["flag>0"])])
+    trainer.train()   # raises PoisonedDataError, with the scan's Report, if the data is flagged
+
+What it scans: `source` when given (the raw rows: a path, a Dataset, a frame, dicts — best, since
+curate then sees prompts and responses apart); else the trainer's training dataset: its text
+columns when it kept them, or its `input_ids` decoded with the trainer's tokenizer when only token
+columns are left (the default `remove_unused_columns=True`, and TRL's tokenized datasets).
+Importing this module imports transformers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from curate.guards import DEFAULT_FAIL_ON, guard
+
+TOKEN_COLUMNS = {"input_ids", "attention_mask", "labels", "token_type_ids", "position_ids", "completion_mask",
+                 "assistant_masks", "special_tokens_mask", "seq_lengths"}
+
+
+class CurateCallback(TrainerCallback):
+    def __init__(self, source: Any = None, fail_on: list[str] | str | None = DEFAULT_FAIL_ON, *, rules: Any = None,
+                 queue: str | None = None, out: str | Path | None = None, **scan_options: Any):
+        self.source, self.fail_on, self.rules, self.queue, self.out = source, fail_on, rules, queue, out
+        self.scan_options = scan_options
+        self.report = None
+
+    def _from_trainer(self, kwargs: dict[str, Any]) -> Any:
+        loader = kwargs.get("train_dataloader")
+        dataset = getattr(loader, "dataset", None)
+        while dataset is not None and not hasattr(dataset, "column_names") and hasattr(dataset, "dataset"):
+            dataset = dataset.dataset  # samplers and shards wrap the real dataset
+        if dataset is None or not hasattr(dataset, "column_names"):
+            raise ValueError("CurateCallback cannot see the training dataset: pass it as CurateCallback(source=...)")
+        text = [c for c in dataset.column_names if c not in TOKEN_COLUMNS]
+        if text:
+            return dataset.select_columns(text)
+        tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        if tokenizer is None or "input_ids" not in dataset.column_names:
+            raise ValueError("the training dataset holds only token ids and the trainer has no tokenizer: pass the "
+                             "raw rows as CurateCallback(source=...)")
+        return [{"text": tokenizer.decode(ids, skip_special_tokens=True)} for ids in dataset["input_ids"]]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control
+        source = self.source if self.source is not None else self._from_trainer(kwargs)
+        # Raises PoisonedDataError (with the report) before any step is taken.
+        self.report = guard(source, self.fail_on, rules=self.rules, out=self.out, queue=self.queue,
+                            **self.scan_options)
+        return control
