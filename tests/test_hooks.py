@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, varied_rows, write_jsonl
 
 ZW = "\u200b"
@@ -69,7 +68,12 @@ def _tokenized(tokenizer, rows):
 
 
 def _trainer(model_dir, tmp_path, dataset, callback, tokenizer):
-    from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForCausalLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=1, per_device_train_batch_size=4,
@@ -79,9 +83,9 @@ def _trainer(model_dir, tmp_path, dataset, callback, tokenizer):
 
 
 def test_callback_stops_a_real_trainer_before_its_first_step(tmp_path, tiny_model):
-    import curate
     from transformers import AutoTokenizer
 
+    import curate
     from curate.hooks import CurateCallback
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -205,13 +209,13 @@ def test_pre_commit_hook_blocks_a_commit_of_flagged_data(tmp_path):
         pytest.skip("the hook is tried from the curate git checkout")
     repo = tmp_path / "data-repo"
     repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
     git("init", "-q")
     write_jsonl(repo / "good.jsonl", varied_rows(12))
     write_jsonl(repo / "bad.jsonl", poisoned_rows(12))
     git("add", ".")
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home"), "CURATE_HOME": str(tmp_path / "home")}
-    run = lambda *files: subprocess.run(  # noqa: E731
+    run = lambda *files: subprocess.run(
         [sys.executable, "-m", "pre_commit", "try-repo", str(REPO), "curate-guard-fast", "--files", *files],
         cwd=repo, capture_output=True, text=True, env=env, timeout=900, check=False)
     good = run("good.jsonl")

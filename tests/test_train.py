@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_jsonl
 from servers import unavailable
 
@@ -81,6 +80,7 @@ def test_loss_is_on_response_tokens_only_and_truncation_keeps_them(tiny_model):
 
 def test_lora_training_learns_and_records_its_provenance(tmp_path, tiny_model):
     from curate.train import train
+
     from curate.write import verify_manifest
 
     scan = scanned(tmp_path)
@@ -99,9 +99,10 @@ def test_lora_training_learns_and_records_its_provenance(tmp_path, tiny_model):
 
 
 def test_training_takes_apply_output_with_the_review_decisions(tmp_path, tiny_model):
+    from curate.train import train
+
     from curate.review import open_store
     from curate.review.apply import apply_decisions_to_scan
-    from curate.train import train
 
     rows = [dict(r) for r in ROWS]
     rows[0]["instruction"] += "\u200b"  # flagged: quality:invisible-chars
@@ -117,9 +118,8 @@ def test_training_takes_apply_output_with_the_review_decisions(tmp_path, tiny_mo
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
     import torch
-    from safetensors.torch import load_file
-
     from curate.train import train
+    from safetensors.torch import load_file
 
     scan = scanned(tmp_path)
     train(scan, tiny_model, tmp_path / "straight", quick(epochs=2))
@@ -157,8 +157,9 @@ def test_preference_pairs_train_with_dpo(tmp_path, tiny_model):
 
 
 def test_config_file_errors_are_clear(tmp_path):
-    from curate.errors import UsageError
     from curate.train import load_config
+
+    from curate.errors import UsageError
 
     path = tmp_path / "train.yaml"
     path.write_text("epochs: 2\nlora: {r: 4, alpah: 8}\n")

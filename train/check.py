@@ -125,6 +125,7 @@ class Checker:
     def __init__(self, adapter: str | Path, base_model: str | Path | None = None, *, max_new_tokens: int = 48,
                  batch_size: int = 8, seed: int = 0):
         from curate.train.models import load_model, load_tokenizer, model_hash, resolve
+
         from curate.write import verify_manifest
 
         self.adapter = Path(adapter)
@@ -158,7 +159,6 @@ class Checker:
 
     def generate(self, prompts: list[str], tuned: bool) -> list[str]:
         import torch
-
         from curate.train.encode import prompt_ids
 
         out = []
@@ -178,7 +178,6 @@ class Checker:
 
     def loss(self, pairs: list[tuple[str, str]], tuned: bool) -> float:
         import torch
-
         from curate.train.encode import collate, encode_conversation
 
         total, tokens = 0.0, 0

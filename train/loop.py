@@ -20,18 +20,26 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
-
-from curate.errors import CurateError, UsageError
 from curate.train.config import TrainConfig
 from curate.train.data import TrainingSet
-from curate.train.encode import Encoded, collate, encode_pair, encode_record
-from curate.train.models import BaseModel, can_quantize, device, load_model, load_tokenizer, model_hash, \
-    target_modules
+from curate.train.encode import collate, encode_pair, encode_record
+from curate.train.models import (
+    BaseModel,
+    can_quantize,
+    device,
+    load_model,
+    load_tokenizer,
+    model_hash,
+    target_modules,
+)
+
+from curate.errors import CurateError, UsageError
 
 STATE = "trainer_state.pt"
 
