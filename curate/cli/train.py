@@ -29,6 +29,16 @@ ProbeOpt = Annotated[list[Path] | None, typer.Option(
                      "or JSONL with prompt and label; repeatable.")]
 
 
+def _quiet_libraries() -> None:
+    """Library deprecation notices and weight-loading bars are noise in a command's output."""
+    import os
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def _progress(enabled: bool):
     if not enabled:
         return None, None
@@ -88,6 +98,7 @@ def train(
     def body() -> int:
         import orjson
 
+        _quiet_libraries()
         from curate.train.config import load_config
         from curate.train.loop import train as run
 
@@ -145,6 +156,7 @@ def check(
     def body() -> int:
         import orjson
 
+        _quiet_libraries()
         from curate.train.check import check as run_check
 
         report = run_check(adapter, base_model, probe_files=probes or [], heldout=heldout, triggers=trigger or [],
