@@ -153,6 +153,20 @@ class Spill:
         self._cached: tuple[int, list[bytes]] | None = None
         self._random = None
 
+    @classmethod
+    def reopen(cls, path: Path) -> Spill:
+        """A finished spill from an interrupted scan, for reading."""
+        import pyarrow as pa
+
+        spill = cls.__new__(cls)
+        spill.path, spill._pa = path, pa
+        spill.schema = pa.schema([("row", pa.int64()), ("raw", pa.large_binary())])
+        spill._sink = spill._writer = None
+        spill._cached, spill._random = None, None
+        reader = spill._reader()
+        spill._starts = [reader.get_batch(i).column(0)[0].as_py() for i in range(reader.num_record_batches)]
+        return spill
+
     def write(self, first_row: int, raw: Any) -> None:
         """Append one batch; `raw` is an Arrow large_binary array (or a list of bytes)."""
         pa = self._pa
@@ -443,6 +457,7 @@ class ScanResult:
     detection: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     review: dict[str, Any] | None = None
+    resumed: list[str] = field(default_factory=list)
 
 
 def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
@@ -454,27 +469,86 @@ def _resolve_input(source: Any, options: ScanOptions) -> list[Any]:
 
 
 def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
-             progress: Callable[[int], None] | None = None, store: Any = None) -> ScanResult:
+             progress: Callable[[int], None] | None = None, store: Any = None, resume: bool = False) -> ScanResult:
+    """The scan up to the verdicts. With `resume`, each finished stage leaves a checkpoint in
+    `workdir` (pass one: the spill and the ledger; then dedup and detection), and a rerun in the
+    same `workdir` starts after the last one."""
     clock = time.perf_counter
     sources = _resolve_input(source, options)
-    normaliser = Normaliser(options.format, options.mapping)
-    ledger = Ledger()
-    spill = Spill(workdir / "spill.arrow")
-    started = clock()
-    try:
-        for result in _run_batches(_batches(sources, normaliser), normaliser, rules, options.workers):
-            first = ledger.n
-            spill.write(first, result.raw)
-            result.raw = []
-            ledger.merge(result, rules)
-            if progress:
-                progress(ledger.n)
-    finally:
-        spill.close()
-    seconds = {"pass1": clock() - started}
+    resumed: list[str] = []
+    pass1_ckpt, detect_ckpt = workdir / "pass1.pkl", workdir / "detect.pkl"
+    if resume and pass1_ckpt.exists() and (workdir / "spill.arrow").exists():
+        ledger, normaliser = _load(pass1_ckpt)
+        spill = Spill.reopen(workdir / "spill.arrow")
+        seconds = {"pass1": 0.0}
+        resumed.append("pass1")
+    else:
+        normaliser = Normaliser(options.format, options.mapping)
+        ledger = Ledger()
+        spill = Spill(workdir / "spill.arrow")
+        started = clock()
+        try:
+            for result in _run_batches(_batches(sources, normaliser), normaliser, rules, options.workers):
+                first = ledger.n
+                spill.write(first, result.raw)
+                result.raw = []
+                ledger.merge(result, rules)
+                if progress:
+                    progress(ledger.n)
+        finally:
+            spill.close()
+        seconds = {"pass1": clock() - started}
+        if resume:
+            _save(pass1_ckpt, (ledger, normaliser))
     # Formats detected in worker processes were detected the same way here, from the first object.
     loader = RecordLoader(spill, ledger, normaliser)
 
+    if resume and detect_ckpt.exists() and "pass1" in resumed:
+        ledger, exact_groups, near_groups, eval_rows, detection, done = _load(detect_ckpt)
+        loader.ledger = ledger
+        seconds.update({k: 0.0 for k in done})
+        resumed.append("dedup+detect")
+    else:
+        exact_groups, near_groups, eval_rows, detection = _dedup_and_detect(ledger, rules, options, loader, spill,
+                                                                            normaliser, seconds)
+        if resume:
+            _save(detect_ckpt, (ledger, exact_groups, near_groups, eval_rows, detection,
+                                [k for k in ("exact", "near", "against", "detect") if k in seconds]))
+    review = None
+    if store is not None:
+        from curate.review.loop import apply_decisions
+
+        review = apply_decisions(ledger, store)
+    signals = _repeat_signals(ledger)
+    verdicts = [ledger.verdict(row) for row in range(ledger.n)]
+    counts = Counter(verdicts)
+    if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
+        raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")
+    return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
+                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir, detection,
+                      review=review, resumed=resumed)
+
+
+def _save(path: Path, value: Any) -> None:
+    """A stage checkpoint, written whole or not at all."""
+    import pickle
+
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> Any:
+    import pickle
+
+    with open(path, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - our own checkpoint, in our own work folder
+
+
+def _dedup_and_detect(ledger: Ledger, rules: Rules, options: ScanOptions, loader: RecordLoader, spill: Spill,
+                      normaliser: Normaliser, seconds: dict[str, float]):
+    clock = time.perf_counter
     t = clock()
     exact_groups = []
     dropped = np.zeros(ledger.n, dtype=bool)
@@ -513,19 +587,7 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
     t = clock()
     detection = _detect(ledger, rules, spill, normaliser) if rules.detect.enabled and rules.detect.detectors else None
     seconds["detect"] = clock() - t
-    review = None
-    if store is not None:
-        from curate.review.loop import apply_decisions
-
-        review = apply_decisions(ledger, store)
-    signals = _repeat_signals(ledger)
-    verdicts = [ledger.verdict(row) for row in range(ledger.n)]
-    counts = Counter(verdicts)
-    if sum(counts.values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
-        raise CurateError(f"internal error: {sum(counts.values())} verdicts for {ledger.n} rows")
-    return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
-                      near_groups, signals, eval_rows, {**dict(ledger.seconds), **seconds}, workdir, detection,
-                      review=review)
+    return exact_groups, near_groups, eval_rows, detection
 
 
 def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) -> dict[str, Any]:
@@ -677,20 +739,59 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
         from curate.review.store import open_store
 
         store = open_store(queue)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    fingerprint = _fingerprint(source, rules, options)
+    if fingerprint is None:
+        workdir, resume = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)), False
+    else:
+        # A stable work folder per (inputs, rules, options): a scan killed part-way leaves its
+        # finished stages there, and the same scan run again starts after them.
+        workdir, resume = out.parent / f".{out.name}.work-{fingerprint[:16]}", True
+        for stale in out.parent.glob(f".{out.name}.work-*"):
+            if stale != workdir:
+                shutil.rmtree(stale, ignore_errors=True)
+        workdir.mkdir(exist_ok=True)
+    finished = False
     try:
-        result = run_scan(source, rules, options, workdir, progress, store=store)
+        result = run_scan(source, rules, options, workdir, progress, store=store, resume=resume)
         if calibrate:
             result.calibration = _calibrate(source, rules)
         summary = write_outputs(result, out, thresholds, source_label=_label(source))
         if store is not None:
             _push(result, store, out, summary)
+        finished = True
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if finished or not resume:
+            shutil.rmtree(workdir, ignore_errors=True)
         if store is not None:
             store.close()
     failed = [t for t in thresholds if t.holds(summary["counts"], summary["fail_on_counts"], summary["rows"])]
     return Report(summary, out, failed, source, tmp)
+
+
+def _fingerprint(source: Any, rules: Rules, options: ScanOptions) -> str | None:
+    """What a scan's work depends on, for sources on disk: each file's path, size and mtime, the
+    rules, the options, the embedding model and curate's version. None for objects in memory."""
+    import hashlib
+
+    labels = _label(source)
+    if labels[0].startswith("<") or labels == ["-"]:
+        return None
+    files = []
+    for label in labels:
+        path = Path(label)
+        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for p in found:
+            try:
+                st = p.stat()
+            except OSError:
+                return None
+            files.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    from curate.write import versions
+
+    key = orjson.dumps({"files": files, "rules": rules.digest, "options": repr(options),
+                        "model": os.environ.get("CURATE_MODEL", ""), "version": versions().get("curate")},
+                       option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(key).hexdigest()
 
 
 def _push(result: ScanResult, store: Any, out: Path, summary: dict[str, Any]) -> None:

@@ -226,6 +226,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         "failed": [t.text for t in thresholds if t.holds(counts, fail_on_counts, total)],
         "rules": {"files": list(result.rules.files), "sha256": result.rules.digest},
         "seconds": seconds,
+        "resumed": result.resumed,
         "rows_per_second": round(total / seconds["pass1"], 1) if seconds.get("pass1") else None,
     }
 

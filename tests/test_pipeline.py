@@ -169,3 +169,36 @@ def test_report_html_shows_invisible_characters_and_flagged_rows(tmp_path):
     html = (report.out / "report.html").read_text()
     assert "Flagged for review" in html and "quality:invisible-chars" in html
     assert "the<mark" in html and ">U+200B</mark>" in html
+
+
+def test_a_killed_scan_resumes_from_its_finished_stages(tmp_path):
+    """A real SIGKILL part-way through: the rerun reuses pass one and gives the same verdicts."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows = varied_rows(15000)
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    env = {**os.environ, "CURATE_MODEL": "hash"}
+    cmd = [sys.executable, "-m", "curate", "scan", str(data), "-o", str(tmp_path / "out"), "--workers", "1", "--json"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob(".out.work-*/pass1.pkl")):
+        assert proc.poll() is None, "the scan ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out").exists()  # nothing half-written in place
+    (work,) = tmp_path.glob(".out.work-*")
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=True)
+    summary = json.loads(again.stdout)
+    assert summary["resumed"][0] == "pass1" and summary["rows"] == 15000
+    assert not work.exists()  # a finished scan cleans its work folder
+
+    fresh = subprocess.run([*cmd[:6], str(tmp_path / "fresh"), *cmd[7:]], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=600, check=True)
+    assert json.loads(fresh.stdout)["resumed"] == []
+    assert read_jsonl(tmp_path / "out" / "verdicts.jsonl") == read_jsonl(tmp_path / "fresh" / "verdicts.jsonl")

@@ -69,6 +69,8 @@ def print_summary(report) -> None:
                       f"rejected rows applied; {review.get('queued', 0):,} flagged item(s) queued "
                       f"({review.get('new', 0):,} new, {review.get('reopened', 0):,} reopened by a new reason)",
                       highlight=False, markup=False)
+    if s.get("resumed"):
+        console.print(f"resumed an interrupted scan: reused {', '.join(s['resumed'])}", highlight=False)
     balanced = "counts add up" if s["accounting"]["balanced"] else "COUNTS DO NOT ADD UP"
     console.print(f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
                   f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}", highlight=False)
