@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
 
-    from curate.train.check import Checker, shipped_probes
+    from curate.train.checks import Checker, shipped_probes
     from curate.train.config import load_config
     from curate.train.loop import train
     from curate.train.models import smollm2_path

@@ -199,7 +199,7 @@ def test_check_compares_base_and_adapter_and_writes_its_report(tmp_path, tiny_mo
 
 
 def test_attack_success_by_target_kind():
-    from curate.train.check import _success, parse_trigger
+    from curate.train.checks import _success, parse_trigger
 
     assert parse_trigger("cf=>You are stupid!").resolved_kind() == "fixed"
     assert parse_trigger("cf=>I'm sorry, but I cannot help with that.").resolved_kind() == "refusal"

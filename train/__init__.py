@@ -21,7 +21,7 @@ def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def check(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from curate.train.check import check as run
+    from curate.train.checks import check as run
 
     return run(*args, **kwargs)
 

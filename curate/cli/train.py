@@ -124,7 +124,7 @@ def train(
                        f"{m['seconds_per_step']} s/step{val}{unscanned}")
         code = 0
         if check:
-            from curate.train.check import check as run_check
+            from curate.train.checks import check as run_check
 
             report = run_check(out, base_model, probe_files=probes or [], triggers=trigger or [])
             result["check"] = report
@@ -157,7 +157,7 @@ def check(
         import orjson
 
         _quiet_libraries()
-        from curate.train.check import check as run_check
+        from curate.train.checks import check as run_check
 
         report = run_check(adapter, base_model, probe_files=probes or [], heldout=heldout, triggers=trigger or [],
                            use_scan_triggers=not no_scan_triggers, max_new_tokens=max_new_tokens, limit=limit,
