@@ -10,7 +10,6 @@ A refusal raises `GateError` (exit 2) with the reason and what to do.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import orjson
 
 from curate.errors import CurateError
 from curate.record import Record
+from curate.write import _sha256
 
 
 class GateError(CurateError):
@@ -34,14 +34,6 @@ class TrainingSet:
     @property
     def preference(self) -> bool:
         return bool(self.records) and all(r.rejected is not None for r in self.records)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _normalise(path: Path, settings: dict[str, Any] | None) -> tuple[list[Record], list[str]]:
