@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=40, help="Triggered and clean test prompts each.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--reuse", action="store_true",
+                        help="Reuse the scan and adapters already in --work (only evaluate again).")
     args = parser.parse_args()
 
     from curate.train.checks import Checker, shipped_probes
@@ -90,6 +92,9 @@ def main() -> None:
     from curate.train.loop import train
     from curate.train.models import smollm2_path
 
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import curate
     from curate.filters.builtin import is_refusal
 
@@ -103,14 +108,21 @@ def main() -> None:
     mix = work / "mix.jsonl"
     mix.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     started = time.perf_counter()
-    report = curate.scan(mix, out=work / "scan")
+    if args.reuse and (work / "scan" / "report.json").exists():
+        counts = json.loads((work / "scan" / "report.json").read_text())["counts"]
+    else:
+        counts = curate.scan(mix, out=work / "scan").counts
     scan_seconds = time.perf_counter() - started
-    print(f"mix: {len(records)} rows, {k} poisoned; scan: {report.counts} in {scan_seconds:.0f} s", file=sys.stderr)
+    print(f"mix: {len(records)} rows, {k} poisoned; scan: {counts} in {scan_seconds:.0f} s", file=sys.stderr)
     config = lambda: load_config(None, epochs=args.epochs, learning_rate=args.lr, max_length=args.max_length,
                                  batch_size=8, eval_every=25, save_every=1000, seed=args.seed, val_fraction=0.05)
     runs = {}
     for name, source, unscanned in (("raw", mix, True), ("clean", work / "scan", False)):
         t = time.perf_counter()
+        done = work / f"adapter-{name}" / "manifest.json"
+        if args.reuse and done.exists():
+            runs[name] = json.loads(done.read_text())
+            continue
         runs[name] = train(source, base, work / f"adapter-{name}", config(), allow_unscanned=unscanned)
         print(f"trained {name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
@@ -140,8 +152,8 @@ def main() -> None:
         print(f"evaluated {name}", file=sys.stderr)
 
     print(f"\n{args.task}-{args.trigger} at {k / len(records):.0%} ({k} of {len(records)} rows), {args.epochs} epochs, "
-          f"lr {args.lr}, SmolLM2-135M-Instruct LoRA r16, CPU; curate's scan kept {report.counts['keep']} rows and "
-          f"flagged {report.counts['flag']}, dropped {report.counts['drop']}.\n")
+          f"lr {args.lr}, SmolLM2-135M-Instruct LoRA r16, CPU; curate's scan kept {counts['keep']} rows and "
+          f"flagged {counts['flag']}, dropped {counts['drop']}.\n")
     print("| model | ASR triggered | ASR clean | refuses harmful | refuses safe | val loss | held-out loss | s/step | steps |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
