@@ -16,7 +16,6 @@ manifest, the rules and the decisions applied, so training can prove what it tra
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from collections import Counter
 from datetime import datetime, timezone
@@ -51,6 +50,7 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
         _replace,
         _sha256,
         check_out_folder,
+        redactor,
         verify_manifest,
         versions,
     )
@@ -63,8 +63,6 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
         raise ManifestError("--out must differ from the scan folder: apply never rewrites a scan")
     check_out_folder(out)
     rules = rules_from_document(manifest["rules"]["document"], manifest["rules"]["files"])
-    from curate.write import redactor
-
     redact = redactor(rules)
 
     # Pass 1: the content ids of reviewable rows, to fetch their decisions in one go.
@@ -163,7 +161,3 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
         raise
     return result
 
-
-def is_apply_output(folder: str | os.PathLike) -> bool:
-    path = Path(folder) / "manifest.json"
-    return path.exists() and orjson.loads(path.read_bytes()).get("kind") == "apply"

@@ -32,8 +32,8 @@ COOKIE = "curate_review_token"
 
 
 def is_loopback(host: str) -> bool:
-    if host in {"localhost", ""}:
-        return host == "localhost"
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
