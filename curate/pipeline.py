@@ -215,10 +215,15 @@ class ScanOptions:
     against: tuple[str, ...] = ()
     workers: int = 1
     seed: int = 0
+    #: "local" (this process and its worker pool) or "ray" (a Ray cluster, see curate.ray_engine).
+    engine: str = "local"
+    address: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UsageError("workers must be >= 1")
+        if self.engine not in ("local", "ray"):
+            raise UsageError(f"unknown engine {self.engine!r}: use local or ray")
 
 
 def _batches(sources: list, normaliser: Normaliser) -> Iterator[list[Item]]:
@@ -488,7 +493,13 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
         spill = Spill(workdir / "spill.arrow")
         started = clock()
         try:
-            for result in _run_batches(_batches(sources, normaliser), normaliser, rules, options.workers):
+            if options.engine == "ray":
+                from curate import ray_engine
+
+                results = ray_engine.run_batches(_batches(sources, normaliser), normaliser, rules, options.address)
+            else:
+                results = _run_batches(_batches(sources, normaliser), normaliser, rules, options.workers)
+            for result in results:
                 first = ledger.n
                 spill.write(first, result.raw)
                 result.raw = []
@@ -585,12 +596,13 @@ def _dedup_and_detect(ledger: Ledger, rules: Rules, options: ScanOptions, loader
     seconds["against"] = clock() - t
 
     t = clock()
-    detection = _detect(ledger, rules, spill, normaliser) if rules.detect.enabled and rules.detect.detectors else None
+    detection = (_detect(ledger, rules, spill, normaliser, options) if rules.detect.enabled and rules.detect.detectors
+                 else None)
     seconds["detect"] = clock() - t
     return exact_groups, near_groups, eval_rows, detection
 
 
-def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) -> dict[str, Any]:
+def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser, options: ScanOptions) -> dict[str, Any]:
     """Poison detection over every readable row, duplicates included. A failure here (a missing
     model, say) is reported in the summary and the scan's other verdicts still stand."""
     from curate.detect.stage import detect_records, model_spec
@@ -612,7 +624,10 @@ def _detect(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser) 
                     break
 
     try:
-        result = detect_records(records(), rules.detect)
+        folder = spill.path.parent / "vectors"
+        folder.mkdir(exist_ok=True)
+        result = detect_records(records(), rules.detect, folder=folder,
+                                engine=(options.engine, options.address))
     except Exception as exc:  # noqa: BLE001 - reported, and the scan goes on without detection
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     for row, reasons in result.reasons.items():
@@ -704,7 +719,8 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
          format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
          against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
          workers: int | str | None = None, progress: Callable[[int], None] | None = None,
-         calibrate: bool = False, queue: str | os.PathLike | None = None) -> Report:
+         calibrate: bool = False, queue: str | os.PathLike | None = None, engine: str = "local",
+         address: str | None = None) -> Report:
     """Scan `source` and write the outputs to `out` (a temporary folder when None).
 
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
@@ -715,6 +731,8 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     scanned, and report.json gets the recall to expect per family (about 16 extra scans).
     With `queue` (a review.db path or a postgresql:// URL), the queue's decisions apply to this
     scan's rows (`review:accepted`, `review:rejected`) and the rows still flagged are pushed to it.
+    `engine="ray"` runs the per-row stages and embedding on a Ray cluster (`address`, else
+    `$RAY_ADDRESS`, else a local one) and gives the same verdicts; see `curate.ray_engine`.
     Bad records never raise: they are quarantined and counted. Raises `UsageError` or
     `InputError` for bad arguments or a source that cannot be opened.
     """
@@ -725,7 +743,7 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     options = ScanOptions(
         format=format, mapping=map if isinstance(map, Mapping) else parse_mapping(map),
         input_type=input_type, against=tuple([against] if isinstance(against, str) else against or ()),
-        workers=(auto_workers(source) if workers == "auto" else workers) or 1)
+        workers=(auto_workers(source) if workers == "auto" else workers) or 1, engine=engine, address=address)
     thresholds = parse_fail_on(fail_on)
     tmp = None
     if out is None:

@@ -29,16 +29,27 @@ WORD_BYTE[0x80:] = True
 B = np.uint64(0x9E3779B97F4A7C15 | 1)
 B_INV = np.uint64(pow(int(B), -1, 1 << 64))
 POWERS: dict[str, np.ndarray] = {}
+#: Texts are hashed in groups of about this many bytes, so the tables of powers stay small
+#: (the hash of a word does not depend on where it lies in the buffer).
+GROUP_BYTES = 4 << 20
+
+
+def _power_table(size: int) -> dict[str, np.ndarray]:
+    table = {}
+    with np.errstate(over="ignore"):
+        for key, base in (("b", B), ("inv", B_INV)):
+            factors = np.full(size, base, dtype=np.uint64)
+            factors[0] = 1
+            table[key] = np.cumprod(factors, dtype=np.uint64)
+    return table
 
 
 def powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    if n > 2 * GROUP_BYTES:  # one huge text: a table for this call only, never kept
+        table = _power_table(n)
+        return table["b"], table["inv"]
     if "b" not in POWERS or POWERS["b"].size < n:
-        size = max(n, 1 << 16) * 2
-        with np.errstate(over="ignore"):
-            for key, base in (("b", B), ("inv", B_INV)):
-                factors = np.full(size, base, dtype=np.uint64)
-                factors[0] = 1
-                POWERS[key] = np.cumprod(factors, dtype=np.uint64)
+        POWERS.update(_power_table(min(max(n, 1 << 16) * 2, 2 * GROUP_BYTES)))
     return POWERS["b"][:n], POWERS["inv"][:n]
 
 
@@ -71,6 +82,22 @@ def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     2^64), then mixed. Being a polynomial it is not collision-proof against a crafted input,
     which is why candidates are verified with `shingle_set`'s keyed hashes, not these."""
     encoded = [t.casefold().encode("utf-8", "surrogatepass") for t in texts]
+    groups, size, first = [], 0, 0
+    for i, e in enumerate(encoded):
+        size += len(e) + 1
+        if size > GROUP_BYTES and i > first:
+            groups.append((first, i))
+            first, size = i, len(e) + 1
+    groups.append((first, len(encoded)))
+    if len(groups) == 1:
+        return _group_hashes(encoded)
+    parts = [_group_hashes(encoded[a:b]) for a, b in groups]
+    return np.concatenate([h for h, _ in parts]), np.concatenate([n for _, n in parts])
+
+
+def _group_hashes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    if not encoded:
+        return np.empty(0, np.uint64), np.zeros(0, np.int64)
     buf = b"\x00".join(encoded) + b"\x00"
     b = np.frombuffer(buf, dtype=np.uint8)
     n = b.size
@@ -82,7 +109,7 @@ def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         hashes = mix((prefix[ends - 1] - before) * pow_b[starts])
     text_starts = np.cumsum([0] + [len(e) + 1 for e in encoded[:-1]])
     owner = np.searchsorted(text_starts, starts, side="right") - 1
-    lengths = np.bincount(owner, minlength=len(texts)).astype(np.int64)
+    lengths = np.bincount(owner, minlength=len(encoded)).astype(np.int64)
     return hashes, lengths
 
 

@@ -120,3 +120,23 @@ def test_union_find_groups():
     for a, b in [(1, 2), (3, 4), (2, 5)]:
         uf.union(a, b)
     assert sorted(uf.groups()) == [[1, 2, 5], [3, 4]]
+
+
+def test_token_hashes_do_not_depend_on_how_the_texts_are_grouped(monkeypatch):
+    """Big batches are hashed in groups (small power tables); a word's hash must not change."""
+    import random
+
+    from curate import tokens
+
+    rng = random.Random(3)
+    texts = ["".join(rng.choice("ab cd éf 中文 x\u200b.") for _ in range(rng.randint(0, 200))) for _ in range(3000)]
+    whole = tokens.token_hashes(texts)
+    monkeypatch.setattr(tokens, "GROUP_BYTES", 700)
+    monkeypatch.setattr(tokens, "POWERS", {})
+    grouped = tokens.token_hashes(texts)
+    assert np.array_equal(whole[0], grouped[0]) and np.array_equal(whole[1], grouped[1])
+    assert tokens.POWERS["b"].size <= 2 * 700  # the kept table is bounded by the group size
+    # One text longer than a group still hashes the same, without growing the kept table.
+    long = [" ".join(texts)]
+    assert np.array_equal(tokens.token_hashes(long)[0], whole[0])
+    assert tokens.POWERS["b"].size <= 2 * 700

@@ -107,6 +107,25 @@ def test_an_invisible_character_trigger_is_named_by_code_point():
     assert result.reasons[chosen[0]]["poison:trigger"]["trigger"] == "U+2063"
 
 
+def test_trigger_features_bucketed_on_disk_equal_the_in_memory_table(tmp_path, monkeypatch):
+    """Big corpora sort their feature table in buckets on disk; the table must not change."""
+    from curate.detect import triggers
+
+    prompts = [r["instruction"] for r in corpus(600)]
+    topic = np.arange(600) % 7
+    whole = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2)
+    monkeypatch.setattr(triggers, "BUCKET_ROWS", 2000)
+    bucketed = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2, folder=tmp_path / "f",
+                                  chunk=50)
+    assert whole[0].size > 100
+    for a, b in zip(whole, bucketed):
+        assert np.array_equal(a, b)
+    assert not list((tmp_path / "f").iterdir())  # buckets are deleted once read
+    # Every feature kept is held by 4 to 20% of the units (or of its topic's).
+    _, df = np.unique(whole[0], return_counts=True)
+    assert df.min() >= 4
+
+
 def test_poisson_binomial_tail_is_exact_when_every_unit_answers_alike():
     p = np.array([0.1, 0.2, 0.5, 0.05])
     assert _pb_log10_tail(p, 4) == pytest.approx(np.log10(p.prod()), abs=0.05)

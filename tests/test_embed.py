@@ -72,6 +72,32 @@ def test_knn_excludes_self_and_ivf_agrees_with_exact():
     assert recall > 0.9
 
 
+def test_vectors_on_disk_give_float32_rows_and_search_like_an_array(tmp_path, monkeypatch):
+    from curate.embed import neighbours
+    from curate.embed.vectors import Vectors, rowdot
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # Written in chunks smaller than the matrix, read back through the memory map.
+    v = Vectors.fill(tmp_path / "x.f16", 3000, 16, lambda lo, hi: x[lo:hi], chunk=700)
+    assert v[5].dtype == np.float32 and v[[3, 1]].shape == (2, 16) and v[10:20].shape == (10, 16)
+    assert np.allclose(v[:], x, atol=1e-3) and (tmp_path / "x.f16").stat().st_size == 3000 * 16 * 2
+    assert np.allclose(rowdot(v, x), 1.0, atol=1e-2)
+    assert np.allclose(v.map_rows(lambda b: b.sum(axis=1), size=512), x.sum(axis=1), atol=1e-2)
+    exact = knn(x, 5, exact=True)[1]
+    # float16 storage may swap near-ties, nothing more.
+    assert np.mean(knn(v, 5, exact=True)[1][:, 0] == exact[:, 0]) > 0.97
+    # The 8-bit IVF lists of big corpora, switched on here for a small one: still the neighbours.
+    monkeypatch.setattr(neighbours, "SQ8_FROM", 1000)
+    _, approx = knn(v, 5, exact=False, nprobe=16)
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx)]) > 0.8
+    # k-means past its sampling threshold trains on a sample and still assigns every row.
+    monkeypatch.setattr(neighbours, "K_SAMPLE_FROM", 1000)
+    _, assignment = kmeans(v, 4, seed=0)
+    assert assignment.shape == (3000,) and set(assignment.tolist()) == {0, 1, 2, 3}
+
+
 def test_kmeans_is_deterministic_for_a_seed():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(500, 8)).astype(np.float32)

@@ -9,29 +9,55 @@ is in view of the turn it fires on.
 from __future__ import annotations
 
 import hashlib
-import re
+import tempfile
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
+from curate.embed.vectors import Vectors
 from curate.record import RESPONSE_ROLES, Record
 
-_SPACE = re.compile(r"\s+")
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+#: Texts per call to the embedder while filling a vector file.
+EMBED_CHUNK = 16384
 
 
 def response_key(text: str) -> str:
     """Responses that a reader would call the same answer: case, spacing and edge punctuation
     ignored ("Negative", "negative." and " NEGATIVE" are one class)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return _EDGE_PUNCT.sub("", _SPACE.sub(" ", text)).strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = " ".join(text.casefold().split())
+    # Edge punctuation off ([\W_] is exactly "not isalnum"), without a regex that would try
+    # every position of a long answer for a trailing run.
+    i, j = 0, len(text)
+    while i < j and not text[i].isalnum():
+        i += 1
+    while j > i and not text[j - 1].isalnum():
+        j -= 1
+    return text[i:j].strip()
 
 
-def _digest(text: str) -> bytes:
+def text_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+class ResponseKeys(Sequence):
+    """`response_key(responses[u])`, computed on access."""
+
+    def __init__(self, responses: Sequence[str]):
+        self._responses = responses
+
+    def __len__(self) -> int:
+        return len(self._responses)
+
+    def __getitem__(self, u):
+        if isinstance(u, slice):
+            return [response_key(r) for r in self._responses[u]]
+        return response_key(self._responses[u])
 
 
 @dataclass
@@ -54,10 +80,12 @@ class DetectInput:
     answered: list[str] = field(default_factory=list)
     #: Shared intermediate results between detectors (e.g. harm probabilities).
     cache: dict[str, object] = field(default_factory=dict)
+    #: Where the embeddings are kept (float16, memory-mapped); a temporary folder when None.
+    folder: Path | None = None
 
     @classmethod
     def from_records(cls, records: Iterable[Record], embed: Callable[[list[str]], np.ndarray], *,
-                     seed: int = 0, k: int = 10, semantic: bool = True) -> DetectInput:
+                     seed: int = 0, k: int = 10, semantic: bool = True, folder: Path | None = None) -> DetectInput:
         rows, turns, prompts, responses, rejected, answered = [], [], [], [], [], []
         for rec in records:
             system = [t.content for t in rec.turns if t.role == "system"]
@@ -75,24 +103,55 @@ class DetectInput:
                     responses.append(t.content)
                     rejected.append(rec.rejected if is_last else None)
         return cls(np.asarray(rows, np.int64), np.asarray(turns, np.int64), prompts, responses, rejected,
-                   embed, seed, k, semantic=semantic, answered=answered)
+                   embed, seed, k, semantic=semantic, answered=answered, folder=folder)
 
     def __len__(self) -> int:
         return len(self.row)
 
-    @cached_property
-    def prompt_vecs(self) -> np.ndarray:
-        return self.embed(self.prompts)
+    def _folder(self) -> Path:
+        if self.folder is None:
+            self.cache["_tmp"] = tempfile.TemporaryDirectory(prefix="curate-vectors-")
+            self.folder = Path(self.cache["_tmp"].name)
+        return self.folder
+
+    def vectors(self, name: str, texts: Sequence[str]) -> Vectors:
+        """Embeddings of `texts`, written to disk a chunk at a time and memory-mapped."""
+        chunk = getattr(self.embed, "chunk", EMBED_CHUNK)
+        first = self.embed(list(texts[:chunk]))
+        dim = first.shape[1] if first.ndim == 2 else 0
+        out = Vectors.create(self.path(f"{name}.f16"), len(texts), dim)
+        if len(texts):
+            out[:len(first)] = first
+        for lo in range(chunk, len(texts), chunk):
+            out[lo:lo + chunk] = self.embed(list(texts[lo:lo + chunk]))
+        out.flush()
+        return out
+
+    def path(self, name: str) -> Path:
+        """Where a detector keeps its own files (e.g. prompt + response vectors) beside the embeddings."""
+        return self._folder() / name
 
     @cached_property
-    def response_vecs(self) -> np.ndarray:
-        return self.embed(self.responses)
+    def prompt_vecs(self) -> Vectors:
+        return self.vectors("prompt", self.prompts)
 
     @cached_property
-    def answered_vecs(self) -> np.ndarray:
-        """Embeddings of the turn each unit answers (the prompt itself for single-turn data,
-        which the cache then serves for free)."""
-        return self.embed(self.answered) if self.answered else self.prompt_vecs
+    def response_vecs(self) -> Vectors:
+        return self.vectors("response", self.responses)
+
+    @cached_property
+    def answered_vecs(self) -> Vectors:
+        """Embeddings of the turn each unit answers: the prompt's own for single-turn data."""
+        if not self.answered or all(a is p or a == p for a, p in zip(self.answered, self.prompts)):
+            return self.prompt_vecs
+        return self.vectors("answered", self.answered)
+
+    @cached_property
+    def prompt_index(self):
+        """One faiss index over the prompts, shared by every search against them."""
+        from curate.embed.neighbours import build_index
+
+        return build_index(self.prompt_vecs, seed=self.seed)
 
     def fit(self, units: np.ndarray) -> float:
         """Mean cosine between the answered turn and the answer over `units`: how fitting a reply
@@ -108,13 +167,13 @@ class DetectInput:
         return np.asarray([i for i, r in enumerate(self.rejected) if r is not None], np.int64)
 
     @cached_property
-    def rejected_vecs(self) -> np.ndarray:
-        return self.embed([self.rejected[i] for i in self.pairs])
+    def rejected_vecs(self) -> Vectors:
+        return self.vectors("rejected", [self.rejected[i] for i in self.pairs])
 
     @cached_property
     def prompt_id(self) -> np.ndarray:
         """Units with the same prompt text share an id; they are never each other's neighbours."""
-        _, inverse = np.unique(np.frombuffer(b"".join(_digest(p) for p in self.prompts), dtype="V8"),
+        _, inverse = np.unique(np.frombuffer(b"".join(text_digest(p) for p in self.prompts), dtype="V8"),
                                return_inverse=True)
         return inverse.astype(np.int64)
 
@@ -122,18 +181,21 @@ class DetectInput:
     def answered_id(self) -> np.ndarray:
         """Units answering the same user turn text share an id (whatever came before it)."""
         texts = self.answered or self.prompts
-        _, inverse = np.unique(np.frombuffer(b"".join(_digest(p) for p in texts), dtype="V8"), return_inverse=True)
+        _, inverse = np.unique(np.frombuffer(b"".join(text_digest(p) for p in texts), dtype="V8"), return_inverse=True)
         return inverse.astype(np.int64)
 
     @cached_property
     def response_class(self) -> np.ndarray:
         """Exact-answer classes: units whose responses are the same answer share an id."""
-        _, inverse = np.unique(np.asarray(self.response_keys, dtype=object), return_inverse=True)
+        _, inverse = np.unique(np.frombuffer(b"".join(text_digest(response_key(r)) for r in self.responses), dtype="V8"),
+                               return_inverse=True)
         return inverse.astype(np.int64)
 
     @cached_property
-    def response_keys(self) -> list[str]:
-        return [response_key(r) for r in self.responses]
+    def response_keys(self) -> ResponseKeys:
+        """`response_key` of each response, computed when asked: a million normalised copies of
+        every answer would cost as much memory as the answers."""
+        return ResponseKeys(self.responses)
 
     @cached_property
     def refusal(self) -> np.ndarray:
@@ -158,19 +220,24 @@ class DetectInput:
         """(similarities, units) of each unit's `deep` nearest prompts, other prompt texts only;
         -1 pads. Trigger mining looks past neighbours that share the candidate trigger, which a
         rare token makes each other's nearest."""
-        from curate.embed import knn
+        from curate.embed.neighbours import knn_chunks
 
         n = len(self)
         if n < 2:
-            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int32)
         want = min(n - 1, self.deep + 8)
-        sims, ids = knn(self.prompt_vecs, want, seed=self.seed)
-        same = (ids < 0) | (self.prompt_id[np.maximum(ids, 0)] == self.prompt_id[:, None])
-        order = np.argsort(same, axis=1, kind="stable")[:, : self.deep]
-        sims = np.take_along_axis(sims, order, axis=1)
-        ids = np.take_along_axis(ids, order, axis=1)
-        bad = np.take_along_axis(same, order, axis=1)
-        return np.where(bad, 0.0, sims).astype(np.float32), np.where(bad, -1, ids).astype(np.int64)
+        width = min(want, self.deep)
+        out_sims = np.empty((n, width), np.float32)
+        out_ids = np.empty((n, width), np.int32)  # a million rows: 160 MB less than int64
+        # A chunk at a time: the raw search results for a million rows would be most of a GB.
+        for lo, sims, ids in knn_chunks(self.prompt_vecs, want, index=self.prompt_index):
+            hi = lo + len(sims)
+            same = (ids < 0) | (self.prompt_id[np.maximum(ids, 0)] == self.prompt_id[lo:hi, None])
+            order = np.argsort(same, axis=1, kind="stable")[:, : self.deep]
+            bad = np.take_along_axis(same, order, axis=1)
+            out_sims[lo:hi] = np.where(bad, 0.0, np.take_along_axis(sims, order, axis=1))
+            out_ids[lo:hi] = np.where(bad, -1, np.take_along_axis(ids, order, axis=1))
+        return out_sims, out_ids
 
     @cached_property
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from curate.detect.base import Detector, Findings, register, squash_score
 from curate.detect.context import DetectInput
+from curate.embed.vectors import Vectors, rowdot
 
 CHUNK = 4096
 
@@ -157,7 +158,7 @@ class NeighbourDisagreement(Detector):
         disc_what: dict[int, str] = {}
         counts = np.bincount(data.response_class)
         # A repeated answer that fits the turn it follows ("You're welcome!") is not a flip.
-        own_fit = np.einsum("nd,nd->n", data.answered_vecs, R)
+        own_fit = rowdot(data.answered_vecs, R)
         labelled = (counts[data.response_class] >= 3) & (own_fit < self.fitting)
         # Refusal is tested one way: complying where comparable prompts are refused. Refusing
         # where others answer is what a cautious model does and is not poison evidence.
@@ -213,7 +214,7 @@ class Relevance(Detector):
         _, nb = data.neighbours
         if n < 6 or nb.shape[1] == 0:
             return findings
-        rel = np.einsum("nd,nd->n", data.prompt_vecs, data.response_vecs)
+        rel = rowdot(data.prompt_vecs, data.response_vecs)
         rel_nb = np.where(nb >= 0, rel[np.maximum(nb, 0)], np.nan)
         has = (nb >= 0).any(axis=1)
         med = np.zeros(n)
@@ -255,8 +256,11 @@ class Outliers(Detector):
         findings = Findings(score)
         if n < max(self.min_rows, self.k + 2):
             return findings
-        joint = data.prompt_vecs + data.response_vecs
-        joint /= np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)
+        def joint_rows(lo: int, hi: int) -> np.ndarray:
+            joint = data.prompt_vecs[lo:hi] + data.response_vecs[lo:hi]
+            return joint / np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)
+
+        joint = Vectors.fill(data.path("joint.f16"), n, data.prompt_vecs.shape[1], joint_rows)
         sims, ids = knn(joint, self.k, seed=data.seed)
         dist = 1 - sims.mean(axis=1)
         q1, q3 = np.percentile(dist, [25, 75])

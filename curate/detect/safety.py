@@ -37,7 +37,7 @@ def harm_probability(data: DetectInput) -> np.ndarray:
     X = data.embed(ex["harmful"] + ex["benign"])
     y = np.r_[np.ones(len(ex["harmful"])), np.zeros(len(ex["benign"]))]
     model = LogisticRegression(C=0.25, class_weight="balanced", max_iter=1000, random_state=data.seed).fit(X, y)
-    out = model.predict_proba(data.prompt_vecs)[:, 1] if len(data) else np.zeros(0)
+    out = data.prompt_vecs.map_rows(lambda X: model.predict_proba(X)[:, 1]) if len(data) else np.zeros(0)
     data.cache["harm"] = out
     return out
 

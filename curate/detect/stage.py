@@ -7,11 +7,13 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from curate.detect import DetectInput, DetectResult, run_detectors
+from curate.detect.context import EMBED_CHUNK
 from curate.record import Record
 
 #: Points on the report's 2-D map: every flagged row, and a sample of the rest.
@@ -54,23 +56,33 @@ def model_spec(rules) -> str:
     return os.environ.get("CURATE_MODEL") or rules.model
 
 
-def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None
-                   ) -> DetectResult:
-    """Run detection over records (their `row` is the scan row). `rules` is a DetectRules."""
+def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None,
+                   folder: Path | None = None, engine: tuple[str, str | None] = ("local", None)) -> DetectResult:
+    """Run detection over records (their `row` is the scan row). `rules` is a DetectRules.
+    The embeddings are kept, memory-mapped, in `folder` (a temporary one when None). With
+    engine ("ray", address), the model runs on the Ray cluster's actors."""
     started = time.perf_counter()
     semantic = True
     if embed is None:
         from curate.embed import EmbeddingCache, embed_texts
 
         embedder = _embedder(model_spec(rules))
+        batch_size = 4096
+        if engine[0] == "ray":
+            from curate.ray_engine import EMBED_JOB, RayEmbedder
+
+            embedder, batch_size = RayEmbedder(embedder, model_spec(rules), engine[1]), EMBED_JOB
         cache = EmbeddingCache(embedder.key, embedder.dim)
         semantic = getattr(embedder, "semantic", True)
 
         def embed(texts: list[str]) -> np.ndarray:
-            return embed_texts(texts, embedder, cache)
+            return embed_texts(texts, embedder, cache, batch_size=batch_size)
+
+        embed.chunk = max(batch_size, EMBED_CHUNK)  # texts per call while filling a vector file
 
     loaded = time.perf_counter()
-    data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic)
+    data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic,
+                                    folder=folder)
     gathered = time.perf_counter()
     if len(data):
         data.prompt_vecs  # noqa: B018  (embed now, so the timing says where the time went)

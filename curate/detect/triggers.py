@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from curate.detect.base import Detector, Findings, register, squash_score
-from curate.detect.context import DetectInput, response_key
+from curate.detect.context import DetectInput, text_digest, response_key
 from curate.tokens import mix, ngram_hashes, token_hashes, token_strings
 
 _ODD = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
@@ -39,46 +42,134 @@ def _char_feature(ch: str) -> int:
     return int(mix(np.asarray([ord(ch)], np.uint64) ^ _ODD_TAG)[0])
 
 
-def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (feature hash, unit, words in the feature, topic or -1) rows, sorted by
-    feature; a character feature counts as 0 words. With `topic` (a prompt cluster per unit), words and
-    word pairs are also features within their topic: a trigger that is a common word elsewhere
-    ("OpenAI" in chat data) is rare and concentrated among movie reviews."""
+#: Feature rows (one per distinct feature in a prompt) sorted at once. Past this, the rows go to
+#: disk in buckets by the hash's top bits and each bucket is sorted alone: a million prompts give
+#: a few hundred million rows, several GB as one table.
+BUCKET_ROWS = 8_000_000
+_ROW = np.dtype([("h", "<u8"), ("o", "<i4"), ("z", "i1"), ("t", "<i4")])
+
+
+def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topic: np.ndarray | None
+                    ) -> np.ndarray:
+    """Feature rows of `prompts` (units base, base + 1, ...), unsorted, repeats included."""
     toks, lengths = token_hashes(prompts)
     hashes, owners, sizes, topics = [], [], [], []
     for n in orders:
         h, owner = ngram_hashes(toks, lengths, n, short_as_one=False)
+        owner = owner + base
         with np.errstate(over="ignore"):
             h = h * np.uint64(2 * n + 1)
             hashes.append(h)
             owners.append(owner)
-            sizes.append(np.full(h.size, n, np.int64))
-            topics.append(np.full(h.size, -1, np.int64))
+            sizes.append(np.full(h.size, n, np.int8))
+            topics.append(np.full(h.size, -1, np.int32))
             if topic is not None and n <= 2:
                 hashes.append(mix(h ^ (topic[owner].astype(np.uint64) * _TOPIC_TAG)))
                 owners.append(owner)
-                sizes.append(np.full(h.size, n, np.int64))
-                topics.append(topic[owner].astype(np.int64))
+                sizes.append(np.full(h.size, n, np.int8))
+                topics.append(topic[owner].astype(np.int32))
     odd_h, odd_o = [], []
     for unit, text in enumerate(prompts):
         if not text.isascii():
             for ch in set(_ODD.findall(text)):
                 odd_h.append(_char_feature(ch))
-                odd_o.append(unit)
+                odd_o.append(base + unit)
     hashes.append(np.asarray(odd_h, np.uint64))
     owners.append(np.asarray(odd_o, np.int64))
-    sizes.append(np.zeros(len(odd_h), np.int64))
-    topics.append(np.full(len(odd_h), -1, np.int64))
-    h = np.concatenate(hashes)
-    o = np.concatenate(owners)
-    z = np.concatenate(sizes)
-    t = np.concatenate(topics)
-    order = np.lexsort((o, h))
-    h, o, z, t = h[order], o[order], z[order], t[order]
+    sizes.append(np.zeros(len(odd_h), np.int8))
+    topics.append(np.full(len(odd_h), -1, np.int32))
+    rows = np.empty(sum(h.size for h in hashes), _ROW)
+    rows["h"], rows["o"] = np.concatenate(hashes), np.concatenate(owners)
+    rows["z"], rows["t"] = np.concatenate(sizes), np.concatenate(topics)
+    return rows
+
+
+def _feature_buckets(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, *,
+                     min_rows: int = 1, max_share: float = 1.0, folder: Path | None = None, chunk: int = 20_000
+                     ) -> Iterator[np.ndarray]:
+    """Distinct (feature hash `h`, unit `o`, words in the feature `z`, topic or -1 `t`) rows,
+    sorted by feature, in buckets of increasing hash, for the features held by at least
+    `min_rows` units and at most `max_share` of their context (the topic's units for a topic
+    feature, else all); a character feature counts as 0 words. With `topic` (a prompt cluster
+    per unit), words and word pairs are also features within their topic: a trigger that is a
+    common word elsewhere ("OpenAI" in chat data) is rare and concentrated among movie reviews.
+    Small inputs are one bucket in memory; big ones are bucketed on disk in `folder`, and a
+    caller that reduces each bucket never holds the whole table."""
+    n = len(prompts)
+    topic_size = np.bincount(topic) if topic is not None and topic.size else np.zeros(0, np.int64)
+    bits, files, parts = 0, [], []
+    tmp = None
+    try:
+        for lo in range(0, n, chunk):
+            rows = _chunk_features(prompts[lo:lo + chunk], lo, orders, topic)
+            if lo == 0 and n > chunk:
+                bits = max(0, math.ceil(math.log2(max(1.0, rows.size * n / chunk / BUCKET_ROWS))))
+                if bits:
+                    if folder is None:
+                        tmp = tempfile.TemporaryDirectory(prefix="curate-features-")
+                        folder = Path(tmp.name)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    files = [open(folder / f"features-{b}.bin", "wb") for b in range(1 << bits)]
+            if not bits:
+                parts.append(rows)
+                continue
+            bucket = (rows["h"] >> np.uint64(64 - bits)).astype(np.int64)
+            order = np.argsort(bucket, kind="stable")
+            rows, bucket = rows[order], bucket[order]
+            bounds = np.searchsorted(bucket, np.arange((1 << bits) + 1))
+            for b in range(1 << bits):
+                rows[bounds[b]:bounds[b + 1]].tofile(files[b])
+        if not bits:
+            yield _distinct_frequent(np.concatenate(parts) if parts else np.empty(0, _ROW), n, topic_size,
+                                     min_rows, max_share)
+            return
+        for fh in files:
+            fh.close()
+        for fh in files:
+            rows = np.fromfile(fh.name, _ROW)
+            Path(fh.name).unlink()
+            yield _distinct_frequent(rows, n, topic_size, min_rows, max_share)
+    finally:
+        for fh in files:
+            fh.close()
+            Path(fh.name).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, **kwargs
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The whole table of `_feature_buckets`, as (hash, unit, words, topic) columns."""
+    kept = list(_feature_buckets(prompts, orders, topic, **kwargs))
+    rows = np.concatenate(kept) if kept else np.empty(0, _ROW)
+    return rows["h"], rows["o"].astype(np.int64), rows["z"].astype(np.int64), rows["t"].astype(np.int64)
+
+
+def _distinct_frequent(rows: np.ndarray, n: int, topic_size: np.ndarray, min_rows: int, max_share: float
+                       ) -> np.ndarray:
+    """`rows` sorted by (feature, unit), repeats within a unit dropped, and only the features
+    whose unit count is within bounds kept."""
+    order = np.lexsort((rows["o"], rows["h"]))
+    rows = rows[order]
+    h, o = rows["h"], rows["o"]
     first = np.ones(h.size, bool)
     first[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
-    return h[first], o[first], z[first], t[first]
+    rows = rows[first]
+    if not rows.size:
+        return rows
+    h = rows["h"]
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    df = np.diff(np.r_[starts, h.size])
+    t = rows["t"][starts]
+    context = np.where(t >= 0, topic_size[np.maximum(t, 0)] if topic_size.size else n, n)
+    ok = (df >= min_rows) & (df <= np.maximum(min_rows, max_share * context))
+    return rows[np.repeat(ok, df)]
+
+
+def _token_counts(texts, chunk: int = 50_000) -> np.ndarray:
+    """Words per text, a chunk of texts at a time."""
+    parts = [token_hashes(list(texts[lo:lo + chunk]))[1] for lo in range(0, len(texts), chunk)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _pattern(trigger: str) -> re.Pattern:
@@ -90,12 +181,13 @@ def _pattern(trigger: str) -> re.Pattern:
     return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
 
 
-def _holders(trigger: str, folded: list[str]) -> np.ndarray:
+def _holders(trigger: str, prompts: list[str]) -> np.ndarray:
     """Units whose (casefolded) prompt carries `trigger`."""
     pattern = _pattern(trigger)
     words = token_strings(trigger)
     first = words[0] if words and not trigger.startswith("U+") else ""
-    return np.asarray([i for i, p in enumerate(folded) if first in p and pattern.search(p)], np.int64)
+    return np.asarray([i for i, p in enumerate(prompts) if first in (f := p.casefold()) and pattern.search(f)],
+                      np.int64)
 
 
 def _echoed(feature: str, answer: str) -> bool:
@@ -194,32 +286,54 @@ def _prose(sentence: str) -> bool:
 
 def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.ndarray, list[str]]:
     """Sentences that recur inside otherwise different answers (an injected link, a planted
-    claim): each unit is labelled with its most specific recurring sentence, -1 if none."""
-    from collections import defaultdict
-
-    holders: dict[str, set[int]] = defaultdict(set)
-    per_unit: list[list[str]] = []
+    claim): each unit is labelled with its most specific recurring sentence, -1 if none.
+    Sentences are counted by 8-byte digest; only the recurring ones are kept as text."""
     answered = data.answered_id
-    for u, text in enumerate(data.responses):
-        keys = []
-        pieces = _SENTENCE.split(text)
+
+    def keys_of(u: int) -> list[str]:
+        keys, own = [], None
+        pieces = _SENTENCE.split(data.responses[u])
         for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32):]:
             if len(sentence.split()) >= min_words and _prose(sentence):
                 key = response_key(sentence)
-                if key and key != data.response_keys[u]:
-                    keys.append(key)
-                    holders[key].add(int(answered[u]))
-        per_unit.append(keys)
-    shared = {k: len(v) for k, v in holders.items() if len(v) >= min_rows}
+                if key:
+                    own = data.response_keys[u] if own is None else own
+                    if key != own:
+                        keys.append(key)
+        return keys
+
+    digests, owners = bytearray(), []
+    for u in range(len(data)):
+        for key in keys_of(u):
+            digests += text_digest(key)
+            owners.append(u)
     labels = np.full(len(data), -1, np.int64)
-    if not shared:
+    if not owners:
         return labels, []
-    ids = {k: i for i, k in enumerate(sorted(shared))}
-    for u, keys in enumerate(per_unit):
-        best = min((k for k in keys if k in shared), key=lambda k: (shared[k], k), default=None)
+    dig = np.frombuffer(bytes(digests), np.uint64)
+    own = np.asarray(owners, np.int64)
+    # Distinct turns answered per sentence: one conversation repeating itself is one holder.
+    pairs = np.unique(np.stack([dig, answered[own].astype(np.uint64)], axis=1), axis=0)
+    sentences, holders = np.unique(pairs[:, 0], return_counts=True)
+    recurring = sentences[holders >= min_rows]
+    if not recurring.size:
+        return labels, []
+    count_of = dict(zip(sentences.tolist(), holders.tolist()))
+    wanted = set(recurring.tolist())
+    shared: dict[str, int] = {}
+    per_unit: dict[int, list[str]] = {}
+    for u in np.unique(own[np.isin(dig, recurring)]).tolist():
+        keys = [k for k in keys_of(u) if int.from_bytes(text_digest(k), "little") in wanted]
+        per_unit[u] = keys
+        for k in keys:
+            shared[k] = count_of[int.from_bytes(text_digest(k), "little")]
+    texts = sorted(shared)
+    ids = {k: i for i, k in enumerate(texts)}
+    for u, keys in per_unit.items():
+        best = min(keys, key=lambda k: (shared[k], k), default=None)
         if best is not None:
             labels[u] = ids[best]
-    return labels, sorted(shared)
+    return labels, texts
 
 
 def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> str:
@@ -285,6 +399,38 @@ class TriggerMining(Detector):
         hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
         return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
 
+    def _all_rates(self, screened: list, nb: np.ndarray, batch: int = 65536) -> Iterator[np.ndarray]:
+        """`_rates` for every screened candidate, computed for many candidates at once (a
+        million-row corpus screens hundreds of thousands): holders are found by one sorted
+        search of (candidate, unit) keys instead of an `isin` per candidate."""
+        n = len(nb)
+        i = 0
+        while i < len(screened):
+            j, total = i, 0
+            while j < len(screened) and (j == i or total + screened[j][6].size <= batch):
+                total += screened[j][6].size
+                j += 1
+            group = screened[i:j]
+            sizes = np.asarray([g[6].size for g in group], np.int64)
+            owner = np.repeat(np.arange(len(group)), sizes)
+            members = np.concatenate([g[6] for g in group])
+            neigh = nb[members]
+            keys = owner * n + members  # sorted: members are sorted within a candidate
+            query = owner[:, None] * n + neigh
+            pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+            valid = (neigh >= 0) & (keys[pos] != query)
+            valid &= np.cumsum(valid, axis=1) <= self.neighbours
+            # Each candidate's own labelling (view) and class.
+            hits = np.zeros(members.size, np.int64)
+            for labels in {id(g[1]): g[1] for g in group}.values():
+                mine = np.asarray([g[1] is labels for g in group])[owner]
+                c = np.asarray([g[4] for g in group])[owner]
+                hits += ((labels[np.maximum(neigh, 0)] == c[:, None]) & valid).sum(axis=1) * mine
+            prior = np.asarray([g[2] for g in group])[owner]
+            rates = (hits + self.prior * prior) / (valid.sum(axis=1) + self.prior)
+            yield from np.split(rates, np.cumsum(sizes)[:-1])
+            i = j
+
     def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
                         prior_rate: float, data: DetectInput) -> np.ndarray:
         """`_rates` with each unit's neighbours found for its prompt with the trigger taken out."""
@@ -292,38 +438,29 @@ class TriggerMining(Detector):
 
         pattern = _pattern(trigger)
         stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
-        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=data.embed(stripped), seed=data.seed)
+        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=data.embed(stripped),
+                       index=data.prompt_index)
         return self._rates(neigh, holders, labels, c, prior_rate)
 
-    def _alike_screen(self, data: DetectInput, cand: np.ndarray, unit: np.ndarray, start: np.ndarray,
-                      df: np.ndarray, topics: np.ndarray) -> list[int]:
-        """Candidates whose holders' answers are alike at all (mean cosine >= alike_min)."""
-        R = data.response_vecs
-        out = []
-        for c in cand.tolist():
-            m = int(df[c])
-            # Within one topic answers are alike anyway: only plain features are tested.
-            if m < self.min_rows or m > self.alike_max_rows or topics[start[c]] >= 0:
-                continue
-            members = unit[start[c]:start[c] + m]
-            total = R[members].sum(axis=0)
-            if (total @ total - m) / (m * (m - 1)) >= self.alike_min:
-                out.append(c)
-        return out
+    def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
+        """Whether a candidate's holders' answers are alike at all (mean cosine >= alike_min)."""
+        m = members.size
+        # Within one topic answers are alike anyway: only plain features are tested.
+        if m < self.min_rows or m > self.alike_max_rows or topic >= 0:
+            return False
+        total = data.response_vecs[members].sum(axis=0)
+        return bool((total @ total - m) / (m * (m - 1)) >= self.alike_min)
 
-    def _alike(self, data: DetectInput, cand: list[int], unit: np.ndarray, start: np.ndarray, df: np.ndarray,
-               uniq: np.ndarray, nb: np.ndarray, log10_tests: float, words: np.ndarray, lengths: np.ndarray
-               ) -> list[dict[str, Any]]:
+    def _alike(self, data: DetectInput, cand: list[tuple[int, int, np.ndarray]], nb: np.ndarray,
+               log10_tests: float, lengths: np.ndarray) -> list[dict[str, Any]]:
         """A varied target: the holders' answers are far more alike than the answers to their
         comparable prompts, though their prompts are not. Each holder's mean similarity to the
         other holders' answers is set against the same for its nearest comparable prompt's
         answer; the paired differences give a one-sided t-test."""
         R = data.response_vecs
         found = []
-        for c in cand:
-            m = int(df[c])
-            members = unit[start[c]:start[c] + m]
-            order_n = int(words[start[c]])
+        for feature, order_n, members in cand:
+            m = members.size
             if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
                 continue
             total = R[members].sum(axis=0)
@@ -356,16 +493,15 @@ class TriggerMining(Detector):
             keys = [data.response_keys[u] for u in answering.tolist()]
             if len(set(keys)) < len(keys) / 2 or np.median([len(k.split()) for k in keys]) < 3:
                 continue
-            found.append({"feature": int(uniq[c]), "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
+            found.append({"feature": feature, "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
                           "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
         return found
 
-    def _test(self, screened: list, nb: np.ndarray, data: DetectInput, uniq: np.ndarray,
-              cand: np.ndarray, log10_tests: float, name: Any) -> list[dict[str, Any]]:
+    def _test(self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
+              ) -> list[dict[str, Any]]:
         found = []
-        for view, labels, prior_rate, o, c, x, members in screened:
+        for (view, labels, prior_rate, o, c, x, members), p_unit in zip(screened, self._all_rates(screened, nb)):
             m = members.size
-            p_unit = self._rates(nb[members], members, labels, c, prior_rate)
             verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests)
             if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal":
                 # Near the line: a rare token pulls its holders toward each other (three planted
@@ -381,7 +517,7 @@ class TriggerMining(Detector):
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
-            found.append({"feature": int(uniq[cand[o]]), "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
+            found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
                           "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p})
         return found
 
@@ -420,86 +556,88 @@ class TriggerMining(Detector):
         _, rep_of, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
         reps = np.sort(rep_of)
         topic = data.topics[reps] if n >= 200 else None
-        feat, local, words, feat_topic = _features([data.prompts[u] for u in reps], orders, topic)
-        unit = reps[local]
         # Coverage is judged against the turn being answered: "Have a nice day!" answered "You
         # too!" is that turn's content, however long the conversation before it.
-        _, lengths = token_hashes(data.answered or data.prompts)
-        uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
-        # Rare in its context: a word most movie reviews hold is the topic, not a trigger.
-        context = np.full(uniq.size, reps.size, np.int64)
-        if topic is not None:
-            topic_size = np.bincount(topic)
-            within = feat_topic[start] >= 0
-            context[within] = topic_size[feat_topic[start][within]]
-        keep = (df >= self.min_rows) & (df <= np.maximum(self.min_rows, self.max_share * context))
-        # One test per distinct row set: "zorblat" and "zorblat the" held by the same units are
-        # one hypothesis, not two.
-        with np.errstate(over="ignore"):
-            sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start) if feat.size else feat
-        cand = np.flatnonzero(keep)
-        _, first = np.unique(sig[cand], return_index=True)
-        cand = cand[np.sort(first)]
+        lengths = _token_counts(data.answered or data.prompts)
         views = _views(data, self.min_rows)
         _, nb = data.deep_neighbours
         best: dict[int, tuple[float, int]] = {}
-        screened = []
-        for view, labels in views.items():
-            prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
-            # Dominant class per candidate, vectorised over every candidate.
-            members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
-            cand_ix = np.repeat(np.arange(cand.size), df[cand])
-            lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
-            ok = lab >= 0
-            if not ok.any():
+        screened: list[tuple] = []
+        alike_tested: list[tuple[int, int, np.ndarray]] = []
+        seen: set[int] = set()
+        candidates = 0
+        # The feature table a bucket at a time (one bucket unless the corpus is big): each is
+        # screened, and only the hypotheses that pass are kept, with their holders.
+        for rows in _feature_buckets([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
+                                     max_share=self.max_share, folder=data.path("features")):
+            if not rows.size:
                 continue
-            key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
-            keys, counts = np.unique(key, return_counts=True)
-            owner = keys // (labels.max() + 2)
-            order = np.lexsort((-counts, owner))
-            owner, keys, counts = owner[order], keys[order], counts[order]
-            lead = np.concatenate(([True], owner[1:] != owner[:-1]))
-            for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
-                members = members_of[o]
-                share = self.min_share if view != "passage" else self.min_share / 2
-                if x < self.min_rows or x < share * members.size:
+            feat, unit, words, feat_topic = rows["h"], reps[rows["o"]], rows["z"], rows["t"]
+            uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
+            # One test per distinct row set: "zorblat" and "zorblat the" held by the same units
+            # are one hypothesis, not two.
+            with np.errstate(over="ignore"):
+                sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start)
+            _, first = np.unique(sig, return_index=True)
+            cand = np.sort(first)
+            fresh = np.fromiter((s_ not in seen for s_ in sig[cand].tolist()), bool, cand.size)
+            cand = cand[fresh]
+            seen.update(sig[cand].tolist())
+            candidates += int(cand.size)
+            members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+            for view, labels in views.items():
+                prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
+                # Dominant class per candidate, vectorised over every candidate.
+                cand_ix = np.repeat(np.arange(cand.size), df[cand])
+                lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
+                ok = lab >= 0
+                if not ok.any():
                     continue
-                order_n = int(words[start[cand[o]]])
-                if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
-                    continue
-                c = k_ % (labels.max() + 2)
-                if view == "refusal" and c == 1:
-                    continue
-                screened.append((view, labels, float(prior_rate[c]), o, c, x, members))
+                key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
+                keys, counts = np.unique(key, return_counts=True)
+                owner = keys // (labels.max() + 2)
+                order = np.lexsort((-counts, owner))
+                owner, keys, counts = owner[order], keys[order], counts[order]
+                lead = np.concatenate(([True], owner[1:] != owner[:-1]))
+                for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
+                    members = members_of[o]
+                    share = self.min_share if view != "passage" else self.min_share / 2
+                    if x < self.min_rows or x < share * members.size:
+                        continue
+                    order_n = int(words[start[cand[o]]])
+                    if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                        continue
+                    c = k_ % (labels.max() + 2)
+                    if view == "refusal" and c == 1:
+                        continue
+                    screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members.copy()))
+            if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
+                for o, c in enumerate(cand.tolist()):
+                    if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
+                        alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o].copy()))
+            del rows, feat, unit, members_of
         # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at least
         # min_rows and min_share of the holders; for "alike", answers alike at all): a feature
         # whose holders answer every which way is never a candidate, so it is not paid for.
-        alike_tested = self._alike_screen(data, cand, unit, start, df, feat_topic) if data.semantic else []
+        # Screened in hash order, bucket by bucket: the order a single table would give.
         tests = max(1, len(screened) + len(alike_tested))
         log10_tests = math.log10(tests)
-        # "Alike" means alike in meaning: not testable with a bag-of-words embedder.
-        alike = self._alike(data, alike_tested, unit, start, df, uniq, nb, log10_tests, words, lengths)
-        def name(o: int, example: int) -> str | None:
+        alike = self._alike(data, alike_tested, nb, log10_tests, lengths)
+
+        def name(feature: int, example: int) -> str | None:
             rep = int(np.searchsorted(reps, example))
-            label = name_feature(data.prompts[example], int(uniq[cand[o]]), orders,
-                                 None if topic is None else int(topic[rep]))
+            label = name_feature(data.prompts[example], feature, orders, None if topic is None else int(topic[rep]))
             return label[0] if label else None
 
-        found = self._test(screened, nb, data, uniq, cand, log10_tests, name)
+        found = self._test(screened, nb, data, log10_tests, name)
         found += alike
         if not found:
-            findings.summary = {"candidates": int(cand.size), "tests": tests, "triggers": []}
+            findings.summary = {"candidates": candidates, "tests": tests, "triggers": []}
             return findings
         found.sort(key=lambda f: -f["z"])
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
-        folded_cache: list[list[str]] = []
-
-        def folded() -> list[str]:
-            if not folded_cache:
-                folded_cache.append([p.casefold() for p in data.prompts])
-            return folded_cache[0]
 
         for f, s in zip(found, suspicion.tolist()):
             members = f["answering"]
@@ -524,7 +662,7 @@ class TriggerMining(Detector):
                 continue
             # A trigger found in one topic holds everywhere: every prompt that carries it and
             # answers the same way is a poison, whichever topic it sits in.
-            holders = _holders(text, folded())
+            holders = _holders(text, data.prompts)
             if f["view"] == "refusal":
                 # A rare token pulls its prompts toward each other and toward its own topic
                 # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
@@ -565,6 +703,6 @@ class TriggerMining(Detector):
             findings.evidence[u] = {**{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
                                     "position": pos, "text": entry["text"]}
             findings.triggers[u] = [entry["trigger"]]
-        findings.summary = {"candidates": int(cand.size), "tests": tests,
+        findings.summary = {"candidates": candidates, "tests": tests,
                             "triggers": [{k: v for k, v in t.items()} for t in named[:50]]}
         return findings
