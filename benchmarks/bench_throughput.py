@@ -48,7 +48,7 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run(rows: int, workdir: Path, workers: int | None) -> dict:
+def run(rows: int, workdir: Path, workers: int | None, extra: list[str] | None = None, tag: str = "") -> dict:
     data = workdir / f"synth-{rows}.jsonl"
     if not data.exists():
         t = time.perf_counter()
@@ -57,7 +57,8 @@ def run(rows: int, workdir: Path, workers: int | None) -> dict:
         del generated
         print(f"  generated {rows:,} rows ({data.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s",
               file=sys.stderr)
-    cmd = [sys.executable, "-m", "curate", "scan", str(data), "-o", str(workdir / f"out-{rows}"), "--json"]
+    cmd = [sys.executable, "-m", "curate", "scan", str(data), "-o", str(workdir / f"out-{rows}{tag}"), "--json",
+           *(extra or [])]
     if workers:
         cmd += ["--workers", str(workers)]
     peak = 0

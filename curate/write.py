@@ -331,7 +331,7 @@ def write_outputs(result: ScanResult, out: Path, thresholds: list[Threshold], so
         "settings": {"format": result.options.format,
                      "map": [list(p) for p in result.options.mapping.fields] if result.options.mapping else None,
                      "input_type": result.options.input_type, "against": list(result.options.against),
-                     "workers": result.options.workers},
+                     "workers": result.options.workers, "engine": result.options.engine},
         "seed": result.rules.detect.seed,
         "review": result.review,
         "counts": summary["counts"],

@@ -31,6 +31,8 @@ def scan(
     fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Exit 1 when this holds, e.g. "flag-rate>0.01" or "pii>0"; repeatable.')] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Also plant curate's attack families into copies of the input, scan them, and report the recall to expect per family (about 16 extra scans).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; needs curate[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a local cluster).")] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", "-Q", help="Review queue (SQLite file or postgresql:// URL): apply its decisions to these rows and push the rows still flagged to it.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
@@ -46,7 +48,7 @@ def scan(
             report = run_scan(sources if len(sources) > 1 else sources[0], rules=[str(r) for r in rules or []],
                               out=out, format=format, map=map, input_type=input_type, against=against,
                               fail_on=fail_on, workers=workers or "auto", progress=progress, calibrate=calibrate,
-                              queue=queue)
+                              queue=queue, engine=engine, address=address)
         if json:
             import orjson
 
@@ -68,6 +70,8 @@ def guard(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.", show_default=False)],
     fail_on: Annotated[Optional[list[str]], typer.Option("--fail-on", help='Fail when this holds, e.g. "poison>0"; repeatable.')] = None,
     rules: Annotated[Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; needs curate[ray]).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a local cluster).")] = None,
     queue: Annotated[Optional[str], typer.Option("--queue", "-Q", help="Review queue whose decisions apply (accepted rows pass).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Keep the scan's outputs here.")] = None,
     format: Annotated[Optional[str], typer.Option("--format", "-f", help="Record format for every file (see `curate formats`).")] = None,
