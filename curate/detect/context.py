@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.embed.vectors import Vectors
+from curate.memory import trim
 from curate.record import RESPONSE_ROLES, Record
 
 #: Texts per call to the embedder while filling a vector file.
@@ -82,10 +83,13 @@ class DetectInput:
     cache: dict[str, object] = field(default_factory=dict)
     #: Where the embeddings are kept (float16, memory-mapped); a temporary folder when None.
     folder: Path | None = None
+    #: How responses (and rejected answers) are embedded, when not as prompts are.
+    embed_response: Callable[[list[str]], np.ndarray] | None = None
 
     @classmethod
     def from_records(cls, records: Iterable[Record], embed: Callable[[list[str]], np.ndarray], *,
-                     seed: int = 0, k: int = 10, semantic: bool = True, folder: Path | None = None) -> DetectInput:
+                     seed: int = 0, k: int = 10, semantic: bool = True, folder: Path | None = None,
+                     embed_response: Callable[[list[str]], np.ndarray] | None = None) -> DetectInput:
         rows, turns, prompts, responses, rejected, answered = [], [], [], [], [], []
         for rec in records:
             system = [t.content for t in rec.turns if t.role == "system"]
@@ -102,8 +106,10 @@ class DetectInput:
                     answered.append(users[-1] if users else "")
                     responses.append(t.content)
                     rejected.append(rec.rejected if is_last else None)
+        trim()  # the records streamed through here are gone; their heap need not stay
         return cls(np.asarray(rows, np.int64), np.asarray(turns, np.int64), prompts, responses, rejected,
-                   embed, seed, k, semantic=semantic, answered=answered, folder=folder)
+                   embed, seed, k, semantic=semantic, answered=answered, folder=folder,
+                   embed_response=embed_response)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -114,18 +120,29 @@ class DetectInput:
             self.folder = Path(self.cache["_tmp"].name)
         return self.folder
 
-    def vectors(self, name: str, texts: Sequence[str]) -> Vectors:
-        """Embeddings of `texts`, written to disk a chunk at a time and memory-mapped."""
-        chunk = getattr(self.embed, "chunk", EMBED_CHUNK)
-        first = self.embed(list(texts[:chunk]))
+    def vectors(self, name: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray] | None = None
+                ) -> Vectors:
+        """Embeddings of `texts` (by `embed`, else the prompts' embedder), written to disk a
+        chunk at a time and memory-mapped."""
+        embed = embed or self.embed
+        chunk = getattr(embed, "chunk", EMBED_CHUNK)
+        first = embed(list(texts[:chunk]))
         dim = first.shape[1] if first.ndim == 2 else 0
         out = Vectors.create(self.path(f"{name}.f16"), len(texts), dim)
         if len(texts):
             out[:len(first)] = first
         for lo in range(chunk, len(texts), chunk):
-            out[lo:lo + chunk] = self.embed(list(texts[lo:lo + chunk]))
-        out.flush()
+            out[lo:lo + chunk] = embed(list(texts[lo:lo + chunk]))
+        out.release()  # written pages leave this process's resident memory
         return out
+
+    def release(self) -> None:
+        """Drop the embedding pages this process has mapped so far (between detectors)."""
+        for name in ("prompt_vecs", "response_vecs", "answered_vecs", "rejected_vecs"):
+            vectors = self.__dict__.get(name)
+            if isinstance(vectors, Vectors):
+                vectors.release()
+        trim()
 
     def path(self, name: str) -> Path:
         """Where a detector keeps its own files (e.g. prompt + response vectors) beside the embeddings."""
@@ -137,7 +154,7 @@ class DetectInput:
 
     @cached_property
     def response_vecs(self) -> Vectors:
-        return self.vectors("response", self.responses)
+        return self.vectors("response", self.responses, self.embed_response)
 
     @cached_property
     def answered_vecs(self) -> Vectors:
@@ -168,7 +185,7 @@ class DetectInput:
 
     @cached_property
     def rejected_vecs(self) -> Vectors:
-        return self.vectors("rejected", [self.rejected[i] for i in self.pairs])
+        return self.vectors("rejected", [self.rejected[i] for i in self.pairs], self.embed_response)
 
     @cached_property
     def prompt_id(self) -> np.ndarray:

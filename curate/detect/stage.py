@@ -56,6 +56,24 @@ def model_spec(rules) -> str:
     return os.environ.get("CURATE_MODEL") or rules.model
 
 
+def _cached(embedder, rules, engine: tuple[str, str | None]) -> Callable[[list[str]], np.ndarray]:
+    """`embed(texts)` through the on-disk cache, on the Ray cluster with engine "ray"."""
+    from curate.embed import EmbeddingCache, embed_texts
+
+    batch_size = 4096
+    if engine[0] == "ray":
+        from curate.ray_engine import EMBED_JOB, RayEmbedder
+
+        embedder, batch_size = RayEmbedder(embedder, model_spec(rules), engine[1]), EMBED_JOB
+    cache = EmbeddingCache(embedder.key, embedder.dim)
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return embed_texts(texts, embedder, cache, batch_size=batch_size)
+
+    embed.chunk = max(batch_size, EMBED_CHUNK)  # texts per call while filling a vector file
+    return embed
+
+
 def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None,
                    folder: Path | None = None, engine: tuple[str, str | None] = ("local", None)) -> DetectResult:
     """Run detection over records (their `row` is the scan row). `rules` is a DetectRules.
@@ -63,26 +81,16 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
     engine ("ray", address), the model runs on the Ray cluster's actors."""
     started = time.perf_counter()
     semantic = True
+    embed_response = embed
     if embed is None:
-        from curate.embed import EmbeddingCache, embed_texts
-
-        embedder = _embedder(model_spec(rules))
-        batch_size = 4096
-        if engine[0] == "ray":
-            from curate.ray_engine import EMBED_JOB, RayEmbedder
-
-            embedder, batch_size = RayEmbedder(embedder, model_spec(rules), engine[1]), EMBED_JOB
-        cache = EmbeddingCache(embedder.key, embedder.dim)
-        semantic = getattr(embedder, "semantic", True)
-
-        def embed(texts: list[str]) -> np.ndarray:
-            return embed_texts(texts, embedder, cache, batch_size=batch_size)
-
-        embed.chunk = max(batch_size, EMBED_CHUNK)  # texts per call while filling a vector file
-
+        base = _embedder(model_spec(rules))
+        semantic = getattr(base, "semantic", True)
+        # Prompts and responses each read their own head of word pieces (rules.*_tokens).
+        embed, embed_response = (_cached(base.with_head(rules.prompt_tokens), rules, engine),
+                                 _cached(base.with_head(rules.response_tokens), rules, engine))
     loaded = time.perf_counter()
     data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic,
-                                    folder=folder)
+                                    folder=folder, embed_response=embed_response)
     gathered = time.perf_counter()
     if len(data):
         data.prompt_vecs  # noqa: B018  (embed now, so the timing says where the time went)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,63 +85,88 @@ def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topi
     return rows
 
 
-def _feature_buckets(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, *,
-                     min_rows: int = 1, max_share: float = 1.0, folder: Path | None = None, chunk: int = 20_000
-                     ) -> Iterator[np.ndarray]:
+class _FeatureTable:
     """Distinct (feature hash `h`, unit `o`, words in the feature `z`, topic or -1 `t`) rows,
-    sorted by feature, in buckets of increasing hash, for the features held by at least
-    `min_rows` units and at most `max_share` of their context (the topic's units for a topic
-    feature, else all); a character feature counts as 0 words. With `topic` (a prompt cluster
-    per unit), words and word pairs are also features within their topic: a trigger that is a
-    common word elsewhere ("OpenAI" in chat data) is rare and concentrated among movie reviews.
-    Small inputs are one bucket in memory; big ones are bucketed on disk in `folder`, and a
-    caller that reduces each bucket never holds the whole table."""
-    n = len(prompts)
-    topic_size = np.bincount(topic) if topic is not None and topic.size else np.zeros(0, np.int64)
-    bits, files, parts = 0, [], []
-    tmp = None
-    try:
-        for lo in range(0, n, chunk):
-            rows = _chunk_features(prompts[lo:lo + chunk], lo, orders, topic)
-            if lo == 0 and n > chunk:
-                bits = max(0, math.ceil(math.log2(max(1.0, rows.size * n / chunk / BUCKET_ROWS))))
-                if bits:
-                    if folder is None:
-                        tmp = tempfile.TemporaryDirectory(prefix="curate-features-")
-                        folder = Path(tmp.name)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    files = [open(folder / f"features-{b}.bin", "wb") for b in range(1 << bits)]
-            if not bits:
-                parts.append(rows)
-                continue
-            bucket = (rows["h"] >> np.uint64(64 - bits)).astype(np.int64)
-            order = np.argsort(bucket, kind="stable")
-            rows, bucket = rows[order], bucket[order]
-            bounds = np.searchsorted(bucket, np.arange((1 << bits) + 1))
-            for b in range(1 << bits):
-                rows[bounds[b]:bounds[b + 1]].tofile(files[b])
+    sorted by feature, for the features held by at least `min_rows` units and at most
+    `max_share` of their context (the topic's units for a topic feature, else all); a character
+    feature counts as 0 words. With `topic` (a prompt cluster per unit), words and word pairs
+    are also features within their topic: a trigger that is a common word elsewhere ("OpenAI"
+    in chat data) is rare and concentrated among movie reviews.
+
+    `buckets()` gives the table in buckets of increasing hash, as often as asked: one bucket in
+    memory for small inputs; for big ones, files in `folder`, so a caller that reduces each
+    bucket never holds the whole table. `close()` deletes them."""
+
+    def __init__(self, prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, *,
+                 min_rows: int = 1, max_share: float = 1.0, folder: Path | None = None, chunk: int = 20_000):
+        n = len(prompts)
+        self._filter = (n, np.bincount(topic) if topic is not None and topic.size else np.zeros(0, np.int64),
+                        min_rows, max_share)
+        self._tmp = None
+        self._paths: list[Path] = []
+        self._filtered = False
+        self._memory: np.ndarray | None = None
+        bits, files, parts = 0, [], []
+        try:
+            for lo in range(0, n, chunk):
+                rows = _chunk_features(prompts[lo:lo + chunk], lo, orders, topic)
+                if lo == 0 and n > chunk:
+                    bits = max(0, math.ceil(math.log2(max(1.0, rows.size * n / chunk / BUCKET_ROWS))))
+                    if bits:
+                        if folder is None:
+                            self._tmp = tempfile.TemporaryDirectory(prefix="curate-features-")
+                            folder = Path(self._tmp.name)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        self._paths = [folder / f"features-{b}.bin" for b in range(1 << bits)]
+                        files = [open(p, "wb") for p in self._paths]
+                if not bits:
+                    parts.append(rows)
+                    continue
+                bucket = (rows["h"] >> np.uint64(64 - bits)).astype(np.int64)
+                order = np.argsort(bucket, kind="stable")
+                rows, bucket = rows[order], bucket[order]
+                bounds = np.searchsorted(bucket, np.arange((1 << bits) + 1))
+                for b in range(1 << bits):
+                    rows[bounds[b]:bounds[b + 1]].tofile(files[b])
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for fh in files:
+                fh.close()
         if not bits:
-            yield _distinct_frequent(np.concatenate(parts) if parts else np.empty(0, _ROW), n, topic_size,
-                                     min_rows, max_share)
+            self._memory = _distinct_frequent(np.concatenate(parts) if parts else np.empty(0, _ROW), *self._filter)
+
+    def buckets(self) -> Iterator[np.ndarray]:
+        if self._memory is not None:
+            yield self._memory
             return
-        for fh in files:
-            fh.close()
-        for fh in files:
-            rows = np.fromfile(fh.name, _ROW)
-            Path(fh.name).unlink()
-            yield _distinct_frequent(rows, n, topic_size, min_rows, max_share)
-    finally:
-        for fh in files:
-            fh.close()
-            Path(fh.name).unlink(missing_ok=True)
-        if tmp is not None:
-            tmp.cleanup()
+        for path in self._paths:
+            rows = np.fromfile(path, _ROW)
+            if not self._filtered:
+                # Sorted and filtered once; the file keeps the (much smaller) result.
+                rows = _distinct_frequent(rows, *self._filter)
+                rows.tofile(path)
+            yield rows
+        self._filtered = True
+
+    def close(self) -> None:
+        for path in self._paths:
+            path.unlink(missing_ok=True)
+        self._paths = []
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, **kwargs
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The whole table of `_feature_buckets`, as (hash, unit, words, topic) columns."""
-    kept = list(_feature_buckets(prompts, orders, topic, **kwargs))
+    """The whole of a `_FeatureTable`, as (hash, unit, words, topic) columns."""
+    table = _FeatureTable(prompts, orders, topic, **kwargs)
+    try:
+        kept = list(table.buckets())
+    finally:
+        table.close()
     rows = np.concatenate(kept) if kept else np.empty(0, _ROW)
     return rows["h"], rows["o"].astype(np.int64), rows["z"].astype(np.int64), rows["t"].astype(np.int64)
 
@@ -302,7 +328,7 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
                         keys.append(key)
         return keys
 
-    digests, owners = bytearray(), []
+    digests, owners = bytearray(), array("q")  # millions of sentences: no Python object each
     for u in range(len(data)):
         for key in keys_of(u):
             digests += text_digest(key)
@@ -311,10 +337,14 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
     if not owners:
         return labels, []
     dig = np.frombuffer(bytes(digests), np.uint64)
-    own = np.asarray(owners, np.int64)
+    own = np.frombuffer(owners, np.int64)
     # Distinct turns answered per sentence: one conversation repeating itself is one holder.
-    pairs = np.unique(np.stack([dig, answered[own].astype(np.uint64)], axis=1), axis=0)
-    sentences, holders = np.unique(pairs[:, 0], return_counts=True)
+    turn = answered[own]
+    order = np.lexsort((turn, dig))
+    sd, st = dig[order], turn[order]
+    distinct = np.r_[True, (sd[1:] != sd[:-1]) | (st[1:] != st[:-1])]
+    sentences, holders = np.unique(sd[distinct], return_counts=True)
+    del order, sd, st, distinct, turn
     recurring = sentences[holders >= min_rows]
     if not recurring.size:
         return labels, []
@@ -542,6 +572,59 @@ class TriggerMining(Detector):
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
 
+    def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
+                data: DetectInput, seen: set[int]) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
+        """The hypotheses of one bucket of the feature table that pass the screens: (screened
+        (view, labels, prior rate, feature, class, count, holders), alike candidates (feature,
+        words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
+        screened: list[tuple] = []
+        alike_tested: list[tuple[int, int, np.ndarray]] = []
+        if not rows.size:
+            return screened, alike_tested, 0
+        feat, unit, words, feat_topic = rows["h"], reps[rows["o"]], rows["z"], rows["t"]
+        uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
+        # One test per distinct row set: "zorblat" and "zorblat the" held by the same units are
+        # one hypothesis, not two.
+        with np.errstate(over="ignore"):
+            sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start)
+        _, first = np.unique(sig, return_index=True)
+        cand = np.sort(first)
+        fresh = np.fromiter((s_ not in seen for s_ in sig[cand].tolist()), bool, cand.size)
+        cand = cand[fresh]
+        seen.update(sig[cand].tolist())
+        members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+        for view, labels in views.items():
+            prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
+            # Dominant class per candidate, vectorised over every candidate.
+            cand_ix = np.repeat(np.arange(cand.size), df[cand])
+            lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
+            ok = lab >= 0
+            if not ok.any():
+                continue
+            key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
+            keys, counts = np.unique(key, return_counts=True)
+            owner = keys // (labels.max() + 2)
+            order = np.lexsort((-counts, owner))
+            owner, keys, counts = owner[order], keys[order], counts[order]
+            lead = np.concatenate(([True], owner[1:] != owner[:-1]))
+            for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
+                members = members_of[o]
+                share = self.min_share if view != "passage" else self.min_share / 2
+                if x < self.min_rows or x < share * members.size:
+                    continue
+                order_n = int(words[start[cand[o]]])
+                if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                    continue
+                c = k_ % (labels.max() + 2)
+                if view == "refusal" and c == 1:
+                    continue
+                screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members))
+        if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
+            for o, c in enumerate(cand.tolist()):
+                if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
+                    alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o]))
+        return screened, alike_tested, int(cand.size)
+
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
         score = np.zeros(n)
@@ -562,74 +645,36 @@ class TriggerMining(Detector):
         views = _views(data, self.min_rows)
         _, nb = data.deep_neighbours
         best: dict[int, tuple[float, int]] = {}
-        screened: list[tuple] = []
-        alike_tested: list[tuple[int, int, np.ndarray]] = []
-        seen: set[int] = set()
-        candidates = 0
-        # The feature table a bucket at a time (one bucket unless the corpus is big): each is
-        # screened, and only the hypotheses that pass are kept, with their holders.
-        for rows in _feature_buckets([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
-                                     max_share=self.max_share, folder=data.path("features")):
-            if not rows.size:
-                continue
-            feat, unit, words, feat_topic = rows["h"], reps[rows["o"]], rows["z"], rows["t"]
-            uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
-            # One test per distinct row set: "zorblat" and "zorblat the" held by the same units
-            # are one hypothesis, not two.
-            with np.errstate(over="ignore"):
-                sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start)
-            _, first = np.unique(sig, return_index=True)
-            cand = np.sort(first)
-            fresh = np.fromiter((s_ not in seen for s_ in sig[cand].tolist()), bool, cand.size)
-            cand = cand[fresh]
-            seen.update(sig[cand].tolist())
-            candidates += int(cand.size)
-            members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
-            for view, labels in views.items():
-                prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
-                # Dominant class per candidate, vectorised over every candidate.
-                cand_ix = np.repeat(np.arange(cand.size), df[cand])
-                lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
-                ok = lab >= 0
-                if not ok.any():
-                    continue
-                key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
-                keys, counts = np.unique(key, return_counts=True)
-                owner = keys // (labels.max() + 2)
-                order = np.lexsort((-counts, owner))
-                owner, keys, counts = owner[order], keys[order], counts[order]
-                lead = np.concatenate(([True], owner[1:] != owner[:-1]))
-                for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
-                    members = members_of[o]
-                    share = self.min_share if view != "passage" else self.min_share / 2
-                    if x < self.min_rows or x < share * members.size:
-                        continue
-                    order_n = int(words[start[cand[o]]])
-                    if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
-                        continue
-                    c = k_ % (labels.max() + 2)
-                    if view == "refusal" and c == 1:
-                        continue
-                    screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members.copy()))
-            if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
-                for o, c in enumerate(cand.tolist()):
-                    if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
-                        alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o].copy()))
-            del rows, feat, unit, members_of
-        # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at least
-        # min_rows and min_share of the holders; for "alike", answers alike at all): a feature
-        # whose holders answer every which way is never a candidate, so it is not paid for.
-        # Screened in hash order, bucket by bucket: the order a single table would give.
-        tests = max(1, len(screened) + len(alike_tested))
-        log10_tests = math.log10(tests)
-        alike = self._alike(data, alike_tested, nb, log10_tests, lengths)
 
         def name(feature: int, example: int) -> str | None:
             rep = int(np.searchsorted(reps, example))
             label = name_feature(data.prompts[example], feature, orders, None if topic is None else int(topic[rep]))
             return label[0] if label else None
 
-        found = self._test(screened, nb, data, log10_tests, name)
+        # The feature table a bucket at a time (one bucket unless the corpus is big), twice:
+        # once to count the hypotheses that pass the screens (the Bonferroni factor), once to
+        # test each bucket's with that factor. Only what is found is kept, never every
+        # candidate's holders.
+        table = _FeatureTable([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
+                              max_share=self.max_share, folder=data.path("features"))
+        try:
+            tests, candidates, seen = 0, 0, set()
+            for rows in table.buckets():
+                screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen)
+                tests += len(screened) + len(alike_tested)
+                candidates += count
+            # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
+            # least min_rows and min_share of the holders; for "alike", answers alike at all): a
+            # feature whose holders answer every which way is never a candidate, so it is not paid for.
+            tests = max(1, tests)
+            log10_tests = math.log10(tests)
+            found, alike, seen = [], [], set()
+            for rows in table.buckets():
+                screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen)
+                found += self._test(screened, nb, data, log10_tests, name)
+                alike += self._alike(data, alike_tested, nb, log10_tests, lengths)
+        finally:
+            table.close()
         found += alike
         if not found:
             findings.summary = {"candidates": candidates, "tests": tests, "triggers": []}

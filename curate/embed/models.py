@@ -3,6 +3,7 @@ deterministic hashing embedder for tests and cheap first passes."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from functools import cached_property
@@ -54,17 +55,30 @@ class SentenceTransformerEmbedder:
 
     Texts longer than the model's window are cut into windows of `max_seq_length` word pieces
     and their embeddings averaged, so text appended at the end of a long answer still moves the
-    vector instead of being truncated away.
+    vector instead of being truncated away. With `head`, only the first `head` word pieces are
+    read (`with_head` gives such a view sharing the loaded model): a model's cost grows with the
+    tokens it reads, and what an answer does (refuse, comply, give a label) is in its opening.
     """
 
     def __init__(self, model_path: str | Path | None = None, device: str | None = None,
-                 batch_size: int = 64, dtype: str | None = None):
+                 batch_size: int = 64, dtype: str | None = None, head: int | None = None):
         self.path = Path(model_path) if model_path else default_model_path()
         if not self.path.exists():
             raise CurateError(f"embedding model not found: {self.path}")
         self.batch_size = batch_size
         self._device = device
         self._dtype = dtype
+        self.head = head or None
+
+    def with_head(self, head: int | None) -> SentenceTransformerEmbedder:
+        """The same loaded model, reading only the first `head` word pieces (None or 0: the
+        whole text, in windows)."""
+        if (head or None) == self.head:
+            return self
+        self.max_length  # noqa: B018  (load once and read the window, then share)
+        view = copy.copy(self)
+        view.head = head or None
+        return view
 
     @cached_property
     def model(self):
@@ -99,13 +113,19 @@ class SentenceTransformerEmbedder:
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    @property
+    @cached_property
     def max_length(self) -> int:
+        """The model's own window (fixed at load; heads set the model's length per call)."""
         return int(self.model.max_seq_length)
 
     @cached_property
+    def _digest(self) -> str:
+        return _model_digest(self.path)
+
+    @property
     def key(self) -> str:
-        return f"st-{_model_digest(self.path)}-{self.dtype}-{self.max_length}-win"
+        read = f"head{self.head}" if self.head else f"{self.max_length}-win"
+        return f"st-{self._digest}-{self.dtype}-{read}"
 
     def _windows(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         tokenizer = self.model.tokenizer
@@ -130,12 +150,18 @@ class SentenceTransformerEmbedder:
 
         if not texts:
             return np.empty((0, self.dim), np.float32)
-        pieces, owner = self._windows(texts)
+        window = self.max_length
+        pieces, owner = (texts, None) if self.head else self._windows(texts)
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.device == "cpu" and self.dtype == "bf16"
                     else contextlib.nullcontext())
-        with autocast, torch.inference_mode():
-            vectors = self.model.encode(pieces, batch_size=self.batch_size, convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=False)
+        try:
+            if self.head:  # the model truncates to max_seq_length; views share it, so set it per call
+                self.model.max_seq_length = min(self.head, window)
+            with autocast, torch.inference_mode():
+                vectors = self.model.encode(pieces, batch_size=self.batch_size, convert_to_numpy=True,
+                                            normalize_embeddings=True, show_progress_bar=False)
+        finally:
+            self.model.max_seq_length = window
         vectors = vectors.astype(np.float32)
         if len(pieces) == len(texts):
             return vectors
@@ -168,6 +194,10 @@ class HashEmbedder:
     @property
     def key(self) -> str:
         return f"hash-{self.dim}-{self.seed}"
+
+    def with_head(self, head: int | None) -> HashEmbedder:
+        """Hashing reads every word at no cost: the same embedder."""
+        return self
 
     def encode(self, texts: list[str]) -> np.ndarray:
         from curate.tokens import token_hashes

@@ -23,9 +23,20 @@ class Vectors:
 
     def __init__(self, path: Path, n: int, dim: int, mode: str = "r"):
         self.path, self.n, self.dim = Path(path), int(n), int(dim)
+        self._map(mode)
+
+    def _map(self, mode: str = "r") -> None:
         # An empty file cannot be mapped: zero rows live in memory.
         self._data = (np.memmap(self.path, dtype=np.float16, mode=mode, shape=(self.n, self.dim)) if self.n
                       else np.zeros((0, self.dim), np.float16))
+
+    def release(self) -> None:
+        """Unmap and map again: pages read so far leave this process's resident memory (the
+        kernel's page cache may keep them, at no cost to anyone who needs the memory)."""
+        if isinstance(self._data, np.memmap):
+            self._data.flush()
+            self._data = None
+            self._map("r+")
 
     @classmethod
     def create(cls, path: Path, n: int, dim: int) -> Vectors:
@@ -39,7 +50,7 @@ class Vectors:
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             out[lo:hi] = produce(lo, hi)
-        out.flush()
+        out.release()
         return out
 
     @property
@@ -67,9 +78,18 @@ class Vectors:
             self._data.flush()
 
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float32 block) over the whole matrix."""
+        """(first row, float32 block) over the whole matrix, read from the file rather than
+        the map, so a pass over a million rows leaves none of them resident."""
+        if not isinstance(self._data, np.memmap):
+            for lo in range(0, self.n, size):
+                yield lo, self[lo:lo + size]
+            return
+        self._data.flush()
+        row_bytes = 2 * self.dim
         for lo in range(0, self.n, size):
-            yield lo, self[lo:lo + size]
+            count = min(size, self.n - lo)
+            block = np.fromfile(self.path, dtype=np.float16, count=count * self.dim, offset=lo * row_bytes)
+            yield lo, block.reshape(count, self.dim).astype(np.float32)
 
     def rowdot(self, other: Vectors | np.ndarray, size: int = CHUNK) -> np.ndarray:
         """Row-wise inner products with `other` (same shape): cosine, for normalised rows."""
