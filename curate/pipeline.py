@@ -586,6 +586,9 @@ def _dedup_and_detect(ledger: Ledger, rules: Rules, options: ScanOptions, loader
             kept_of[row] = rep
             ledger.add_reason(row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep),
                                                 "similarity": round(similarity, 4)})
+    # The band hashes did their work (20 x 8 bytes a row): detection needs the memory more.
+    ledger.bands, ledger.band_rows = [], []
+    trim()
     for rep, rows in exact_groups:
         final = kept_of.get(rep, rep)
         for row in rows:

@@ -133,15 +133,16 @@ class DetectInput:
             out[:len(first)] = first
         for lo in range(chunk, len(texts), chunk):
             out[lo:lo + chunk] = embed(list(texts[lo:lo + chunk]))
-        out.release()  # written pages leave this process's resident memory
         return out
 
     def release(self) -> None:
-        """Drop the embedding pages this process has mapped so far (between detectors)."""
+        """Drop the embedding pages this process has mapped so far, and the prompt index
+        (only trigger mining searches it; it is rebuilt if asked for again): between detectors."""
         for name in ("prompt_vecs", "response_vecs", "answered_vecs", "rejected_vecs"):
             vectors = self.__dict__.get(name)
             if isinstance(vectors, Vectors):
                 vectors.release()
+        self.__dict__.pop("prompt_index", None)
         trim()
 
     def path(self, name: str) -> Path:

@@ -56,16 +56,30 @@ def model_spec(rules) -> str:
     return os.environ.get("CURATE_MODEL") or rules.model
 
 
+def _cache(key: str, dim: int):
+    """One cache object per folder, key and process: its index of a million ids is 100 MB."""
+    from curate.embed import curate_home
+
+    return _cache_in(str(curate_home()), key, dim)
+
+
+@lru_cache(maxsize=8)
+def _cache_in(home: str, key: str, dim: int):
+    from curate.embed import EmbeddingCache
+
+    return EmbeddingCache(key, dim, root=Path(home))
+
+
 def _cached(embedder, rules, engine: tuple[str, str | None]) -> Callable[[list[str]], np.ndarray]:
     """`embed(texts)` through the on-disk cache, on the Ray cluster with engine "ray"."""
-    from curate.embed import EmbeddingCache, embed_texts
+    from curate.embed import embed_texts
 
     batch_size = 4096
     if engine[0] == "ray":
         from curate.ray_engine import EMBED_JOB, RayEmbedder
 
         embedder, batch_size = RayEmbedder(embedder, model_spec(rules), engine[1]), EMBED_JOB
-    cache = EmbeddingCache(embedder.key, embedder.dim)
+    cache = _cache(embedder.key, embedder.dim)
 
     def embed(texts: list[str]) -> np.ndarray:
         return embed_texts(texts, embedder, cache, batch_size=batch_size)

@@ -42,11 +42,21 @@ class EmbeddingCache:
         self._load()
 
     def _load(self) -> None:
-        ids = self._ids.read_bytes() if self._ids.exists() else b""
+        """Read the ids appended since the last look (by this or another scan)."""
+        known = len(self._index)
         stored = self._vectors.stat().st_size // (2 * self.dim) if self._vectors.exists() else 0
+        id_rows = self._ids.stat().st_size // ID_BYTES if self._ids.exists() else 0
         # A crash between the two appends leaves one file longer: trust only what both hold.
-        count = min(len(ids) // ID_BYTES, stored)
-        self._index = {ids[i * ID_BYTES:(i + 1) * ID_BYTES]: i for i in range(count)}
+        count = min(id_rows, stored)
+        if count < known:  # truncated under us: start again
+            self._index, known = {}, 0
+        if count == known:
+            return
+        with open(self._ids, "rb") as fh:
+            fh.seek(known * ID_BYTES)
+            ids = fh.read((count - known) * ID_BYTES)
+        for i in range(count - known):
+            self._index[ids[i * ID_BYTES:(i + 1) * ID_BYTES]] = known + i
 
     def __len__(self) -> int:
         return len(self._index)

@@ -21,26 +21,29 @@ class Vectors:
     """(n, dim) embeddings in a float16 file. `vectors[i]`, `vectors[rows]` and slices give
     float32 arrays; `np.asarray(vectors)` gives the whole matrix (for small corpora only)."""
 
-    def __init__(self, path: Path, n: int, dim: int, mode: str = "r"):
+    def __init__(self, path: Path, n: int, dim: int):
         self.path, self.n, self.dim = Path(path), int(n), int(dim)
-        self._map(mode)
+        self._data = None  # the map, made on the first gather
 
-    def _map(self, mode: str = "r") -> None:
-        # An empty file cannot be mapped: zero rows live in memory.
-        self._data = (np.memmap(self.path, dtype=np.float16, mode=mode, shape=(self.n, self.dim)) if self.n
-                      else np.zeros((0, self.dim), np.float16))
+    @property
+    def _map(self) -> np.ndarray:
+        if self._data is None:
+            # An empty file cannot be mapped: zero rows live in memory.
+            self._data = (np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.n, self.dim)) if self.n
+                          else np.zeros((0, self.dim), np.float16))
+        return self._data
 
     def release(self) -> None:
-        """Unmap and map again: pages read so far leave this process's resident memory (the
-        kernel's page cache may keep them, at no cost to anyone who needs the memory)."""
-        if isinstance(self._data, np.memmap):
-            self._data.flush()
-            self._data = None
-            self._map("r+")
+        """Unmap: pages gathered so far leave this process's resident memory (the kernel's
+        page cache may keep them, at no cost to anyone who needs the memory)."""
+        self._data = None
 
     @classmethod
     def create(cls, path: Path, n: int, dim: int) -> Vectors:
-        return cls(path, n, dim, mode="w+")
+        """A new file of n zero rows (sparse until written)."""
+        with open(path, "wb") as fh:
+            fh.truncate(int(n) * int(dim) * 2)
+        return cls(path, n, dim)
 
     @classmethod
     def fill(cls, path: Path, n: int, dim: int, produce: Callable[[int, int], np.ndarray],
@@ -50,7 +53,6 @@ class Vectors:
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             out[lo:hi] = produce(lo, hi)
-        out.release()
         return out
 
     @property
@@ -64,32 +66,44 @@ class Vectors:
     def __len__(self) -> int:
         return self.n
 
+    def _span(self, index) -> tuple[int, int] | None:
+        """(lo, hi) when `index` is a plain slice of rows."""
+        if isinstance(index, slice) and index.step in (None, 1):
+            lo, hi, _ = index.indices(self.n)
+            return lo, max(lo, hi)
+        return None
+
     def __getitem__(self, index) -> np.ndarray:
-        return np.asarray(self._data[index], dtype=np.float32)
+        span = self._span(index)
+        if span is not None:  # a run of rows: read from the file, nothing stays mapped
+            lo, hi = span
+            block = np.fromfile(self.path, dtype=np.float16, count=(hi - lo) * self.dim, offset=lo * 2 * self.dim)
+            return block.reshape(hi - lo, self.dim).astype(np.float32)
+        return np.asarray(self._map[index], dtype=np.float32)
 
     def __setitem__(self, index, values) -> None:
-        self._data[index] = values
+        """Rows are written as a run (`vectors[lo:hi] = block`), through the file."""
+        span = self._span(index)
+        if span is None:
+            raise TypeError("Vectors are written a run of rows at a time: vectors[lo:hi] = block")
+        lo, hi = span
+        block = np.ascontiguousarray(np.broadcast_to(values, (hi - lo, self.dim)), dtype=np.float16)
+        with open(self.path, "r+b") as fh:
+            fh.seek(lo * 2 * self.dim)
+            fh.write(block.tobytes())
+        self._data = None  # a map made before the write may not show it
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self._data, dtype=dtype or np.float32)
+        return self[:].astype(dtype or np.float32, copy=False)
 
     def flush(self) -> None:
-        if isinstance(self._data, np.memmap):
-            self._data.flush()
+        """Writes go straight to the file: nothing to flush."""
 
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the whole matrix, read from the file rather than
         the map, so a pass over a million rows leaves none of them resident."""
-        if not isinstance(self._data, np.memmap):
-            for lo in range(0, self.n, size):
-                yield lo, self[lo:lo + size]
-            return
-        self._data.flush()
-        row_bytes = 2 * self.dim
         for lo in range(0, self.n, size):
-            count = min(size, self.n - lo)
-            block = np.fromfile(self.path, dtype=np.float16, count=count * self.dim, offset=lo * row_bytes)
-            yield lo, block.reshape(count, self.dim).astype(np.float32)
+            yield lo, self[lo:lo + size]
 
     def rowdot(self, other: Vectors | np.ndarray, size: int = CHUNK) -> np.ndarray:
         """Row-wise inner products with `other` (same shape): cosine, for normalised rows."""
