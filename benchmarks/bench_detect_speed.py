@@ -2,8 +2,8 @@
 
     python benchmarks/bench_detect_speed.py [--rows 10000] [--model default]
 
-Rows are synthetic (benchmarks/synth.py): unique prompts of about 20 words and responses of about
-110, log-normally spread (a tail past 500 words), 5% exact and 5% near duplicates. The embedding
+Rows are synthetic (benchmarks/synth.py): prompts of about 20 words and responses of about 110,
+log-normally spread (a tail past 500 words); 95% unique (2.5% exact and 2.5% near duplicates). The embedding
 cache is a fresh temporary folder, so every text is embedded.
 """
 
@@ -29,10 +29,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CURATE_HOME"] = str(Path(tmp) / "home")
         os.environ["CURATE_MODEL"] = args.model
-        rows, _ = make_rows(args.rows)
+        rows, _ = make_rows(args.rows, exact=0.025, near=0.025)
         path = Path(tmp) / "rows.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         words = sorted(len(r["output"].split()) for r in rows)
+        prompt_words = sorted(len((r["instruction"] + " " + r["input"]).split()) for r in rows)
         import curate
 
         started = time.perf_counter()
@@ -40,10 +41,10 @@ def main() -> None:
         total = time.perf_counter() - started
         s = report.summary
         d = s["detection"]
-        print("| rows | response words (median / p99) | model | total s | rows/s |")
-        print("|---|---|---|---|---|")
-        print(f"| {args.rows:,} | {words[len(words) // 2]} / {words[int(len(words) * 0.99)]} | {args.model} | "
-              f"{total:.1f} | {args.rows / total:,.0f} |")
+        print("| rows | prompt words (median) | response words (median / p99) | model | total s | rows/s |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {args.rows:,} | {prompt_words[len(rows) // 2]} | {words[len(words) // 2]} / "
+              f"{words[int(len(words) * 0.99)]} | {args.model} | {total:.1f} | {args.rows / total:,.0f} |")
         print()
         print("| stage | seconds |")
         print("|---|---|")

@@ -1,9 +1,10 @@
-"""Embeddings on disk: an (n, dim) float16 file, memory-mapped, whose rows come back as float32.
+"""Embeddings on disk: an (n, dim) float16 file whose rows come back as float32.
 
-A million 384-d vectors are 1.5 GB as float32 in RAM; here they are 768 MB on disk, and only the
-pages a detector touches are read. Indexing returns float32 (numpy has no fast float16 matmul),
-so detectors use `vectors[rows]` exactly as they would an array. Whole-corpus operations go
-through `chunks()` and `rowdot()`, which never hold more than one chunk as float32.
+A million 384-d vectors are 1.5 GB as float32 in RAM; here they are 768 MB on disk. Indexing
+returns float32 (numpy has no fast float16 matmul), so detectors use `vectors[rows]` exactly as
+they would an array. Runs of rows (slices, `chunks()`, `rowdot()`, `map_rows()`) are read and
+written through the file and never hold more than one chunk; only gathers of scattered rows go
+through a memory map, which `release()` drops (mapped pages count as resident memory).
 """
 
 from __future__ import annotations
@@ -96,8 +97,6 @@ class Vectors:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:].astype(dtype or np.float32, copy=False)
 
-    def flush(self) -> None:
-        """Writes go straight to the file: nothing to flush."""
 
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the whole matrix, read from the file rather than
