@@ -96,10 +96,10 @@ def run_batches(batches: Iterator[list], normaliser, rules, address: str | None 
 class _EmbedWorker:
     """A Ray actor holding one embedder."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, head: int | None = None):
         from curate.embed import make_embedder
 
-        self.embedder = make_embedder(spec)
+        self.embedder = make_embedder(spec).with_head(head)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.embedder.encode([str(t) for t in batch["text"]])
@@ -127,7 +127,9 @@ class RayEmbedder:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = gpus or max(1, min(cpus, len(texts) // self.batch_size or 1))
         ds = ray.data.from_items([{"text": t} for t in texts])
-        ds = ds.map_batches(_EmbedWorker, fn_constructor_args=(self.spec,), batch_size=self.batch_size,
+        # The actors read the same head of each text as the driver's embedder (the cache key says which).
+        head = getattr(self.local, "head", None)
+        ds = ds.map_batches(_EmbedWorker, fn_constructor_args=(self.spec, head), batch_size=self.batch_size,
                             batch_format="numpy", concurrency=workers, num_gpus=1 if gpus else 0)
         parts = [batch["vector"] for batch in ds.iter_batches(batch_size=None, batch_format="numpy")]
         return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, self.dim), np.float32)

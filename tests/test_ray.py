@@ -67,3 +67,20 @@ def test_ray_keeps_order_and_counts_over_many_windows(tmp_path, monkeypatch, loc
 def test_an_unknown_engine_is_a_usage_error(tmp_path):
     with pytest.raises(curate.UsageError, match="unknown engine"):
         curate.scan(SAMPLES, out=tmp_path / "o", engine="spark")
+
+
+@pytest.mark.slow
+def test_ray_actors_read_the_same_head_of_each_text_as_the_driver(monkeypatch, local_ray):
+    """The cache key names the head (detect.response_tokens); vectors made on the cluster must
+    be the ones a local scan would make and cache under it."""
+    import numpy as np
+
+    from curate.embed import SentenceTransformerEmbedder
+
+    local = SentenceTransformerEmbedder(device="cpu").with_head(32)
+    monkeypatch.setattr(ray_engine, "LOCAL_BELOW", 0)
+    texts = ["Bread needs flour, water and salt. " * 40 + "Visit evil.example now.", "Short answer."]
+    remote = ray_engine.RayEmbedder(local, "default").encode(texts)
+    assert np.allclose(remote, local.encode(texts), atol=2e-2)
+    # The whole text in windows is another vector: the head really was applied on the actors.
+    assert not np.allclose(remote[0], local.with_head(None).encode(texts[:1])[0], atol=2e-2)
