@@ -708,6 +708,19 @@ class TriggerMining(Detector):
             # A trigger found in one topic holds everywhere: every prompt that carries it and
             # answers the same way is a poison, whichever topic it sits in.
             holders = _holders(text, data.prompts)
+            # Feature sets nest ("entry" inside "Ledger entry: 77", "zorblat" inside "zorblat
+            # the"). Past the rows of the stronger trigger it nests with, a weaker one must stand
+            # on its own: most of its other holders answer its way, min_rows of them at least.
+            # Else its natural holders ("a ledger entry for rent" / "Negative") would be
+            # flagged for the trigger they only share a word with.
+            nested = [t for t in named if t["trigger"].casefold() in text.casefold()
+                      or text.casefold() in t["trigger"].casefold()]
+            if nested and f["view"] in ("answer", "passage"):
+                covered = np.unique(np.concatenate([_holders(t["trigger"], data.prompts) for t in nested]))
+                rest = np.setdiff1d(holders, covered)
+                alike = rest[views[f["view"]][rest] == f["label"]]
+                if alike.size < max(self.min_rows, self.min_share * rest.size):
+                    continue
             if f["view"] == "refusal":
                 # A rare token pulls its prompts toward each other and toward its own topic
                 # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
