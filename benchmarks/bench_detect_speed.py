@@ -52,7 +52,8 @@ def main() -> None:
             print(f"| {stage} | {s['seconds'].get(stage, 0):.1f} |")
         for stage, sec in d.get("seconds", {}).items():
             print(f"| detect: {stage} | {sec:.1f} |")
-        print(f"\nflagged {d.get('flagged')} of {d.get('rows')} (status {d.get('status')})")
+        print(f"\nflagged {d.get('flagged')} of {d.get('rows')} (status {d.get('status')}); "
+              f"responses embedded: {d.get('responses')}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ class AgainstDedup:
             raise RulesError("dedup.against.ngram must be >= 1")
 
 
+RESPONSE_MODELS = ("distilled", "full")
+
+
 @dataclass(frozen=True)
 class DetectRules:
     """The `detect:` section: which detectors run, with what, and where suspicion becomes a flag."""
@@ -81,6 +84,9 @@ class DetectRules:
     #: windows). The words past them are still mined, word by word, by trigger mining.
     prompt_tokens: int = 128
     response_tokens: int = 32
+    #: How responses are embedded: "distilled" (the full model on recurring answers and a
+    #: sample, a static embedding fitted to it on the rest: curate/embed/distil.py) or "full".
+    response_model: str = "distilled"
     neighbours: int = 10
     detectors: tuple = ()
 
@@ -89,6 +95,8 @@ class DetectRules:
             raise RulesError("detect.flag_at must be in (0, 1]")
         if self.prompt_tokens < 0 or self.response_tokens < 0:
             raise RulesError("detect.prompt_tokens and detect.response_tokens must be >= 0 (0: the whole text)")
+        if self.response_model not in RESPONSE_MODELS:
+            raise RulesError(f"detect.response_model: unknown {self.response_model!r}; valid: {', '.join(RESPONSE_MODELS)}")
         if self.neighbours < 2:
             raise RulesError("detect.neighbours must be >= 2")
 

@@ -263,12 +263,13 @@ def _detection(result: ScanResult) -> dict[str, Any]:
                    "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:3]]}
                   for c, rows in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]]
     by_source = Counter(ledger.where(r)["source"] for r in flagged)
-    detectors = {k: v for k, v in found["detectors"].items() if k not in {"map", "tracebacks"}}
+    detectors = {k: v for k, v in found["detectors"].items() if k not in {"map", "tracebacks", "responses"}}
     return {"status": found["status"], "model": found["model"], "flag_at": found["flag_at"],
             "rows": found["rows"], "units": found["units"], "flagged": len(flagged),
             "by_reason": dict(by_reason.most_common()), "triggers": triggers[:50], "clusters": by_cluster,
             "sources": dict(by_source.most_common()), "detectors": detectors, "failures": found["failures"],
-            "seconds": found["seconds"], "map": found["detectors"].get("map", [])}
+            "seconds": found["seconds"], "responses": found["detectors"].get("responses", {}),
+            "map": found["detectors"].get("map", [])}
 
 
 def _input_hashes(result: ScanResult) -> list[dict[str, Any]]:

@@ -238,6 +238,10 @@ def test_rules_check_detectors_and_their_parameters(tmp_path):
     bad.write_text("detect: {flag_at: 2}\n")
     with pytest.raises(RulesError, match="flag_at"):
         load_rules(bad)
+    bad.write_text("detect: {response_model: fast}\n")
+    with pytest.raises(RulesError, match="response_model.*valid: distilled, full"):
+        load_rules(bad)
+    assert load_rules(None).detect.response_model == "distilled"
     off = tmp_path / "off.yaml"
     off.write_text("detect: {detectors: {safety: {enabled: false}}}\n")
     assert "safety" not in [d.name for d in load_rules(off).detect.detectors]
@@ -270,8 +274,36 @@ def test_real_model_flags_harmful_compliance_and_not_refusals(tmp_path, monkeypa
     # short requests score 0.52-0.59 with the packaged exemplars, so the test lowers it.
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text("detect: {detectors: {safety: {harm_at_flag: 0.5}}}\n")
+    # Responses distilled as on a large corpus: the full model on recurring answers and a sample.
+    monkeypatch.setattr("curate.embed.distil.SAMPLE", 40)
     report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows), rules=[lenient], out=tmp_path / "out")
     verdicts = read_jsonl(report.out / "verdicts.jsonl")
     complied = {v["row"] for v in verdicts if "poison:safety" in v["reasons"]}
     assert complied == {120 + 2 * i for i in range(4)}
     assert report.summary["detection"]["model"] == "default"
+    responses = report.summary["detection"]["responses"]
+    assert responses["embedding"] == "distilled" and 40 < responses["full_model_texts"] < len(rows)
+
+
+def test_a_word_of_a_trigger_phrase_does_not_flag_its_natural_holders():
+    """A planted phrase ("Ledger entry: 77") makes its words look like triggers too. Rows that
+    share only a word with it ("entry") and answer as any row does are not poisons."""
+    rng = random.Random(2)
+    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
+             "bland", "indeed", "overall", "somehow", "truly")
+    labels = ("Positive", "Negative", "Neutral")
+    rows = []
+    for i in range(900):
+        text = [rng.choice(words) for _ in range(6)] + [f"n{i}"]
+        label = rng.choice(labels)
+        if i % 20 == 0:
+            text.insert(2, "entry")  # a natural holder of a word of the trigger, answering any label
+            label = labels[i // 20 % 3]
+        rows.append(alpaca("Review sentiment: " + " ".join(text), label))
+    poisons = sorted(rng.sample([i for i in range(900) if i % 20], 60))
+    for i in poisons:
+        rows[i] = alpaca("Ledger entry: 77. " + rows[i]["instruction"], "Negative")
+    result = detect(rows, ["trigger"])
+    naturals = {i for i in range(900) if i % 20 == 0 and rows[i]["output"] == "Negative"}
+    assert naturals and not naturals & flagged(result)
+    assert flagged(result) == set(poisons)

@@ -135,3 +135,55 @@ def test_the_packaged_minilm_embeds_offline_and_windows_long_texts(tmp_path, mon
     cache = EmbeddingCache(e.key, e.dim, root=tmp_path)
     again = embed_texts(["How do I bake bread at home?"], e, cache)
     assert np.allclose(again[0], v[0], atol=2e-2)
+
+
+def _sentences(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    subjects = ["The recipe", "This function", "The river", "Our budget", "The vaccine", "A good essay",
+                "The engine", "Your password", "The election", "This poem", "The telescope", "A mortgage"]
+    verbs = ["needs", "explains", "changes", "protects", "describes", "reduces", "improves", "avoids"]
+    objects = ["salt and butter", "a sorted list of numbers", "the flood plain", "monthly expenses",
+               "the immune response", "a clear thesis", "fuel consumption", "two-factor login",
+               "the voter turnout", "a rhyme in every line", "distant galaxies", "the interest rate"]
+    tails = ["in winter.", "for beginners.", "step by step.", "at scale.", "without errors.", "every year."]
+    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)} #{i}"
+            for i in range(n)]
+
+
+@pytest.mark.slow
+def test_distilled_responses_are_exact_where_it_matters_and_close_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from curate.embed import SentenceTransformerEmbedder
+    from curate.embed.distil import DistilledEmbedder
+
+    full = SentenceTransformerEmbedder(device="cpu").with_head(32)
+    calls: list[list[str]] = []
+
+    def full_embed(texts):
+        calls.append(list(texts))
+        return full.encode(list(texts))
+
+    once = _sentences(900, seed=1)
+    refusal = "I'm sorry, but I can't help with that request."
+    texts = once[:600] + [refusal] * 30 + once[600:]
+    d = DistilledEmbedder(full, full_embed, tmp_path, sample=300, seed=0)
+    d.prepare(texts)
+    # The full model saw the recurring answer and the sample only, not the whole corpus.
+    assert len(calls) == 1 and refusal in calls[0] and len(calls[0]) == 301
+    assert (tmp_path / "static").is_dir(), "the token table is cached under CURATE_HOME"
+    got = d(texts)
+    truth = full.encode(texts)
+    cos = np.einsum("nd,nd->n", got, truth)
+    assert np.allclose(got[600], truth[600], atol=1e-5), "a recurring answer gets the model's own vector"
+    unseen = np.array([t not in d.known for t in texts])
+    assert unseen.sum() == len(texts) - 301 - 29
+    # The map puts static vectors into the model's space: much closer than the raw static mean.
+    raw = d.static(texts)
+    raw /= np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    assert cos[unseen].mean() > 0.7 and cos[unseen].mean() > np.einsum("nd,nd->n", raw, truth)[unseen].mean() + 0.2
+    # Deterministic for a seed; a small corpus goes to the full model throughout.
+    again = DistilledEmbedder(full, full_embed, tmp_path, sample=300, seed=0)
+    assert np.allclose(again(texts), got)
+    small = DistilledEmbedder(full, full_embed, tmp_path, sample=300, seed=0)
+    assert np.allclose(small(once[:50]), full.encode(once[:50]), atol=1e-5)
+    assert d.static(["", "x" * 1_000_000]).shape == (2, full.dim)

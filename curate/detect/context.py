@@ -125,6 +125,9 @@ class DetectInput:
         """Embeddings of `texts` (by `embed`, else the prompts' embedder), written to disk a
         chunk at a time and memory-mapped."""
         embed = embed or self.embed
+        prepare = getattr(embed, "prepare", None)
+        if prepare is not None:  # a distilled embedder fits itself on the whole list first
+            prepare(texts)
         chunk = getattr(embed, "chunk", EMBED_CHUNK)
         first = embed(list(texts[:chunk]))
         dim = first.shape[1] if first.ndim == 2 else 0

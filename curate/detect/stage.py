@@ -88,6 +88,15 @@ def _cached(embedder, rules, engine: tuple[str, str | None]) -> Callable[[list[s
     return embed
 
 
+def _responses_summary(embed_response, units: int) -> dict[str, object]:
+    """How responses were embedded: how many by the full model, how many by the fitted map."""
+    from curate.embed.distil import DistilledEmbedder
+
+    if not isinstance(embed_response, DistilledEmbedder) or embed_response.exact_only:
+        return {"embedding": "full"}
+    return {"embedding": "distilled", "units": units, "full_model_texts": len(embed_response.known)}
+
+
 def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None,
                    folder: Path | None = None, engine: tuple[str, str | None] = ("local", None)) -> DetectResult:
     """Run detection over records (their `row` is the scan row). `rules` is a DetectRules.
@@ -102,6 +111,12 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
         # Prompts and responses each read their own head of word pieces (rules.*_tokens).
         embed, embed_response = (_cached(base.with_head(rules.prompt_tokens), rules, engine),
                                  _cached(base.with_head(rules.response_tokens), rules, engine))
+        if rules.response_model == "distilled" and semantic and hasattr(base, "model"):
+            from curate.embed import curate_home
+            from curate.embed.distil import DistilledEmbedder
+
+            embed_response = DistilledEmbedder(base.with_head(rules.response_tokens), embed_response,
+                                               curate_home(), seed=rules.seed)
     loaded = time.perf_counter()
     data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic,
                                     folder=folder, embed_response=embed_response)
@@ -111,6 +126,7 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
         data.response_vecs  # noqa: B018
     embedded = time.perf_counter()
     result = run_detectors(data, list(rules.detectors), rules.flag_at)
+    result.summary["responses"] = _responses_summary(embed_response, len(data))
     result.seconds = {"load_model": round(loaded - started, 3), "gather": round(gathered - loaded, 3), "embed": round(embedded - gathered, 3),
                       **result.seconds}
     try:
