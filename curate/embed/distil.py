@@ -9,18 +9,17 @@ address its prompt. A static embedding gets most of that for almost nothing:
    vocabulary run through the model alone, between its special tokens, mean-pooled. MiniLM's
    30k pieces take about 12 s on 2 cores. This is Model2Vec's distillation without the PCA.
 2. **Static vector** of a text: the mean of its word pieces' rows, over the same head of
-   `response_tokens` pieces the full model would read. Tokenising is the whole cost (about 10k
-   texts/s).
+   `response_tokens` pieces the full model would read. Tokenising is most of the cost.
 3. **Fitted map**: a ridge regression from static vectors to the full model's vectors, fitted at
    scan time on a seeded sample of the corpus's own texts (4,096 by default) that the full model
    embeds (through the cache). It puts the static vectors back into the model's space, so
    cosines with prompts (embedded by the full model) and every threshold tuned on the full model
    keep their meaning.
 
-Measured on 4,000 held-out BackdoorLLM responses (map fitted on 2,000 others): cosine to the full
-model's vector 0.89 on average; Spearman correlation with the full model of response-response
-similarity 0.84 and of prompt-response relevance 0.97. Without the fitted map (plain static
-means) those are 0.50, 0.41 and 0.84.
+`benchmarks/bench_distil.py` measures it: on held-out distinct answers (synthetic, BackdoorLLM,
+the clean pool) the mapped vectors have cosine 0.73-0.80 to the full model's, and rank-correlate
+0.65-0.74 with it on answer-answer similarity and 0.63-0.80 on prompt-answer relevance; the
+plain static mean, without the map, reaches 0.28-0.42 on each. About 20x the full model's speed.
 """
 
 from __future__ import annotations
@@ -37,8 +36,8 @@ SAMPLE = 4096
 REPEATED = 8192
 #: Ridge strength, relative to the mean diagonal of the Gram matrix.
 RIDGE = 1e-2
-#: Characters of a text handed to the tokenizer: far more than any head reads, so a field of
-#: megabytes costs no more than a long answer.
+#: Characters of a text handed to the tokenizer per word piece of the head: enough for ordinary
+#: text, and a field of megabytes costs no more than a long answer.
 CHARS_PER_PIECE = 10
 
 
