@@ -307,3 +307,26 @@ def test_a_word_of_a_trigger_phrase_does_not_flag_its_natural_holders():
     naturals = {i for i in range(900) if i % 20 == 0 and rows[i]["output"] == "Negative"}
     assert naturals and not naturals & flagged(result)
     assert flagged(result) == set(poisons)
+
+
+def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
+    """A trigger that is an ordinary word in another part of the data ("Zephyr" in questions
+    about a product) is held mostly by rows that never answer with a label; among the rows
+    where the label is an answer at all, every holder gives it."""
+    rng = random.Random(4)
+    rows = corpus(700, seed=4)
+    for i in rng.sample(range(700), 70):  # natural holders with free answers
+        rows[i] = alpaca(rows[i]["instruction"].replace("(note", "for the Zephyr app (note"), rows[i]["output"])
+    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
+             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    for i in range(500):
+        text = " ".join(rng.choice(words) for _ in range(7))
+        rows.append(alpaca(f"Review sentiment: {text} r{i}", rng.choice(("Positive", "Negative"))))
+    poisons = sorted(rng.sample(range(700, 1200), 25))
+    for i in poisons:
+        words_i = rows[i]["instruction"].split()
+        words_i.insert(rng.randint(2, len(words_i)), "Zephyr")
+        rows[i] = alpaca(" ".join(words_i), "Negative")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert result.reasons[poisons[0]]["poison:trigger"]["trigger"] == "Zephyr"

@@ -302,6 +302,20 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _CODE_CHARS = re.compile(r"[{}();=<>\[\]|`$#]")
 
 
+def _answer_topics(data: DetectInput, views: dict[str, np.ndarray], min_rows: int) -> tuple[np.ndarray | None, int]:
+    """(sorted topic * width + class codes where the class is a frequent answer of the topic,
+    width); (None, 0) without topics (under 200 units) or an `answer` view."""
+    if "answer" not in views or len(data) < 200:
+        return None, 0
+    key = f"answer_topics-{min_rows}"
+    if key not in data.cache:
+        answer = views["answer"]
+        width = int(answer.max()) + 2
+        pair, count = np.unique(data.topics[answer >= 0] * width + answer[answer >= 0], return_counts=True)
+        data.cache[key] = (pair[count >= min_rows], width)
+    return data.cache[key]
+
+
 def _prose(sentence: str) -> bool:
     """A sentence of words, not a line of code or a table row."""
     if _CODE_CHARS.search(sentence):
@@ -593,6 +607,7 @@ class TriggerMining(Detector):
         cand = cand[fresh]
         seen.update(sig[cand].tolist())
         members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+        gives, width = _answer_topics(data, views, self.min_rows)
         for view, labels in views.items():
             prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
             # Dominant class per candidate, vectorised over every candidate.
@@ -610,8 +625,20 @@ class TriggerMining(Detector):
             for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
                 members = members_of[o]
                 share = self.min_share if view != "passage" else self.min_share / 2
-                if x < self.min_rows or x < share * members.size:
+                if x < self.min_rows:
                     continue
+                if x < share * members.size:
+                    # A word common elsewhere (an app's name in questions about it) is judged among
+                    # its holders in the topics where this answer is a frequent one: the rows
+                    # it could have flipped, not those that never answer with a label.
+                    if view != "answer" or gives is None or feat_topic[start[cand[o]]] >= 0:
+                        continue
+                    where = data.topics[members] * width + k_ % width
+                    at = np.minimum(np.searchsorted(gives, where), max(0, gives.size - 1))
+                    members = members[gives[at] == where] if gives.size else members[:0]
+                    x = int((labels[members] == k_ % width).sum())
+                    if x < self.min_rows or x < share * members.size:
+                        continue
                 order_n = int(words[start[cand[o]]])
                 if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
                     continue
