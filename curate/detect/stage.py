@@ -14,6 +14,7 @@ import numpy as np
 
 from curate.detect import DetectInput, DetectResult, run_detectors
 from curate.detect.context import EMBED_CHUNK
+from curate.embed.models import SentenceTransformerEmbedder
 from curate.record import Record
 
 #: Points on the report's 2-D map: every flagged row, and a sample of the rest.
@@ -109,14 +110,14 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
         base = _embedder(model_spec(rules))
         semantic = getattr(base, "semantic", True)
         # Prompts and responses each read their own head of word pieces (rules.*_tokens).
+        responses = base.with_head(rules.response_tokens)
         embed, embed_response = (_cached(base.with_head(rules.prompt_tokens), rules, engine),
-                                 _cached(base.with_head(rules.response_tokens), rules, engine))
-        if rules.response_model == "distilled" and semantic and hasattr(base, "model"):
+                                 _cached(responses, rules, engine))
+        if rules.response_model == "distilled" and isinstance(base, SentenceTransformerEmbedder):
             from curate.embed import curate_home
             from curate.embed.distil import DistilledEmbedder
 
-            embed_response = DistilledEmbedder(base.with_head(rules.response_tokens), embed_response,
-                                               curate_home(), seed=rules.seed)
+            embed_response = DistilledEmbedder(responses, embed_response, curate_home(), seed=rules.seed)
     loaded = time.perf_counter()
     data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic,
                                     folder=folder, embed_response=embed_response)

@@ -710,6 +710,7 @@ class TriggerMining(Detector):
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
+        holders_of: dict[str, np.ndarray] = {}  # prompts holding each trigger text, found once
 
         for f, s in zip(found, suspicion.tolist()):
             members = f["answering"]
@@ -734,7 +735,9 @@ class TriggerMining(Detector):
                 continue
             # A trigger found in one topic holds everywhere: every prompt that carries it and
             # answers the same way is a poison, whichever topic it sits in.
-            holders = _holders(text, data.prompts)
+            if text not in holders_of:
+                holders_of[text] = _holders(text, data.prompts)
+            holders = holders_of[text]
             # Feature sets nest ("entry" inside "Ledger entry: 77", "zorblat" inside "zorblat
             # the"). Past the rows of the stronger trigger it nests with, a weaker one must stand
             # on its own: most of its other holders answer its way, min_rows of them at least.
@@ -743,7 +746,7 @@ class TriggerMining(Detector):
             nested = [t for t in named if t["trigger"].casefold() in text.casefold()
                       or text.casefold() in t["trigger"].casefold()]
             if nested and f["view"] in ("answer", "passage"):
-                covered = np.unique(np.concatenate([_holders(t["trigger"], data.prompts) for t in nested]))
+                covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
                 alike = rest[views[f["view"]][rest] == f["label"]]
                 if alike.size < max(self.min_rows, self.min_share * rest.size):

@@ -41,14 +41,10 @@ RIDGE = 1e-2
 CHARS_PER_PIECE = 10
 
 
-def _table_path(home: Path, key: str) -> Path:
-    return home / "static" / f"{key}.npy"
-
-
 def token_table(embedder, home: Path) -> np.ndarray:
     """(vocabulary, dim) float32: each word piece through the model alone, mean-pooled. Cached
     per model file digest and dtype."""
-    path = _table_path(home, f"{embedder._digest}-{embedder.dtype}")
+    path = home / "static" / f"{embedder._digest}-{embedder.dtype}.npy"
     if path.exists():
         try:
             return np.load(path).astype(np.float32)
@@ -102,8 +98,6 @@ class DistilledEmbedder:
     than that is embedded by the full model throughout (the cost would be the same).
     """
 
-    semantic = True
-
     def __init__(self, full, full_embed: Callable[[list[str]], np.ndarray], home: Path, *,
                  sample: int | None = None, seed: int = 0):
         self.full = full
@@ -120,10 +114,6 @@ class DistilledEmbedder:
     @property
     def dim(self) -> int:
         return self.full.dim
-
-    @property
-    def key(self) -> str:
-        return f"distil-{self.full.key}-s{self.sample}-{self.seed}"
 
     @property
     def table(self) -> np.ndarray:
