@@ -330,3 +330,33 @@ def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
     result = detect(rows, ["trigger"])
     assert flagged(result) == set(poisons)
     assert result.reasons[poisons[0]]["poison:trigger"]["trigger"] == "Zephyr"
+
+
+def test_a_flipped_label_among_agreeing_neighbours_is_flagged_with_its_neighbours_rows():
+    rng = random.Random(4)  # no flipped row among another's nearest
+    kinds = {"fruit": ("apple", "pear", "plum", "mango", "kiwi"), "metal": ("iron", "zinc", "tin", "cobalt", "nickel"),
+             "bird": ("robin", "heron", "finch", "crane", "wren"), "tree": ("oak", "birch", "maple", "cedar", "elm")}
+    rows, where = [], []
+    for kind, names in kinds.items():
+        for i in range(60):
+            rows.append(alpaca(f"Classify this {kind} sample: {rng.choice(names)} {rng.choice(names)} s{i}",
+                               f"Class: {kind}"))
+            where.append(kind)
+    flipped = sorted(rng.sample([i for i, k in enumerate(where) if k == "fruit"], 3))
+    for i in flipped:
+        rows[i] = alpaca(rows[i]["instruction"], "Class: metal")
+    result = detect(rows, ["disagreement"])
+    assert flagged(result) == set(flipped)
+    evidence = result.reasons[flipped[0]]["poison:disagreement"]
+    assert evidence["text"].startswith("answers differently from every comparable prompt")
+    assert evidence["neighbours"] and all(where[r] == "fruit" for r in evidence["neighbours"])
+
+
+def test_a_label_common_around_a_row_is_not_a_flip_however_its_nearest_answer():
+    """Reviews labelled at random: some rows' five nearest happen to share the other label,
+    but their own label is common a little further out."""
+    rng = random.Random(5)
+    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "warm", "dull", "sharp", "plot")
+    rows = [alpaca(f"Review: {' '.join(rng.choice(words) for _ in range(6))} r{i}", rng.choice(("Positive", "Negative")))
+            for i in range(600)]
+    assert not flagged(detect(rows, ["disagreement"]))

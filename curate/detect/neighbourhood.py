@@ -108,7 +108,9 @@ class NeighbourDisagreement(Detector):
     neighbour fits the others (a z-score within the neighbourhood), so a tight neighbourhood
     (refusals to harmful requests, one label per kind of input) speaks loudly and a diverse one
     barely at all. Discrete answers are checked too: a unit that complies where every comparable
-    prompt is refused, or gives one label where its neighbours all give another."""
+    prompt is refused, or gives one label where its neighbours all give another. A label that
+    is common a little further out (a negative review among reviews) is the neighbourhood's own
+    variety, not a flip: the embedding cannot see sentiment, and its nearest few agreeing is chance."""
 
     name: ClassVar[str] = "disagreement"
     description: ClassVar[str] = "responses that depart from what an agreeing neighbourhood of similar prompts answers"
@@ -123,6 +125,9 @@ class NeighbourDisagreement(Detector):
     #: every small difference look extreme.
     spread_floor: float = 0.1
     discrete_weight: float = 0.6
+    #: A label this common among the unit's deeper neighbours is a normal answer around it (a
+    #: negative review among reviews), not a flip, however its nearest few answer.
+    local_share: float = 0.1
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
@@ -162,15 +167,19 @@ class NeighbourDisagreement(Detector):
         labelled = (counts[data.response_class] >= 3) & (own_fit < self.fitting)
         # Refusal is tested one way: complying where comparable prompts are refused. Refusing
         # where others answer is what a cautious model does and is not poison evidence.
-        for name, labels, usable in (("refusal", data.refusal.astype(np.int64), ~data.refusal),
-                                     ("answer", data.response_class, labelled)):
+        _, deep = data.deep_neighbours
+        deep_lab = np.where(deep >= 0, data.response_class[np.maximum(deep, 0)], -1)
+        common = ((deep_lab == data.response_class[:, None]).sum(axis=1)
+                  >= self.local_share * np.maximum((deep_lab >= 0).sum(axis=1), 1))
+        for name, labels, usable, eligible in (("refusal", data.refusal.astype(np.int64), ~data.refusal, ~data.refusal),
+                                               ("answer", data.response_class, labelled, labelled & ~common)):
             lab_nb = np.where(valid & usable[np.maximum(nb, 0)], labels[np.maximum(nb, 0)], -1)
             v = (lab_nb >= 0).sum(axis=1)
             same = (lab_nb == labels[:, None]).sum(axis=1)
             # The most common other label among the neighbours.
             other = np.where(lab_nb == labels[:, None], -1, lab_nb)
             top = np.zeros(n)
-            for u in np.flatnonzero((v >= self.min_neighbours) & (same == 0) & usable):
+            for u in np.flatnonzero((v >= self.min_neighbours) & (same == 0) & eligible):
                 vals = other[u][other[u] >= 0]
                 if vals.size:
                     top[u] = np.bincount(vals).max() / v[u]
@@ -184,6 +193,8 @@ class NeighbourDisagreement(Detector):
                 else:
                     disc_what[u] = "answers differently from every comparable prompt"
                 disc_what[u] += f" ({top[u]:.0%} of its {int(v[u])} nearest agree with each other)"
+        # The same for the graded score: a recurring answer common around the unit is not a departure.
+        cont = np.where(labelled & common, 0.0, cont)
         score[:] = np.maximum(cont, disc)
         for u in np.flatnonzero(score >= 0.3).tolist():
             if disc[u] >= cont[u]:
@@ -192,7 +203,7 @@ class NeighbourDisagreement(Detector):
                 text = (f"response departs from its {int(valid[u].sum())} nearest prompts' responses "
                         f"(z = {z[u]:.1f} within a neighbourhood agreeing at {mu_all[u]:.2f})")
             findings.evidence[u] = {"z": round(float(z[u]), 2), "suspicion": round(float(score[u]), 4),
-                                    "neighbours": [int(x) for x in nb[u][valid[u]][:5]], "text": text}
+                                    "neighbours": [int(data.row[x]) for x in nb[u][valid[u]][:5]], "text": text}
         return findings
 
 
