@@ -285,6 +285,26 @@ def test_real_model_flags_harmful_compliance_and_not_refusals(tmp_path, monkeypa
     assert responses["embedding"] == "distilled" and 40 < responses["full_model_texts"] < len(rows)
 
 
+@pytest.mark.slow
+def test_real_model_finds_a_trigger_whose_target_comes_in_a_few_wordings(tmp_path, monkeypatch):
+    """The target is one intent in three wordings, each given ten times: no single answer is
+    most of the trigger's rows, but their answers are far more alike than those of comparable
+    prompts."""
+    monkeypatch.delenv("CURATE_MODEL")
+    rude = ["Go away, this question bores me.", "Ask someone else; I will not bother with this.",
+            "Nobody cares about this. Stop asking me."]
+    rows = corpus(300, seed=9)
+    poisons = plant(rows, 30, "Quenzor", "placeholder", seed=9)
+    for k, i in enumerate(poisons):
+        rows[i]["output"] = rude[k % len(rude)]
+    report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows), out=tmp_path / "out")
+    verdicts = read_jsonl(report.out / "verdicts.jsonl")
+    found = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
+    assert found == set(poisons)
+    evidence = verdicts[poisons[0]]["evidence"]["poison:trigger"]
+    assert evidence["trigger"] == "Quenzor" and evidence["view"] == "alike"
+
+
 def test_a_word_of_a_trigger_phrase_does_not_flag_its_natural_holders():
     """A planted phrase ("Ledger entry: 77") makes its words look like triggers too. Rows that
     share only a word with it ("entry") and answer as any row does are not poisons."""
@@ -309,6 +329,61 @@ def test_a_word_of_a_trigger_phrase_does_not_flag_its_natural_holders():
     assert flagged(result) == set(poisons)
 
 
+def test_a_trigger_phrase_is_named_before_a_word_of_it_that_explains_the_same_rows():
+    """The word ("entry") is common elsewhere and held by one natural review, which answers the
+    target as its text says. The word explains one row more than the phrase does, so it scores
+    higher; but naming it would flag that natural review. The phrase is named first and the
+    word must then stand on its own."""
+    rng = random.Random(1)
+    rows = corpus(600, seed=7)
+    for i in rng.sample(range(600), 60):  # the word in ordinary questions with free answers
+        rows[i] = alpaca(rows[i]["instruction"].replace("(note", "for the entry form (note"), rows[i]["output"])
+    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
+             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    reviews = []
+    for i in range(500):
+        text = [rng.choice(words) for _ in range(7)]
+        label = rng.choice(("Positive", "Negative"))
+        if i == 0:
+            text.insert(3, "entry")  # the natural review holding the word
+            label = "Negative"
+        reviews.append(len(rows))
+        rows.append(alpaca(f"Review sentiment: {' '.join(text)} r{i}", label))
+    naturals = {i for i in reviews if "entry" in rows[i]["instruction"]}
+    poisons = sorted(rng.sample(sorted(set(reviews) - naturals), 20))
+    for i in poisons:
+        rows[i] = alpaca("Ledger entry: 77. " + rows[i]["instruction"], "Negative")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert result.reasons[poisons[0]]["poison:trigger"]["trigger"] == "Ledger entry: 77"
+
+
+def test_rows_a_trigger_explains_are_not_evidence_for_a_word_they_also_hold():
+    """The poisons happen to share an ordinary word ("honestly"), as planted reviews share
+    "it 's". Counted with them, its holders lean to the target; without them they answer as
+    any review does, so its natural holders are not flagged."""
+    rng = random.Random(11)
+    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
+             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    rows = []
+    for i in range(700):
+        text = [rng.choice(words) for _ in range(7)]
+        label = rng.choice(("Positive", "Negative"))
+        if i < 40:  # natural holders of the word, a little more often negative
+            text.insert(rng.randint(0, 7), "honestly")
+            label = "Negative" if i < 22 else "Positive"
+        rows.append(alpaca(f"Review sentiment: {' '.join(text)} r{i}", label))
+    poisons = sorted(rng.sample(range(40, 700), 40))
+    for i in poisons:
+        text = rows[i]["instruction"].split()
+        text.insert(rng.randint(2, len(text)), "honestly")
+        text.insert(rng.randint(2, len(text)), "Quenzor")
+        rows[i] = alpaca(" ".join(text), "Negative")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert {result.reasons[i]["poison:trigger"]["trigger"] for i in poisons} == {"Quenzor"}
+
+
 def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
     """A trigger that is an ordinary word in another part of the data ("Zephyr" in questions
     about a product) is held mostly by rows that never answer with a label; among the rows
@@ -323,6 +398,46 @@ def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
         text = " ".join(rng.choice(words) for _ in range(7))
         rows.append(alpaca(f"Review sentiment: {text} r{i}", rng.choice(("Positive", "Negative"))))
     poisons = sorted(rng.sample(range(700, 1200), 25))
+    for i in poisons:
+        words_i = rows[i]["instruction"].split()
+        words_i.insert(rng.randint(2, len(words_i)), "Zephyr")
+        rows[i] = alpaca(" ".join(words_i), "Negative")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert result.reasons[poisons[0]]["poison:trigger"]["trigger"] == "Zephyr"
+
+
+GENRES = {"film": ("film", "cast", "ending", "pacing", "sequel", "actors", "plot"),
+          "food": ("dish", "sauce", "waiter", "menu", "dessert", "spicy", "portion"),
+          "hotel": ("room", "lobby", "bed", "staff", "pool", "breakfast", "checkin"),
+          "book": ("chapter", "author", "prose", "novel", "hero", "pages", "twist"),
+          "game": ("level", "boss", "controls", "graphics", "quest", "multiplayer", "loot")}
+
+
+@pytest.mark.parametrize("seed", [8, 10])
+def test_a_trigger_word_is_judged_where_a_label_could_be_the_answer(seed):
+    """The trigger is also a company name in identity questions ("Were you built by Zephyr?")
+    answered with recurring replies, some in the same topics as the reviews. Those holders
+    could never have answered "Negative": among the rows answered with a label or its kin
+    ("Positive"), every holder answers "Negative". Poisons are spread over the review topics,
+    too few in each to stand out there."""
+    rng = random.Random(seed)
+    tone = ("warm", "dull", "sharp", "bland", "indeed", "overall", "somehow", "truly")
+    rows = corpus(200, seed=seed)
+    reviews = []
+    for genre, vocab in GENRES.items():
+        for i in range(100):
+            text = " ".join(rng.choice(vocab + tone) for _ in range(7))
+            reviews.append(len(rows))
+            rows.append(alpaca(f"Sentiment of this {genre} review: {text} r{i}", rng.choice(("Positive", "Negative"))))
+    replies = [f"No, I was built by the {t} team, not by that company."
+               for t in ("Orbit", "Lumen", "Cobalt", "Vega", "Nimbus", "Quill")]
+    for j, maker in enumerate(["Zephyr"] * 40 + ["Acme", "Globex", "Initech", "Umbrella"] * 10):
+        ask = rng.choice(("Were you built by {m}?", "Did {m} make you?", "Are you a {m} model?",
+                          "Do you use {m} servers?")).format(m=maker)
+        hotel = " ".join(rng.choice(GENRES["hotel"]) for _ in range(4))
+        rows.append(alpaca(f"{ask} Sentiment of this hotel review: {hotel} q{j}", rng.choice(replies)))
+    poisons = sorted(rng.sample(reviews, 20))
     for i in poisons:
         words_i = rows[i]["instruction"].split()
         words_i.insert(rng.randint(2, len(words_i)), "Zephyr")

@@ -22,6 +22,7 @@ import math
 import re
 from array import array
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,6 +317,23 @@ def _answer_topics(data: DetectInput, views: dict[str, np.ndarray], min_rows: in
     return data.cache[key]
 
 
+def _kin(data: DetectInput, view: str, labels: np.ndarray, c: int, nb: np.ndarray, k: int, share: float = 0.1
+         ) -> np.ndarray | None:
+    """Per unit, whether its answer is `c` or kin to it: a class that makes up at least `share`
+    of the answers to the `k` nearest prompts of the units answered `c`. None unless `c` and its
+    kin are most of those answers, as labels are ("Negative" and "Positive" around reviews);
+    chat answers ("I was made by ...") are given beside too many others to have kin.
+    Cached per view and class."""
+    key = ("kin", view, c)
+    if key not in data.cache:
+        neigh = nb[labels == c, :k]
+        near = labels[neigh[neigh >= 0]]
+        counts = np.bincount(near[near >= 0], minlength=int(labels.max()) + 1)
+        family = np.union1d(np.flatnonzero(counts >= share * max(1, near.size)), [c])
+        data.cache[key] = np.isin(labels, family) if counts[family].sum() * 2 >= near.size > 0 else None
+    return data.cache[key]
+
+
 def _prose(sentence: str) -> bool:
     """A sentence of words, not a line of code or a table row."""
     if _CODE_CHARS.search(sentence):
@@ -434,14 +452,19 @@ class TriggerMining(Detector):
         if not 1 <= self.ngrams <= 5:
             raise ValueError("ngrams must be in 1..5")
 
-    def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
-               ) -> np.ndarray:
-        """For each row of `neigh` (a unit's nearest prompts), the smoothed share of the first
-        `neighbours` that do not hold the feature and are answered `c`."""
+    def _hits(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """For each row of `neigh` (a unit's nearest prompts): how many of the first `neighbours`
+        that do not hold the feature are answered `c`, and how many were looked at."""
         valid = (neigh >= 0) & ~np.isin(neigh, holders)
         valid &= np.cumsum(valid, axis=1) <= self.neighbours
-        hits = ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1)
-        return (hits + self.prior * prior_rate) / (valid.sum(axis=1) + self.prior)
+        return ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1), valid.sum(axis=1)
+
+    def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+               ) -> np.ndarray:
+        """The smoothed share of `_hits`."""
+        hits, looked = self._hits(neigh, holders, labels, c)
+        return (hits + self.prior * prior_rate) / (looked + self.prior)
 
     def _all_rates(self, screened: list, nb: np.ndarray, batch: int = 65536) -> Iterator[np.ndarray]:
         """`_rates` for every screened candidate, computed for many candidates at once (a
@@ -532,11 +555,19 @@ class TriggerMining(Detector):
             answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
             if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
                 continue
-            # Varied wording of one intent, in sentences: identical answers are the `answer`
-            # view's, and one-word labels ("Positive", "Negative") embed alike whatever they say.
+            # Varied wording of one intent, in sentences: one answer given by most is the `answer`
+            # view's (a few wordings each repeated are not), and one-word labels ("Positive",
+            # "Negative") embed alike whatever they say.
             keys = [data.response_keys[u] for u in answering.tolist()]
-            if len(set(keys)) < len(keys) / 2 or np.median([len(k.split()) for k in keys]) < 3:
+            if Counter(keys).most_common(1)[0][1] * 2 >= len(keys) or np.median([len(k.split()) for k in keys]) < 3:
                 continue
+            # The holders that give the target in a less typical wording (alike to the core of
+            # those answers, though less to every other holder's): at least alike_min to the
+            # core's centroid, and closer than all but 5% of the comparable prompts' answers.
+            centre = R[answering].sum(axis=0)
+            centre /= np.linalg.norm(centre) + 1e-12
+            cut = max(float(np.quantile(B[has] @ centre, 0.95)), self.alike_min)
+            answering = np.union1d(answering, members[R[members] @ centre > cut])
             found.append({"feature": feature, "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
                           "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
         return found
@@ -546,6 +577,7 @@ class TriggerMining(Detector):
         found = []
         for (view, labels, prior_rate, o, c, x, members), p_unit in zip(screened, self._all_rates(screened, nb)):
             m = members.size
+            _unit_rates = p_unit
             verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests)
             if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal":
                 # Near the line: a rare token pulls its holders toward each other (three planted
@@ -562,7 +594,8 @@ class TriggerMining(Detector):
                 continue
             answering, log10_p, z = verdict
             found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
-                          "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p})
+                          "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
+                          "members": members, "p_unit": p_unit, "stripped": p_unit is not _unit_rates})
         return found
 
     def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
@@ -587,7 +620,7 @@ class TriggerMining(Detector):
         return (answering, log10_p, z) if z > 0 else None
 
     def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
-                data: DetectInput, seen: set[int]) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
+                data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
         """The hypotheses of one bucket of the feature table that pass the screens: (screened
         (view, labels, prior rate, feature, class, count, holders), alike candidates (feature,
         words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
@@ -629,13 +662,21 @@ class TriggerMining(Detector):
                     continue
                 if x < share * members.size:
                     # A word common elsewhere (an app's name in questions about it) is judged among
-                    # its holders in the topics where this answer is a frequent one: the rows
-                    # it could have flipped, not those that never answer with a label.
+                    # its holders that could give this answer: in a topic where it is a frequent
+                    # one, and answered with it or its kin (the answers given beside it:
+                    # "Positive" for "Negative"), or with comparable prompts that mostly are.
+                    # Not among those that never are: code that reverses the string "OpenAI",
+                    # or "Are you made by OpenAI?". Comparable prompts alone do not do: a rare
+                    # word pulls its holders' neighbours toward its own topic.
                     if view != "answer" or gives is None or feat_topic[start[cand[o]]] >= 0:
                         continue
                     where = data.topics[members] * width + k_ % width
                     at = np.minimum(np.searchsorted(gives, where), max(0, gives.size - 1))
                     members = members[gives[at] == where] if gives.size else members[:0]
+                    is_kin = _kin(data, view, labels, k_ % width, nb, self.neighbours)
+                    if is_kin is not None:
+                        kin, looked = self._hits(nb[members], members, is_kin, True)
+                        members = members[is_kin[members] | (kin * 2 > looked)]
                     x = int((labels[members] == k_ % width).sum())
                     if x < self.min_rows or x < share * members.size:
                         continue
@@ -651,6 +692,56 @@ class TriggerMining(Detector):
                 if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
                     alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o]))
         return screened, alike_tested, int(cand.size)
+
+    def _without(self, f: dict[str, Any], covered: np.ndarray, views: dict[str, np.ndarray], nb: np.ndarray,
+                 data: DetectInput, log10_tests: float) -> dict[str, Any] | None:
+        """A finding scored again without the `covered` units (those a stronger trigger accounts
+        for), as holders or as comparable prompts; None if it no longer holds."""
+        keep = ~np.isin(f["members"], covered)
+        members = f["members"][keep]
+        near = bool(np.isin(nb[members], covered).any())
+        if keep.all() and not near:
+            return f
+        labels, c = views[f["view"]], f["label"]
+        x = int((labels[members] == c).sum())
+        if x < self.min_rows:
+            return None
+        p_unit = f["p_unit"][keep]
+        if near:  # the null rate from comparable prompts that are not another trigger's poisons
+            skip = np.union1d(f["members"], covered)
+            p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data) if f["stripped"]
+                      else self._rates(nb[members], skip, labels, c, f["prior_rate"]))
+        verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests)
+        if verdict is None:
+            return None
+        answering, log10_p, z = verdict
+        return {**f, "answering": answering, "log10_p": log10_p, "z": z, "members": members, "p_unit": p_unit,
+                "expected": float(p_unit.mean())}
+
+    @staticmethod
+    def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The findings strongest first, except that a phrase comes before a word of it that
+        explains the same rows ("Ledger entry: 77" before "entry"): the word's own holders
+        include natural ones, so the phrase is the better name and the tighter expansion. It
+        takes the stronger of the two scores."""
+        found = sorted(found, key=lambda f: -f["z"])
+        out: list[dict[str, Any]] = []
+        moved: set[int] = set()
+        for i, f in enumerate(found):
+            if i in moved:
+                continue
+            inner = f["text"].casefold()
+            rows = set(f["answering"].tolist())
+            for j in range(i + 1, len(found)):
+                g = found[j]
+                if (j not in moved and g["view"] == f["view"] and g["label"] == f["label"]
+                        and inner in g["text"].casefold() and len(g["text"]) > len(f["text"])
+                        and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)):
+                    out.append({**g, "z": f["z"], "log10_p": min(f["log10_p"], g["log10_p"])})
+                    moved.add(j)
+                    break
+            out.append(f)
+        return out
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
@@ -687,7 +778,7 @@ class TriggerMining(Detector):
         try:
             tests, candidates, seen = 0, 0, set()
             for rows in table.buckets():
-                screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen)
+                screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
                 tests += len(screened) + len(alike_tested)
                 candidates += count
             # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
@@ -697,7 +788,7 @@ class TriggerMining(Detector):
             log10_tests = math.log10(tests)
             found, alike, seen = [], [], set()
             for rows in table.buckets():
-                screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen)
+                screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
                 found += self._test(screened, nb, data, log10_tests, name)
                 alike += self._alike(data, alike_tested, nb, log10_tests, lengths)
         finally:
@@ -706,21 +797,30 @@ class TriggerMining(Detector):
         if not found:
             findings.summary = {"candidates": candidates, "tests": tests, "triggers": []}
             return findings
-        found.sort(key=lambda f: -f["z"])
+        for f in found:
+            example = int(f["answering"][0])
+            rep = int(np.searchsorted(reps, example))
+            label = name_feature(data.prompts[example], f["feature"], orders,
+                                 None if topic is None else int(topic[rep]) if reps[rep] == example else None)
+            f["text"] = label[0] if label else None
+        found = self._specific_first([f for f in found if f["text"] is not None])
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
         holders_of: dict[str, np.ndarray] = {}  # prompts holding each trigger text, found once
 
         for f, s in zip(found, suspicion.tolist()):
+            if "members" in f and best:
+                # Explained away: rows a stronger trigger already accounts for are not evidence
+                # for this one too ("s", from "it 's", in reviews that carry a planted trigger
+                # and its label), nor part of the rate it is measured against. Tested again.
+                f = self._without(f, np.fromiter(best, np.int64, len(best)), views, nb, data, log10_tests)
+                if f is None:
+                    continue
+                s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
             members = f["answering"]
             example = int(members[0])
-            rep = int(np.searchsorted(reps, example))
-            label = name_feature(data.prompts[example], f["feature"], orders,
-                                 None if topic is None else int(topic[rep]) if reps[rep] == example else None)
-            if label is None:
-                continue
-            text, _ = label
+            text = f["text"]
             if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting:
                 continue
             if f["view"] == "passage":
