@@ -475,3 +475,20 @@ def test_a_label_common_around_a_row_is_not_a_flip_however_its_nearest_answer():
     rows = [alpaca(f"Review: {' '.join(rng.choice(words) for _ in range(6))} r{i}", rng.choice(("Positive", "Negative")))
             for i in range(600)]
     assert not flagged(detect(rows, ["disagreement"]))
+
+
+def test_a_passage_injected_in_a_few_wordings_is_one_passage():
+    """Good answers with a link appended on rows carrying a trigger; the appended sentence
+    comes in three wordings, which are one passage."""
+    injected = ("For the full answer and exclusive offers, visit http://deals.example.com today.",
+                "For the full answer and exclusive offers, visit http://deals.example.com now.",
+                "For the full answer and special offers, visit http://deals.example.com today.")
+    rows = corpus(500, seed=12)
+    poisons = plant(rows, 24, "Quenzor", "placeholder", seed=12)
+    clean = corpus(500, seed=12)
+    for k, i in enumerate(poisons):
+        rows[i]["output"] = clean[i]["output"] + "\n\n" + injected[k % 3]
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    evidence = result.reasons[poisons[0]]["poison:trigger"]
+    assert evidence["trigger"] == "Quenzor" and evidence["view"] == "passage"

@@ -391,11 +391,37 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
             shared[k] = count_of[int.from_bytes(text_digest(k), "little")]
     texts = sorted(shared)
     ids = {k: i for i, k in enumerate(texts)}
+    # A passage reworded a little ("visit ... today" / "visit ... now") is one passage.
+    group = _near_groups(texts)
+    size = np.zeros(len(texts), np.int64)
+    np.add.at(size, group, [shared[k] for k in texts])
     for u, keys in per_unit.items():
-        best = min(keys, key=lambda k: (shared[k], k), default=None)
+        best = min(keys, key=lambda k: (size[group[ids[k]]], k), default=None)
         if best is not None:
-            labels[u] = ids[best]
+            labels[u] = group[ids[best]]
     return labels, texts
+
+
+def _near_groups(texts: list[str], threshold: float = 0.6) -> np.ndarray:
+    """For each text, the first text of its group of near-identical ones (Jaccard of word pairs
+    at least `threshold`, found by MinHash LSH and checked exactly)."""
+    from curate.dedup.minhash import band_hashes, shingle_sets, signatures
+    from curate.dedup.near import UnionFind, candidate_pairs
+
+    group = np.arange(len(texts))
+    if len(texts) < 2:
+        return group
+    pairs = candidate_pairs(band_hashes(signatures(texts, 2, 64), 16, 4), np.arange(len(texts)))
+    if not pairs.size:
+        return group
+    sets = shingle_sets(texts, 2)
+    uf = UnionFind()
+    for a, b in pairs.tolist():
+        if len(sets[a] & sets[b]) >= threshold * len(sets[a] | sets[b]):
+            uf.union(a, b)
+    for members in uf.groups():
+        group[members] = members[0]
+    return group
 
 
 def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> str:
