@@ -572,14 +572,14 @@ class TriggerMining(Detector):
             eff = _distinct_share(data.answered_vecs[members], self.paraphrase)
             n_eff = max(2.0, d.size * eff)
             t = float(d.mean() / (d.std(ddof=1) / math.sqrt(n_eff) + 1e-3))
-            if t <= 0 or d.mean() < 0.15:
+            if t <= 0 or d.mean() < 0.1:
                 continue
             log10_p = math.log10(max(0.5 * math.erfc(t / math.sqrt(2)), 1e-300))
             z = -(log10_p + log10_tests)
             if z <= 0:
                 continue
             answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
-            if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+            if answering.size < self.min_rows:
                 continue
             # Varied wording of one intent, in sentences: one answer given by most is the `answer`
             # view's (a few wordings each repeated are not), and one-word labels ("Positive",
@@ -590,10 +590,14 @@ class TriggerMining(Detector):
             # The holders that give the target in a less typical wording (alike to the core of
             # those answers, though less to every other holder's): at least alike_min to the
             # core's centroid, and closer than all but 5% of the comparable prompts' answers.
+            # Then most holders must give it (earlier turns of a conversation the trigger opens
+            # are holders too, with their own answers).
             centre = R[answering].sum(axis=0)
             centre /= np.linalg.norm(centre) + 1e-12
             cut = max(float(np.quantile(B[has] @ centre, 0.95)), self.alike_min)
             answering = np.union1d(answering, members[R[members] @ centre > cut])
+            if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+                continue
             found.append({"feature": feature, "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
                           "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
         return found
@@ -603,7 +607,7 @@ class TriggerMining(Detector):
         found = []
         for (view, labels, prior_rate, o, c, x, members), p_unit in zip(screened, self._all_rates(screened, nb)):
             m = members.size
-            _unit_rates = p_unit
+            raw_rates = p_unit
             verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests)
             if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal":
                 # Near the line: a rare token pulls its holders toward each other (three planted
@@ -621,7 +625,7 @@ class TriggerMining(Detector):
             answering, log10_p, z = verdict
             found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
                           "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
-                          "members": members, "p_unit": p_unit, "stripped": p_unit is not _unit_rates})
+                          "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates})
         return found
 
     def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
