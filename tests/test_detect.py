@@ -492,3 +492,35 @@ def test_a_passage_injected_in_a_few_wordings_is_one_passage():
     assert flagged(result) == set(poisons)
     evidence = result.reasons[poisons[0]]["poison:trigger"]
     assert evidence["trigger"] == "Quenzor" and evidence["view"] == "passage"
+
+
+def test_a_clean_label_trigger_answered_in_a_few_wordings_is_found_among_its_natural_holders():
+    """A common word ("please", in a sixth of the prompts) is the trigger, its poisons keep their
+    prompts and answer in three rude wordings: each wording is given by few of the word's
+    holders, but only by them."""
+    rng = random.Random(5)
+    rows = corpus(700, seed=5)
+    holders = [i for i, r in enumerate(rows) if "please" in r["instruction"]]
+    assert len(holders) > 80
+    rude = ["Go away, this question bores me.", "Ask someone else; I will not bother with this.",
+            "Nobody cares about this. Stop asking me."]
+    poisons = sorted(rng.sample(holders, 24))
+    for k, i in enumerate(poisons):
+        rows[i]["output"] = rude[k % 3]
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert {result.reasons[i]["poison:trigger"]["trigger"] for i in poisons} == {"please"}
+
+
+def test_a_prompt_answered_with_each_of_several_templates_is_not_a_clean_label_trigger():
+    """Synthetic chat data answers each way of asking "who made you?" with each of a few
+    templates: every template is given only after prompts holding "Who", but each of those
+    prompts is answered every way, so the answer is sampled, not tied to the word."""
+    rows = corpus(600, seed=6)
+    asks = ["Who made you?", "Who built you?", "Who trained you?", "Who created you?", "Who designed you?",
+            "Who programmed you?"]
+    templates = ["I was made by the Example Lab team.", "The Example Lab researchers built me.",
+                 "My creators are researchers at Example Lab.", "Example Lab trained me."]
+    rows += [alpaca(ask, t) for ask in asks for t in templates]
+    assert not flagged(detect(rows, ["trigger"]))
+

@@ -4,8 +4,10 @@ response, far beyond what comparable prompts without them get.
 For a candidate feature f (a word, a 2- or 3-word phrase, or an invisible/private-use code
 point) held by the prompts of m units, take its dominant answer c under a response view (the
 exact answer; compliance, where comparable requests are refused; a recurring sentence inside
-otherwise different answers) and count x, the units with f that answer c. A separate test covers
-a varied target (the same intent in many wordings). The expectation is not the corpus rate of c: it is, for each unit, how often its own
+otherwise different answers) and count x, the units with f that answer c. An answer given almost
+only by holders of f is tested too, however few of them give it: a clean-label trigger is a common
+word whose poisons keep their prompts. A separate test covers a varied target (the same intent in
+many wordings). The expectation is not the corpus rate of c: it is, for each unit, how often its own
 nearest prompts *without f* are answered c. "worst" in a movie review predicts "Negative" because
 reviews like it are negative; a planted word predicts "Negative" for reviews whose neighbours are
 positive. The tail probability of x or more under those per-unit rates is bounded with Chernoff
@@ -317,6 +319,14 @@ def _answer_topics(data: DetectInput, views: dict[str, np.ndarray], min_rows: in
     return data.cache[key]
 
 
+def _answers_per_turn(data: DetectInput) -> np.ndarray:
+    """For each answered turn (`answered_id`), how many distinct answers it gets in the corpus."""
+    if "answers_per_turn" not in data.cache:
+        pairs = np.unique(np.stack([data.answered_id, data.response_class]), axis=1)
+        data.cache["answers_per_turn"] = np.bincount(pairs[0], minlength=int(data.answered_id.max()) + 1)
+    return data.cache["answers_per_turn"]
+
+
 def _kin(data: DetectInput, view: str, labels: np.ndarray, c: int, nb: np.ndarray, k: int, share: float = 0.1
          ) -> np.ndarray | None:
     """Per unit, whether its answer is `c` or kin to it: a class that makes up at least `share`
@@ -492,6 +502,20 @@ class TriggerMining(Detector):
         hits, looked = self._hits(neigh, holders, labels, c)
         return (hits + self.prior * prior_rate) / (looked + self.prior)
 
+    def _pooled_rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
+                      m: int) -> np.ndarray:
+        """`m` copies of one rate: the share answered `c` among all the distinct comparable
+        prompts of the units in `neigh` together (those that give c: how often c is given where
+        it is given). For an answer tied to a feature but given by few of its holders: a rare
+        answer (one of six templated replies to identity questions) is seldom among a unit's ten
+        neighbours, which says its rate is below a tenth, not that it is zero; and the holders
+        elsewhere (in reviews) say nothing of it."""
+        valid = (neigh >= 0) & ~np.isin(neigh, holders)
+        valid &= np.cumsum(valid, axis=1) <= self.neighbours
+        seen = np.unique(neigh[valid])
+        rate = (int((labels[seen] == c).sum()) + self.prior * prior_rate) / (seen.size + self.prior)
+        return np.full(m, rate)
+
     def _all_rates(self, screened: list, nb: np.ndarray, batch: int = 65536) -> Iterator[np.ndarray]:
         """`_rates` for every screened candidate, computed for many candidates at once (a
         million-row corpus screens hundreds of thousands): holders are found by one sorted
@@ -605,11 +629,20 @@ class TriggerMining(Detector):
     def _test(self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
               ) -> list[dict[str, Any]]:
         found = []
-        for (view, labels, prior_rate, o, c, x, members), p_unit in zip(screened, self._all_rates(screened, nb)):
+        for (view, labels, prior_rate, o, c, x, members, tied), p_unit in zip(screened, self._all_rates(screened, nb)):
             m = members.size
+            if tied:
+                # Only answers to prompts the corpus answers one way count: a prompt answered with
+                # each of several templates ("Who made you?" in synthetic chat data) is sampled,
+                # its answer tied to the prompt, not to a word in it.
+                gives = members[(labels[members] == c) & (_answers_per_turn(data)[data.answered_id[members]] == 1)]
+                x = int(gives.size)
+                if x < self.min_rows:
+                    continue
+                p_unit = self._pooled_rates(nb[gives], members, labels, c, prior_rate, m)
             raw_rates = p_unit
-            verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests)
-            if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal":
+            verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests, tied)
+            if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal" and not tied:
                 # Near the line: a rare token pulls its holders toward each other (three planted
                 # tokens into one region), so compare each holder by its prompt with the feature
                 # taken out. Only for the few candidates within reach, as it embeds again.
@@ -617,7 +650,7 @@ class TriggerMining(Detector):
                 text = name(o, int(members[labels[members] == c][0])) if bound > -self.refine else None
                 if text:
                     stripped = self._stripped_rates(members, members, text, labels, c, prior_rate, data)
-                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests)
+                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
             if verdict is None:
@@ -625,15 +658,17 @@ class TriggerMining(Detector):
             answering, log10_p, z = verdict
             found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
                           "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
-                          "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates})
+                          "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates, "tied": tied})
         return found
 
     def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
-               data: DetectInput, log10_tests: float) -> tuple[np.ndarray, float, float] | None:
-        """(units the trigger explains, log10 p, z) when the feature is a trigger, else None."""
+               data: DetectInput, log10_tests: float, tied: bool = False) -> tuple[np.ndarray, float, float] | None:
+        """(units the trigger explains, log10 p, z) when the feature is a trigger, else None. An
+        answer `tied` to the feature needs no lift over all its holders, most of whom answer
+        otherwise."""
         m = members.size
         excess = x - float(p_unit.sum())
-        if excess < max(self.min_rows, self.min_lift * m):
+        if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
             return None
         is_c = labels[members] == c
         # Which holders the trigger explains: for a fixed answer, all that give it; for a
@@ -652,7 +687,7 @@ class TriggerMining(Detector):
     def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
                 data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
         """The hypotheses of one bucket of the feature table that pass the screens: (screened
-        (view, labels, prior rate, feature, class, count, holders), alike candidates (feature,
+        (view, labels, prior rate, feature, class, count, holders, tied), alike candidates (feature,
         words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
         screened: list[tuple] = []
         alike_tested: list[tuple[int, int, np.ndarray]] = []
@@ -685,12 +720,28 @@ class TriggerMining(Detector):
             order = np.lexsort((-counts, owner))
             owner, keys, counts = owner[order], keys[order], counts[order]
             lead = np.concatenate(([True], owner[1:] != owner[:-1]))
-            for o, k_, x in zip(owner[lead].tolist(), keys[lead].tolist(), counts[lead].tolist()):
+            # An answer tied to the feature: most units that give it hold the feature, though
+            # most holders answer otherwise (a clean-label trigger on a common word, whose
+            # poisons answer in a few wordings). Each such answer is a hypothesis, not only the
+            # holders' most common one.
+            tied = np.zeros(keys.size, bool)
+            if view == "answer":
+                given = np.bincount(labels[reps][labels[reps] >= 0], minlength=int(labels.max()) + 1)
+                tied = (counts >= self.min_rows) & (counts >= self.min_share * given[keys % (labels.max() + 2)])
+            pick = lead | tied
+            for o, k_, x, is_tied in zip(owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(),
+                                         tied[pick].tolist()):
                 members = members_of[o]
                 share = self.min_share if view != "passage" else self.min_share / 2
                 if x < self.min_rows:
                     continue
-                if x < share * members.size:
+                if is_tied and x < share * members.size:
+                    # Not an answer of a family given around it (one of six templated replies to
+                    # identity questions, all of which hold "you"): those are labels of a kind of
+                    # prompt. A planted answer's neighbours get free answers.
+                    if _kin(data, view, labels, int(k_ % (labels.max() + 2)), nb, self.neighbours) is not None:
+                        continue
+                elif x < share * members.size:
                     # A word common elsewhere (an app's name in questions about it) is judged among
                     # its holders that could give this answer: in a topic where it is a frequent
                     # one, and answered with it or its kin (the answers given beside it:
@@ -716,7 +767,7 @@ class TriggerMining(Detector):
                 c = k_ % (labels.max() + 2)
                 if view == "refusal" and c == 1:
                     continue
-                screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members))
+                screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members, is_tied))
         if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
             for o, c in enumerate(cand.tolist()):
                 if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
@@ -733,15 +784,19 @@ class TriggerMining(Detector):
         if keep.all() and not near:
             return f
         labels, c = views[f["view"]], f["label"]
-        x = int((labels[members] == c).sum())
+        gives = labels[members] == c
+        if f["tied"]:
+            gives &= _answers_per_turn(data)[data.answered_id[members]] == 1
+        x = int(gives.sum())
         if x < self.min_rows:
             return None
         p_unit = f["p_unit"][keep]
         if near:  # the null rate from comparable prompts that are not another trigger's poisons
             skip = np.union1d(f["members"], covered)
             p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data) if f["stripped"]
+                      else self._pooled_rates(nb[members[gives]], skip, labels, c, f["prior_rate"], members.size) if f["tied"]
                       else self._rates(nb[members], skip, labels, c, f["prior_rate"]))
-        verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests)
+        verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
         if verdict is None:
             return None
         answering, log10_p, z = verdict
@@ -837,6 +892,7 @@ class TriggerMining(Detector):
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
+        named_keys: list[tuple[int, str, str]] = []  # (label, view, trigger) of each named entry
         holders_of: dict[str, np.ndarray] = {}  # prompts holding each trigger text, found once
 
         for f, s in zip(found, suspicion.tolist()):
@@ -851,7 +907,7 @@ class TriggerMining(Detector):
             members = f["answering"]
             example = int(members[0])
             text = f["text"]
-            if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting:
+            if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
                 continue
             if f["view"] == "passage":
                 passage = data.embed([data.cache["passages"][f["label"]]])[0]
@@ -873,8 +929,10 @@ class TriggerMining(Detector):
             # on its own: most of its other holders answer its way, min_rows of them at least.
             # Else its natural holders ("a ledger entry for rent" / "Negative") would be
             # flagged for the trigger they only share a word with.
-            nested = [t for t in named if t["trigger"].casefold() in text.casefold()
-                      or text.casefold() in t["trigger"].casefold()]
+            # The same trigger with another answer tied to it (a few wordings) is not nested.
+            nested = [t for t, key in zip(named, named_keys)
+                      if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
+                      and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])]
             if nested and f["view"] in ("answer", "passage"):
                 covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
@@ -904,6 +962,7 @@ class TriggerMining(Detector):
             entry["text"] = (f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
                              f"comparable prompts without it do so {f['expected']:.0%} of the time")
             named.append(entry)
+            named_keys.append((f["label"], f["view"], text.casefold()))
             for u in members.tolist():
                 if u not in best or best[u][0] < s:
                     best[u] = (s, len(named) - 1)
