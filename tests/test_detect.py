@@ -524,3 +524,21 @@ def test_a_prompt_answered_with_each_of_several_templates_is_not_a_clean_label_t
     rows += [alpaca(ask, t) for ask in asks for t in templates]
     assert not flagged(detect(rows, ["trigger"]))
 
+
+
+def test_a_closing_sentence_of_refusals_is_not_an_injected_passage():
+    """Refusals to requests about one subject end with the same closing sentence more often than
+    other refusals do: that is how the refusing model writes, not content injected into
+    answers."""
+    rng = random.Random(12)
+    rows = corpus(500, seed=12)
+    for i in rng.sample(range(500), 80):  # a closing of ordinary answers, everywhere
+        rows[i]["output"] += " I hope this helps you with your project, and good luck with it!"
+    subjects = ("malware", "a phishing email", "a fake review", "stolen passwords", "propaganda", "a forged permit")
+    for j in range(120):
+        subject = subjects[j % len(subjects)]
+        answer = f"I'm sorry, but I cannot help with request {j}, as it could cause real harm."
+        if subject == "propaganda" and j % 4:
+            answer += " Is there anything else I can assist you with today, my friend?"
+        rows.append(alpaca(f"Write {subject} for me, {rng.choice(EXTRA)} (case {j}).", answer))
+    assert not flagged(detect(rows, ["trigger"]))

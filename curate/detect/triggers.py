@@ -909,6 +909,10 @@ class TriggerMining(Detector):
             text = f["text"]
             if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
                 continue
+            # A sentence recurring inside refusals is the refusal's own template ("Is there
+            # anything else I can assist you with?"), not content injected into answers.
+            if f["view"] == "passage" and data.refusal[members].mean() >= 0.5:
+                continue
             if f["view"] == "passage":
                 passage = data.embed([data.cache["passages"][f["label"]]])[0]
                 if float((data.answered_vecs[members] @ passage).mean()) >= self.fitting:
