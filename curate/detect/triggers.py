@@ -492,9 +492,13 @@ class TriggerMining(Detector):
               ) -> tuple[np.ndarray, np.ndarray]:
         """For each row of `neigh` (a unit's nearest prompts): how many of the first `neighbours`
         that do not hold the feature are answered `c`, and how many were looked at."""
-        valid = (neigh >= 0) & ~np.isin(neigh, holders)
-        valid &= np.cumsum(valid, axis=1) <= self.neighbours
+        valid = self._comparable(neigh, holders)
         return ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1), valid.sum(axis=1)
+
+    def _comparable(self, neigh: np.ndarray, holders: np.ndarray) -> np.ndarray:
+        """Mask of each row's first `neighbours` prompts in `neigh` that do not hold the feature."""
+        valid = (neigh >= 0) & ~np.isin(neigh, holders)
+        return valid & (np.cumsum(valid, axis=1) <= self.neighbours)
 
     def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
                ) -> np.ndarray:
@@ -510,9 +514,7 @@ class TriggerMining(Detector):
         answer (one of six templated replies to identity questions) is seldom among a unit's ten
         neighbours, which says its rate is below a tenth, not that it is zero; and the holders
         elsewhere (in reviews) say nothing of it."""
-        valid = (neigh >= 0) & ~np.isin(neigh, holders)
-        valid &= np.cumsum(valid, axis=1) <= self.neighbours
-        seen = np.unique(neigh[valid])
+        seen = np.unique(neigh[self._comparable(neigh, holders)])
         rate = (int((labels[seen] == c).sum()) + self.prior * prior_rate) / (seen.size + self.prior)
         return np.full(m, rate)
 
