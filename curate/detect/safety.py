@@ -49,7 +49,7 @@ class Safety(Detector):
     description: ClassVar[str] = "harmful requests answered with compliance (refusals are good safety data)"
     reason: ClassVar[str] = "poison:safety"
     #: The harm probability at which a complying answer reaches suspicion 0.5 (flag_at).
-    harm_at_flag: float = 0.6
+    harm_at_flag: float = 0.65
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
