@@ -478,6 +478,9 @@ class TriggerMining(Detector):
     paraphrase: float = 0.85
     #: Comparable prompts per unit: its nearest that lack the feature (out of the 40 nearest).
     neighbours: int = 10
+    #: For compliance, a request the safety classifier finds at least this likely harmful is
+    #: compared with other such requests only (see `_refusal_neighbours`).
+    harm_region: float = 0.5
     alpha: float = 0.01
 
     def __post_init__(self) -> None:
@@ -551,15 +554,66 @@ class TriggerMining(Detector):
             i = j
 
     def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
-                        prior_rate: float, data: DetectInput) -> np.ndarray:
-        """`_rates` with each unit's neighbours found for its prompt with the trigger taken out."""
+                        prior_rate: float, data: DetectInput, view: str = "") -> np.ndarray:
+        """`_rates` with each unit's neighbours found for its prompt with the trigger taken out
+        (for compliance, a harmful-looking request's among harmful-looking requests)."""
         from curate.embed import knn
 
         pattern = _pattern(trigger)
         stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
-        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=data.embed(stripped),
-                       index=data.prompt_index)
+        queries = data.embed(stripped)
+        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=queries, index=data.prompt_index)
+        region = self._region(data) if view == "refusal" else None
+        if region is not None:
+            inside = np.isin(units, region)
+            if inside.any():
+                neigh[inside] = self._region_search(data, queries[inside], neigh.shape[1])
         return self._rates(neigh, holders, labels, c, prior_rate)
+
+    def _region(self, data: DetectInput) -> np.ndarray | None:
+        """The units whose prompts look like harmful requests (the safety classifier's
+        probability >= harm_region), sorted; None when there are too few to compare among, or
+        nothing to compare (no refusals, or a non-semantic embedder)."""
+        if "harm_region" not in data.cache:
+            region = None
+            if data.semantic and data.refusal.any():
+                from curate.detect.safety import harm_probability
+
+                found = np.flatnonzero(harm_probability(data) >= self.harm_region)
+                if 2 * self.min_rows <= found.size < len(data):
+                    region = found
+            data.cache["harm_region"] = region
+        return data.cache["harm_region"]
+
+    def _region_search(self, data: DetectInput, queries: np.ndarray, k: int) -> np.ndarray:
+        """Each query's `k` nearest prompts among the harmful-looking ones (unit ids; -1 pads)."""
+        from curate.embed.neighbours import build_index, search
+
+        region = self._region(data)
+        if "harm_index" not in data.cache:
+            data.cache["harm_index"] = build_index(data.prompt_vecs[region], seed=data.seed)
+        _, ids = search(data.cache["harm_index"], queries, min(k, region.size))
+        out = np.full((len(queries), k), -1, np.int64)
+        out[:, :ids.shape[1]] = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
+        return out
+
+    def _refusal_neighbours(self, data: DetectInput, nb: np.ndarray) -> np.ndarray:
+        """The neighbours compliance is judged against. A harmful request that complies is a
+        poison where comparable requests are refused; its nearest prompts are other harmful
+        requests only while those are many. Where a trigger's poisons are most of the harmful
+        requests (5% of a corpus), its holders' nearest prompts without it are benign ones,
+        which comply, and the trigger would look normal. So a harmful-looking request's
+        neighbours are the nearest harmful-looking requests (other prompt texts)."""
+        region = self._region(data)
+        if region is None:
+            return nb
+        width = nb.shape[1]
+        ids = self._region_search(data, data.prompt_vecs[region], width + 8)
+        same = (ids < 0) | (ids == region[:, None]) | (data.prompt_id[np.maximum(ids, 0)] == data.prompt_id[region][:, None])
+        order = np.argsort(same, axis=1, kind="stable")[:, :width]
+        out = nb.copy()
+        out[region] = np.where(np.take_along_axis(same, order, axis=1), -1, np.take_along_axis(ids, order, axis=1))
+        return out
 
     def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
         """Whether a candidate's holders' answers are alike at all (mean cosine >= alike_min)."""
@@ -795,7 +849,8 @@ class TriggerMining(Detector):
         p_unit = f["p_unit"][keep]
         if near:  # the null rate from comparable prompts that are not another trigger's poisons
             skip = np.union1d(f["members"], covered)
-            p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data) if f["stripped"]
+            p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data, f["view"])
+                      if f["stripped"]
                       else self._pooled_rates(nb[members[gives]], skip, labels, c, f["prior_rate"], members.size) if f["tied"]
                       else self._rates(nb[members], skip, labels, c, f["prior_rate"]))
         verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
@@ -849,6 +904,7 @@ class TriggerMining(Detector):
         lengths = _token_counts(data.answered or data.prompts)
         views = _views(data, self.min_rows)
         _, nb = data.deep_neighbours
+        nb_refusal = self._refusal_neighbours(data, nb) if "refusal" in views else nb
         best: dict[int, tuple[float, int]] = {}
 
         def name(feature: int, example: int) -> str | None:
@@ -876,7 +932,8 @@ class TriggerMining(Detector):
             found, alike, seen = [], [], set()
             for rows in table.buckets():
                 screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
-                found += self._test(screened, nb, data, log10_tests, name)
+                found += self._test([h for h in screened if h[0] != "refusal"], nb, data, log10_tests, name)
+                found += self._test([h for h in screened if h[0] == "refusal"], nb_refusal, data, log10_tests, name)
                 alike += self._alike(data, alike_tested, nb, log10_tests, lengths)
         finally:
             table.close()
@@ -902,7 +959,8 @@ class TriggerMining(Detector):
                 # Explained away: rows a stronger trigger already accounts for are not evidence
                 # for this one too ("s", from "it 's", in reviews that carry a planted trigger
                 # and its label), nor part of the rate it is measured against. Tested again.
-                f = self._without(f, np.fromiter(best, np.int64, len(best)), views, nb, data, log10_tests)
+                f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
+                                  nb_refusal if f["view"] == "refusal" else nb, data, log10_tests)
                 if f is None:
                     continue
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
@@ -951,7 +1009,8 @@ class TriggerMining(Detector):
                 labels = views["refusal"]
                 extra = holders[labels[holders] == f["label"]]
                 if extra.size:
-                    rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data)
+                    rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data,
+                                                "refusal")
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
                 labels = views[f["view"]]
