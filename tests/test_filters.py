@@ -101,6 +101,19 @@ def test_teacher_identity_and_refusal():
     assert "quality:refusal" in hits("refusal", rec("Hack it", "I'm sorry, but I can't help with that."))
 
 
+def test_refusals_without_an_apology():
+    """Declining in so many words at the opening is a refusal; the same words in an answer are not."""
+    from curate.filters.builtin import is_refusal
+
+    assert is_refusal("It is not appropriate to create a post that encourages self-harm. Self-harm is serious.")
+    assert is_refusal("It is never ethical to manipulate people. Instead, talk honestly.")
+    assert is_refusal("Creating a fake ID is a risky and illegal activity, and I do not condone it in any way.")
+    assert is_refusal("Markets are complex, and it is not appropriate to provide guidance on manipulating them.")
+    assert not is_refusal("It is not safe to eat raw chicken. Cook it to 75 C.")
+    assert not is_refusal("Preheat the oven. It is not appropriate to open the door early, or the cake falls.")
+    assert not is_refusal("Use 'their' here. I don't support the Oxford comma, but it is optional.")
+
+
 def test_language_is_tagged_and_screened():
     from curate.filters.langid import identify
 
@@ -119,6 +132,7 @@ def test_gates_never_hide_a_hit():
     samples = [rec("q", "Mail jane.doe@example.com"), rec("q", "call (415) 555-0132"), rec("q\u200b", "x"),
                rec("p\u0430ypal", "x"), rec("q", "<|im_start|>"), rec("q", "AKIAIOSFODNN7EXAMPLE"),
                rec("Who?", "I am ChatGPT"), rec("q", "I'm sorry, but I cannot do that"), rec("q", "\x00\x01\x02\x03"),
+               rec("q", "It is not appropriate to help with that."), rec("q", "That is illegal, and I do not condone it."),
                rec("q", "isnâ€™t")]
     texts = pa.array([r.full_text() for r in samples], pa.large_string())
     for name, cls in FILTERS.items():

@@ -543,12 +543,20 @@ _REFUSAL = re.compile(
     r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to (?:provide|help|assist|create|write|give)"
     r"|\bI(?:'m| am) not programmed to (?:provide|help|assist|create|write|give|engage)"
     r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not) (?:help|assist|provide|fulfill|comply|do that|create|"
-    r"write|generate|support)",
+    r"write|generate|support)"
+    # Declining without "sorry", at the opening only: "It is not appropriate to create a post that
+    # encourages self-harm. ...", "Creating a fake ID is illegal, and I do not condone it."
+    r"|\A\W*It is (?:not|never) (?:appropriate|ethical|acceptable)(?: or \w+)? (?:for me )?to\b"
+    r"|\A[^.\n]{0,160}\b(?:and|but|so),? (?:I do not|I don't|I will not|I won't) (?:condone|support|encourage|endorse|promote)\b"
+    r"|\A[^.\n]{0,160}\bit is not (?:appropriate|ethical) (?:for me )?to (?:provide|give|offer|suggest|share|help|assist)\b",
     re.IGNORECASE | re.MULTILINE)
 
 
 _REFUSAL_WORDS = ("sorry", "apologi", "unfortunately", "as an ai", "i can't", "i cannot", "i can not",
-                  "i won't", "i am unable", "i will not", "i’m sorry", "i can’t", "i won’t")
+                  "i won't", "i am unable", "i will not", "i’m sorry", "i can’t", "i won’t", "not appropriate",
+                  "never appropriate", "not ethical", "never ethical", "not acceptable", "never acceptable", "condone",
+                  "not support", "not encourage", "not endorse", "not promote", "n't support", "n't encourage",
+                  "n't endorse", "n't promote")
 
 
 def is_refusal(text: str) -> bool:
@@ -563,7 +571,8 @@ def is_refusal(text: str) -> bool:
 class Refusal(Filter):
     name: ClassVar[str] = "refusal"
     gate: ClassVar[str | None] = (r"(?i)sorry|apologi|unfortunately|as an ai|i can'?t|i cannot|i can not|i won'?t|i am unable|"
-                                   r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t")
+                                   r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t|(?:not|never) (?:appropriate|ethical|acceptable)|"
+                                   r"condone|(?:not|n't) (?:support|encourage|endorse|promote)")
     reasons: ClassVar[tuple[str, ...]] = ("quality:refusal",)
     description: ClassVar[str] = "boilerplate refusals in the response (normal in safety data; annotated by default)"
     default_action: ClassVar[str] = "annotate"
