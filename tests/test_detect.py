@@ -165,6 +165,32 @@ def test_chosen_equal_to_rejected_is_flagged():
     assert "chosen and rejected are the same answer" in result.reasons[7]["poison:preference"]["text"]
 
 
+def test_both_answers_of_a_pair_are_embedded_the_same_way():
+    """A distilled embedder picks, per pass, which texts the model embeds and which get static
+    vectors. Chosen and rejected embedded in separate passes differ in how they were embedded,
+    and a reward model learns that instead of which answer is better: one pass covers both."""
+    hashing = HashEmbedder(dim=256)
+
+    class Distilled:
+        def __init__(self):
+            self.passes: list[set[str]] = []
+
+        def prepare(self, texts):
+            self.passes.append(set(texts))
+
+        def __call__(self, texts):
+            return hashing.encode(texts)
+
+    rows = [{"prompt": f"Question {i} about {TOPICS[i % 16]}?", "chosen": f"A careful answer {i}.",
+             "rejected": f"A sloppy answer {i}."} for i in range(60)]
+    records = [Record(i, "t", i, i + 1, "preference", r, [Turn("user", r["prompt"]), Turn("assistant", r["chosen"])],
+                      rejected=r["rejected"]) for i, r in enumerate(rows)]
+    answers = Distilled()
+    data = DetectInput.from_records(records, hashing.encode, semantic=False, embed_response=answers)
+    run_detectors(data, [DETECTORS["preference"]()], 0.5)
+    assert any({r["chosen"] for r in rows} | {r["rejected"] for r in rows} <= p for p in answers.passes)
+
+
 def test_a_trigger_in_an_earlier_turn_is_found_and_the_turn_is_named():
     rng = random.Random(2)
     rows = []

@@ -141,7 +141,7 @@ class DetectInput:
     def release(self) -> None:
         """Drop the embedding pages this process has mapped so far, and the prompt index
         (only trigger mining searches it; it is rebuilt if asked for again): between detectors."""
-        for name in ("prompt_vecs", "response_vecs", "answered_vecs", "rejected_vecs"):
+        for name in ("prompt_vecs", "response_vecs", "answered_vecs"):
             vectors = self.__dict__.get(name)
             if isinstance(vectors, Vectors):
                 vectors.release()
@@ -186,10 +186,6 @@ class DetectInput:
     def pairs(self) -> np.ndarray:
         """Units that are preference pairs (have a rejected answer)."""
         return np.asarray([i for i, r in enumerate(self.rejected) if r is not None], np.int64)
-
-    @cached_property
-    def rejected_vecs(self) -> Vectors:
-        return self.vectors("rejected", [self.rejected[i] for i in self.pairs], self.embed_response)
 
     @cached_property
     def prompt_id(self) -> np.ndarray:
