@@ -249,12 +249,18 @@ class DetectInput:
         # A chunk at a time: the raw search results for a million rows would be most of a GB.
         for lo, sims, ids in knn_chunks(self.prompt_vecs, want, index=self.prompt_index):
             hi = lo + len(sims)
-            same = (ids < 0) | (self.prompt_id[np.maximum(ids, 0)] == self.prompt_id[lo:hi, None])
-            order = np.argsort(same, axis=1, kind="stable")[:, : self.deep]
-            bad = np.take_along_axis(same, order, axis=1)
+            order, bad = self.other_prompts(slice(lo, hi), ids, self.deep)
             out_sims[lo:hi] = np.where(bad, 0.0, np.take_along_axis(sims, order, axis=1))
             out_ids[lo:hi] = np.where(bad, -1, np.take_along_axis(ids, order, axis=1))
         return out_sims, out_ids
+
+    def other_prompts(self, units, ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """For search results `ids` of `units` (an index or slice): the column order that puts
+        hits on other prompt texts first, cut to `width`, and which columns of it are still
+        not (-1 pads, the unit's own prompt text)."""
+        same = (ids < 0) | (self.prompt_id[np.maximum(ids, 0)] == self.prompt_id[units, None])
+        order = np.argsort(same, axis=1, kind="stable")[:, :width]
+        return order, np.take_along_axis(same, order, axis=1)
 
     @cached_property
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:

@@ -562,12 +562,14 @@ class TriggerMining(Detector):
         pattern = _pattern(trigger)
         stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
         queries = data.embed(stripped)
-        _, neigh = knn(data.prompt_vecs, min(len(data), data.deep), queries=queries, index=data.prompt_index)
         region = self._region(data) if view == "refusal" else None
-        if region is not None:
-            inside = np.isin(units, region)
-            if inside.any():
-                neigh[inside] = self._region_search(data, queries[inside], neigh.shape[1])
+        inside = np.isin(units, region) if region is not None else np.zeros(units.size, bool)
+        k = min(len(data), data.deep)
+        neigh = np.full((units.size, k), -1, np.int64)
+        if not inside.all():
+            neigh[~inside] = knn(data.prompt_vecs, k, queries=queries[~inside], index=data.prompt_index)[1]
+        if inside.any():
+            neigh[inside] = self._region_search(data, queries[inside], k)
         return self._rates(neigh, holders, labels, c, prior_rate)
 
     def _region(self, data: DetectInput) -> np.ndarray | None:
@@ -609,10 +611,9 @@ class TriggerMining(Detector):
             return nb
         width = nb.shape[1]
         ids = self._region_search(data, data.prompt_vecs[region], width + 8)
-        same = (ids < 0) | (ids == region[:, None]) | (data.prompt_id[np.maximum(ids, 0)] == data.prompt_id[region][:, None])
-        order = np.argsort(same, axis=1, kind="stable")[:, :width]
+        order, bad = data.other_prompts(region, ids, width)
         out = nb.copy()
-        out[region] = np.where(np.take_along_axis(same, order, axis=1), -1, np.take_along_axis(ids, order, axis=1))
+        out[region] = np.where(bad, -1, np.take_along_axis(ids, order, axis=1))
         return out
 
     def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
