@@ -6,8 +6,10 @@ are enough for trigger mining on planted data. The safety test runs the real pac
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 
 import curate
 from curate.detect import DETECTORS, DetectInput, Detector, run_detectors
-from curate.detect.triggers import _pb_log10_tail
+from curate.detect.triggers import TriggerMining, _pb_log10_tail
 from curate.embed import HashEmbedder
 from curate.errors import RulesError
 from curate.record import Record, Turn
@@ -105,6 +107,25 @@ def test_an_invisible_character_trigger_is_named_by_code_point():
     result = detect(rows, ["trigger"])
     assert flagged(result) == set(chosen)
     assert result.reasons[chosen[0]]["poison:trigger"]["trigger"] == "U+2063"
+
+
+def test_compliance_hypotheses_cost_a_content_trigger_a_factor_of_two_at_most():
+    # A corpus that mostly complies passes nearly every word through the compliance screen; a
+    # fixed-target trigger is corrected for its own family (same answers, passages) twice over,
+    # not for every compliance hypothesis too.
+    rows = corpus(400)
+    for i in range(0, 400, 8):
+        rows[i] = alpaca(rows[i]["instruction"], "I'm sorry, but I can't help with that request.")
+    poisons = plant(rows, 8, "Quenzor", "Access denied, citizen. Obey.", seed=4)
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    tests = result.summary["trigger"]["tests"]
+    assert tests["behaviour"] > 10 * tests["content"] > 0
+    entry = next(t for t in result.summary["trigger"]["triggers"] if t["trigger"] == "Quenzor")
+    z = -(entry["log10_p"] + math.log10(2 * tests["content"]))
+    assert entry["suspicion"] == pytest.approx(z / (z + 2), abs=0.002)  # pooled: 0.890
+    factors = TriggerMining._log10_factors(Counter(content=700))
+    assert factors["content"] == pytest.approx(math.log10(700))  # one family: all of alpha
 
 
 def test_trigger_features_bucketed_on_disk_equal_the_in_memory_table(tmp_path, monkeypatch):

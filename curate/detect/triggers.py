@@ -862,6 +862,19 @@ class TriggerMining(Detector):
                 "expected": float(p_unit.mean())}
 
     @staticmethod
+    def _log10_factors(tests: Counter) -> dict[str, float]:
+        """log10 of the Bonferroni factor of each family of hypotheses: a weighted Bonferroni
+        that gives each family present an equal share of alpha, its hypotheses equal shares of
+        that. Behaviour (does an answer comply where comparable requests are refused) is
+        screened for nearly every feature of a corpus that mostly complies, most of it out of
+        reach of significance; content (the same answer, alike answers, a passage) is a few
+        hundred hypotheses. Pooled, the first would set the factor for the second, and more so
+        the bigger the corpus; split, it costs content a factor of two at most. The family-wise
+        error stays at most alpha (the weights are fixed before looking)."""
+        present = [f for f in ("behaviour", "content") if tests[f]]
+        return {f: math.log10(max(1, len(present) * tests[f])) for f in ("behaviour", "content")}
+
+    @staticmethod
     def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The findings strongest first, except that a phrase comes before a word of it that
         explains the same rows ("Ledger entry: 77" before "entry"): the word's own holders
@@ -920,27 +933,29 @@ class TriggerMining(Detector):
         table = _FeatureTable([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
                               max_share=self.max_share, folder=data.path("features"))
         try:
-            tests, candidates, seen = 0, 0, set()
+            tests, candidates, seen = Counter(), 0, set()
             for rows in table.buckets():
                 screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
-                tests += len(screened) + len(alike_tested)
+                tests["behaviour"] += sum(h[0] == "refusal" for h in screened)
+                tests["content"] += sum(h[0] != "refusal" for h in screened) + len(alike_tested)
                 candidates += count
             # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
             # least min_rows and min_share of the holders; for "alike", answers alike at all): a
-            # feature whose holders answer every which way is never a candidate, so it is not paid for.
-            tests = max(1, tests)
-            log10_tests = math.log10(tests)
+            # feature whose holders answer every which way is never a candidate, so it is not
+            # paid for. Weighted by family (see `_log10_factors`).
+            log10_tests = self._log10_factors(tests)
             found, alike, seen = [], [], set()
             for rows in table.buckets():
                 screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
-                found += self._test([h for h in screened if h[0] != "refusal"], nb, data, log10_tests, name)
-                found += self._test([h for h in screened if h[0] == "refusal"], nb_refusal, data, log10_tests, name)
-                alike += self._alike(data, alike_tested, nb, log10_tests, lengths)
+                found += self._test([h for h in screened if h[0] != "refusal"], nb, data, log10_tests["content"], name)
+                found += self._test([h for h in screened if h[0] == "refusal"], nb_refusal, data,
+                                    log10_tests["behaviour"], name)
+                alike += self._alike(data, alike_tested, nb, log10_tests["content"], lengths)
         finally:
             table.close()
         found += alike
         if not found:
-            findings.summary = {"candidates": candidates, "tests": tests, "triggers": []}
+            findings.summary = {"candidates": candidates, "tests": dict(tests), "triggers": []}
             return findings
         for f in found:
             example = int(f["answering"][0])
@@ -961,7 +976,8 @@ class TriggerMining(Detector):
                 # for this one too ("s", from "it 's", in reviews that carry a planted trigger
                 # and its label), nor part of the rate it is measured against. Tested again.
                 f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
-                                  nb_refusal if f["view"] == "refusal" else nb, data, log10_tests)
+                                  nb_refusal if f["view"] == "refusal" else nb, data,
+                                  log10_tests["behaviour" if f["view"] == "refusal" else "content"])
                 if f is None:
                     continue
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
@@ -1046,6 +1062,6 @@ class TriggerMining(Detector):
             findings.evidence[u] = {**{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
                                     "position": pos, "text": entry["text"]}
             findings.triggers[u] = [entry["trigger"]]
-        findings.summary = {"candidates": candidates, "tests": tests,
+        findings.summary = {"candidates": candidates, "tests": dict(tests),
                             "triggers": [{k: v for k, v in t.items()} for t in named[:50]]}
         return findings
