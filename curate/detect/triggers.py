@@ -862,6 +862,11 @@ class TriggerMining(Detector):
                 "expected": float(p_unit.mean())}
 
     @staticmethod
+    def _family(view: str) -> str:
+        """The family a view's hypotheses are corrected within (see `_log10_factors`)."""
+        return "behaviour" if view == "refusal" else "content"
+
+    @staticmethod
     def _log10_factors(tests: Counter) -> dict[str, float]:
         """log10 of the Bonferroni factor of each family of hypotheses: a weighted Bonferroni
         that gives each family present an equal share of alpha, its hypotheses equal shares of
@@ -936,8 +941,8 @@ class TriggerMining(Detector):
             tests, candidates, seen = Counter(), 0, set()
             for rows in table.buckets():
                 screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
-                tests["behaviour"] += sum(h[0] == "refusal" for h in screened)
-                tests["content"] += sum(h[0] != "refusal" for h in screened) + len(alike_tested)
+                tests.update(self._family(h[0]) for h in screened)
+                tests["content"] += len(alike_tested)
                 candidates += count
             # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
             # least min_rows and min_share of the holders; for "alike", answers alike at all): a
@@ -947,9 +952,9 @@ class TriggerMining(Detector):
             found, alike, seen = [], [], set()
             for rows in table.buckets():
                 screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
-                found += self._test([h for h in screened if h[0] != "refusal"], nb, data, log10_tests["content"], name)
-                found += self._test([h for h in screened if h[0] == "refusal"], nb_refusal, data,
-                                    log10_tests["behaviour"], name)
+                for family, neigh in (("content", nb), ("behaviour", nb_refusal)):
+                    found += self._test([h for h in screened if self._family(h[0]) == family], neigh, data,
+                                        log10_tests[family], name)
                 alike += self._alike(data, alike_tested, nb, log10_tests["content"], lengths)
         finally:
             table.close()
@@ -977,7 +982,7 @@ class TriggerMining(Detector):
                 # and its label), nor part of the rate it is measured against. Tested again.
                 f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
                                   nb_refusal if f["view"] == "refusal" else nb, data,
-                                  log10_tests["behaviour" if f["view"] == "refusal" else "content"])
+                                  log10_tests[self._family(f["view"])])
                 if f is None:
                     continue
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
