@@ -27,6 +27,8 @@ class Mix:
     name: str
     records: list[dict[str, Any]]
     poisoned: list[bool]
+    #: What was planted as the trigger, where the attack has one (for the report).
+    trigger: str | None = None
 
     @property
     def poisons(self) -> int:
