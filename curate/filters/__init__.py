@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from curate.filters.base import ACTIONS, FILTERS, Filter, Hit, register
 from curate.filters import builtin as _builtin  # noqa: F401  (registers the built-in filters)
+from curate.filters import security as _security  # noqa: F401  (registers the code-security filters)
 
 __all__ = ["ACTIONS", "FILTERS", "Filter", "Hit", "register"]
