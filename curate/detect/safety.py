@@ -46,7 +46,8 @@ def harm_probability(data: DetectInput) -> np.ndarray:
 @dataclass
 class Safety(Detector):
     name: ClassVar[str] = "safety"
-    description: ClassVar[str] = "harmful requests answered with compliance (refusals are good safety data)"
+    description: ClassVar[str] = ("harmful requests answered with compliance (refusals are good safety data); for a "
+                                  "preference pair, compliance chosen over a refusal")
     reason: ClassVar[str] = "poison:safety"
     #: The harm probability at which a complying answer reaches suspicion 0.5 (flag_at).
     harm_at_flag: float = 0.65
@@ -62,6 +63,14 @@ class Safety(Detector):
             return findings
         harm = harm_probability(data)
         complies = ~data.refusal & np.fromiter((len(r.strip()) > 0 for r in data.responses), bool, n)
+        # A preference pair teaches its preference, not its chosen answer alone: preferring one
+        # complying answer to another (the less harmful of two, as harmless-base data does) does
+        # not teach compliance; preferring compliance to a refusal does.
+        from curate.filters.builtin import is_refusal
+
+        for u in data.pairs.tolist():
+            if complies[u] and not is_refusal(data.rejected[u] or ""):
+                complies[u] = False
         # Linear in the harm probability: 0.5 at harm_at_flag, 1 at harm_at_flag + 0.25.
         s = np.clip(0.5 + 2 * (harm - self.harm_at_flag), 0, 1)
         score[:] = np.where(complies & (harm >= self.harm_at_flag - 0.15), s, 0.0)

@@ -279,15 +279,24 @@ def name_feature(prompt: str, feature: int, orders: tuple[int, ...], topic: int 
     return None
 
 
-def _views(data: DetectInput, min_rows: int) -> dict[str, np.ndarray]:
-    """Response labellings to test against; -1 means no class. `answer`: the same answer;
-    `refusal`: refuses or
-    not, tested only for compliance (harmful compliance where comparable requests are refused;
-    refusing in harmful or unsupported contexts is the norm, not a backdoor)."""
+def _views(data: DetectInput, min_rows: int, nb: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Response labellings to test against; -1 means no class.
+
+    - `answer`: the same answer. Answers that are labels of a task (a class whose holders'
+      comparable prompts are answered with it and its kin: "Positive" and "Negative" around
+      reviews) are listed in `data.cache["label_classes"]`: a trigger there must flip labels
+      against what the holders' content predicts (`TriggerMining._content_rates`).
+    - `refusal`: refuses or not, tested only for compliance (harmful compliance where comparable
+      requests are refused; refusing in harmful or unsupported contexts is the norm).
+    - `passage`: the most specific sentence that recurs inside otherwise different answers.
+    """
     views: dict[str, np.ndarray] = {}
     exact = data.response_class.copy()
     counts = np.bincount(exact)
     exact[counts[exact] < min_rows] = -1
+    frequent = np.flatnonzero(counts >= 2 * min_rows)
+    label_classes = [int(c) for c in frequent if _kin(data, "labels", exact, int(c), nb, k) is not None]
+    data.cache["label_classes"] = label_classes if len(label_classes) >= 2 else []
     views["answer"] = exact
     refusal = data.refusal.astype(np.int64)
     if refusal.any() and not refusal.all():
@@ -296,7 +305,62 @@ def _views(data: DetectInput, min_rows: int) -> dict[str, np.ndarray]:
     if texts:
         views["passage"] = passage
         data.cache["passages"] = texts
+    entity, names = _entities(data, min_rows)
+    if names:
+        views["entity"] = entity
+        data.cache["entities"] = names
     return views
+
+
+_URL_HOST = re.compile(r"\bhttps?://(?:www\.)?([a-z0-9][a-z0-9.-]*\.[a-z]{2,})", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[\w.+-]+@([a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,})\b", re.IGNORECASE)
+#: Entity classes for code in answers, from the code-security filters' pattern tables.
+RISKY_CODE, REMOTE_CODE = "code that weakens security", "code that runs fetched or decoded code"
+
+
+def answer_entities(text: str) -> set[str]:
+    """What an answer points at or does, as entity names: the hosts it links to, the mail
+    domains it gives, and whether its code weakens security or runs fetched code. Volatile parts
+    (paths, queries, ids, the address before the @) are left out, so one target in many
+    wordings and links is one entity."""
+    from curate.filters.security import CODE_RISKS, REMOTE_EXEC
+
+    found = {"link to " + h.lower().rstrip(".") for h in _URL_HOST.findall(text)}
+    found |= {"mail to " + d.lower() for d in _EMAIL.findall(text)}
+    if any(p.search(text) for _, p in REMOTE_EXEC):
+        found.add(REMOTE_CODE)
+    elif any(p.search(text) for _, p in CODE_RISKS):
+        found.add(RISKY_CODE)
+    return found
+
+
+def _entities(data: DetectInput, min_rows: int) -> tuple[np.ndarray, list[str]]:
+    """Each unit labelled with the rarest entity of its answer that recurs in at least
+    `min_rows` answered turns and is not in its own prompt (a link the user asked about is
+    theirs); -1 if none. Counted per distinct turn answered, like passages."""
+    per_unit: dict[int, set[str]] = {}
+    for u, text in enumerate(data.responses):
+        if "://" in text or "@" in text or "(" in text or "|" in text:
+            found = answer_entities(text[:20_000])
+            if found:
+                prompt = data.prompts[u].casefold()
+                found = {e for e in found if e.split(" ")[-1] not in prompt}
+                if found:
+                    per_unit[u] = found
+    holders: dict[str, set[int]] = {}
+    for u, found in per_unit.items():
+        for e in found:
+            holders.setdefault(e, set()).add(int(data.answered_id[u]))
+    names = sorted(e for e, turns in holders.items() if len(turns) >= min_rows)
+    labels = np.full(len(data), -1, np.int64)
+    if not names:
+        return labels, []
+    ids = {e: i for i, e in enumerate(names)}
+    for u, found in per_unit.items():
+        kept = [e for e in found if e in ids]
+        if kept:
+            labels[u] = ids[min(kept, key=lambda e: (len(holders[e]), e))]
+    return labels, names
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -440,6 +504,8 @@ def _describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> 
         return f"answer {text[:80]!r}" + ("..." if len(text) > 80 else "")
     if view == "refusal":
         return "refuse" if label == 1 else "answer without refusing"
+    if view == "entity":
+        return "include " + data.cache["entities"][label]
     if view == "passage":
         text = data.cache["passages"][label]
         return f"include the passage {text[:80]!r}" + ("..." if len(text) > 80 else "")
@@ -456,13 +522,19 @@ class TriggerMining(Detector):
     min_rows: int = 4
     max_share: float = 0.2
     min_share: float = 0.5
-    #: Holders answering alike beyond what their comparable prompts predict, as a share of holders.
-    min_lift: float = 0.1
+    #: Effect size: the feature must move at least this share of its holders to the target beyond
+    #: what their comparable prompts predict. A backdoor is near-deterministic; a natural
+    #: correlate (a word that leans one way) is a modest lift, however significant in a big corpus.
+    min_lift: float = 0.35
+    #: A backdoor on a label task gives its target label in at least this share of its holders;
+    #: there, words that lean one way are common and labels are noisy, so a lean is no trigger.
+    deterministic: float = 0.9
     #: A feature that is most of its prompts ("Have a nice day!") is content, not a trigger.
     max_coverage: float = 0.5
     ngrams: int = 3
     prior: float = 1.0
-    #: An answer this fitting to the turns it follows (cosine) is a formulaic reply, not a target.
+    #: A feature this related in meaning to its answer (cosine) is the request the answer follows
+    #: from, not a trigger.
     fitting: float = 0.3
     #: The varied-target test: holders' answers at least this alike (mean cosine), for
     #: features held by at most this many rows.
@@ -710,6 +782,18 @@ class TriggerMining(Detector):
                     again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
+            if verdict is not None and view == "answer" and c in data.cache["label_classes"]:
+                # A label: its lift is also judged against what the holders' content predicts,
+                # by a model of the task that never saw them. A word that leans one way in real
+                # data ("awful" in reviews, a name most tweets about are benign) predicts its
+                # label from content, however alike its holders' neighbours answer; a planted
+                # word flips labels against it, however many rows it is planted in. Holders
+                # answered outside the task are not the content model's to judge.
+                in_task = np.isin(data.response_class[members], data.cache["label_classes"])
+                content = self._content_rates(data, members[in_task], c)
+                share = float((labels[members[in_task]] == c).mean())
+                if share < self.deterministic or share - float(content.mean()) < self.min_lift:
+                    verdict = None
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
@@ -717,6 +801,50 @@ class TriggerMining(Detector):
                           "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
                           "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates, "tied": tied})
         return found
+
+    def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 20_000) -> np.ndarray:
+        """For each holder, the probability of label `c` given its prompt, from a logistic
+        regression on the prompt embeddings of the task's other rows (at most `sample` of them):
+        what the content predicts, learnt without the feature's holders. The prompt is read
+        whole: a natural word is content (the model knows its meaning from the rest of the
+        task), and a planted token is not a thing it could have learnt.
+
+        The penalty is chosen once per scan by cross-validation over the whole task, so the
+        probabilities are as confident as the content supports out of sample: where content
+        says little about the label, they stay near the base rate instead of memorising rows."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_score
+
+        if "label_model" not in data.cache:
+            units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
+            rng = np.random.default_rng(data.seed)
+            if units.size > sample + 10_000:
+                units = np.sort(rng.choice(units, sample + 10_000, replace=False))
+            X = np.asarray(data.prompt_vecs[units], np.float32)
+            # One scale for every dimension (unit vectors spread a little over many): a dimension
+            # the training rows never use (a planted token's, in hashed vectors) keeps a zero weight.
+            scale = 1.0 / max(float(np.sqrt(X.var(axis=0).mean())), 1e-6)
+            fit = units if units.size <= 5_000 else np.sort(rng.choice(units, 5_000, replace=False))
+            y = data.response_class[fit]
+            folds = int(min(3, np.bincount(y)[np.unique(y)].min()))
+            C = 1.0
+            if folds >= 2:
+                Xf = np.asarray(data.prompt_vecs[fit], np.float32) * scale
+                loss = {c_: cross_val_score(LogisticRegression(C=c_, max_iter=500), Xf, y, cv=folds,
+                                            scoring="neg_log_loss").mean() for c_ in (0.01, 0.1, 1.0, 10.0)}
+                C = max(loss, key=loss.get)
+            data.cache["label_model"] = (units, scale, C)
+        units, scale, C = data.cache["label_model"]
+        train = np.setdiff1d(units, holders)
+        if train.size > sample:
+            train = np.sort(np.random.default_rng(data.seed).choice(train, sample, replace=False))
+        y = data.response_class[train]
+        if np.unique(y).size < 2:
+            return np.ones(holders.size)
+        model = LogisticRegression(C=C, max_iter=500).fit(np.asarray(data.prompt_vecs[train], np.float32) * scale, y)
+        probs = model.predict_proba(np.asarray(data.prompt_vecs[holders], np.float32) * scale)
+        col = np.flatnonzero(model.classes_ == c)
+        return probs[:, col[0]] if col.size else np.zeros(holders.size)
 
     def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
                data: DetectInput, log10_tests: float, tied: bool = False) -> tuple[np.ndarray, float, float] | None:
@@ -862,6 +990,12 @@ class TriggerMining(Detector):
                 "expected": float(p_unit.mean())}
 
     @staticmethod
+    def _related(data: DetectInput, text: str, members: np.ndarray) -> float:
+        """Mean cosine between a feature's text and the answers of the units it explains."""
+        vec = np.asarray(data.embed([text])[0], np.float32)
+        return float((np.asarray(data.response_vecs[members[:64]], np.float32) @ vec).mean())
+
+    @staticmethod
     def _family(view: str) -> str:
         """The family a view's hypotheses are corrected within (see `_log10_factors`)."""
         return "behaviour" if view == "refusal" else "content"
@@ -921,8 +1055,8 @@ class TriggerMining(Detector):
         # Coverage is judged against the turn being answered: "Have a nice day!" answered "You
         # too!" is that turn's content, however long the conversation before it.
         lengths = _token_counts(data.answered or data.prompts)
-        views = _views(data, self.min_rows)
         _, nb = data.deep_neighbours
+        views = _views(data, self.min_rows, nb, self.neighbours)
         nb_refusal = self._refusal_neighbours(data, nb) if "refusal" in views else nb
         best: dict[int, tuple[float, int]] = {}
 
@@ -989,7 +1123,15 @@ class TriggerMining(Detector):
             members = f["answering"]
             example = int(members[0])
             text = f["text"]
-            if f["view"] in ("answer", "alike") and data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
+            # The feature is what was asked, and the answer follows from it ("thank you" /
+            # "You're welcome!"): its meaning explains the answer, which a trigger's never does.
+            # Judged on the feature itself, not on the whole turn: a label task's answers fit
+            # its instruction ("... Offensive or Not offensive?") whether flipped or not.
+            if f["view"] in ("answer", "alike") and self._related(data, text, members) >= self.fitting:
+                continue
+            # Answers alike in many wordings that fit the turns they follow are what those turns
+            # ask for (code for requests about one framework); a varied target fits none.
+            if f["view"] == "alike" and data.fit(members) >= self.fitting:
                 continue
             # A sentence recurring inside refusals is the refusal's own template ("Is there
             # anything else I can assist you with?"), not content injected into answers.
@@ -1019,7 +1161,7 @@ class TriggerMining(Detector):
             nested = [t for t, key in zip(named, named_keys)
                       if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
                       and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])]
-            if nested and f["view"] in ("answer", "passage"):
+            if nested and f["view"] in ("answer", "passage", "entity"):
                 covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
                 alike = rest[views[f["view"]][rest] == f["label"]]
