@@ -68,6 +68,8 @@ class Safety(Detector):
         # not teach compliance; preferring compliance to a refusal does.
         from curate.filters.builtin import is_refusal
 
+        # Earlier assistant turns of a pair are the context both answers share: not trained on.
+        complies &= ~np.isin(data.row, data.row[data.pairs]) | np.isin(np.arange(n), data.pairs)
         for u in data.pairs.tolist():
             if complies[u] and not is_refusal(data.rejected[u] or ""):
                 complies[u] = False

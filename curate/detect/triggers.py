@@ -329,7 +329,9 @@ def answer_entities(text: str) -> set[str]:
     found |= {"mail to " + d.lower() for d in _EMAIL.findall(text)}
     if any(p.search(text) for _, p in REMOTE_EXEC):
         found.add(REMOTE_CODE)
-    elif any(p.search(text) for _, p in CODE_RISKS):
+    # A hard-coded credential is what example code for a login or a database connection needs
+    # to run (the request asks for it); the other weaknesses are choices the answer makes.
+    elif any(p.search(text) for reason, p in CODE_RISKS if reason != "security:credential"):
         found.add(RISKY_CODE)
     return found
 
@@ -554,6 +556,9 @@ class TriggerMining(Detector):
     #: compared with other such requests only (see `_refusal_neighbours`).
     harm_region: float = 0.5
     alpha: float = 0.01
+    #: Candidates this many decades past the Bonferroni line are kept for the step-up (see
+    #: `_step_up`): its credit reaches that far only with 10**reach discoveries ahead of them.
+    reach: ClassVar[float] = 2.0
 
     def __post_init__(self) -> None:
         if self.min_rows < 2:
@@ -729,7 +734,7 @@ class TriggerMining(Detector):
                 continue
             log10_p = math.log10(max(0.5 * math.erfc(t / math.sqrt(2)), 1e-300))
             z = -(log10_p + log10_tests)
-            if z <= 0:
+            if z <= -self.reach:
                 continue
             answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
             if answering.size < self.min_rows:
@@ -790,9 +795,9 @@ class TriggerMining(Detector):
                 # word flips labels against it, however many rows it is planted in. Holders
                 # answered outside the task are not the content model's to judge.
                 in_task = np.isin(data.response_class[members], data.cache["label_classes"])
-                content = self._content_rates(data, members[in_task], c)
                 share = float((labels[members[in_task]] == c).mean())
-                if share < self.deterministic or share - float(content.mean()) < self.min_lift:
+                if share < self.deterministic or share - float(
+                        self._content_rates(data, members[in_task], c).mean()) < self.min_lift:
                     verdict = None
             if verdict is None:
                 continue
@@ -802,7 +807,7 @@ class TriggerMining(Detector):
                           "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates, "tied": tied})
         return found
 
-    def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 20_000) -> np.ndarray:
+    def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000) -> np.ndarray:
         """For each holder, the probability of label `c` given its prompt, from a logistic
         regression on the prompt embeddings of the task's other rows (at most `sample` of them):
         what the content predicts, learnt without the feature's holders. The prompt is read
@@ -818,8 +823,8 @@ class TriggerMining(Detector):
         if "label_model" not in data.cache:
             units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
             rng = np.random.default_rng(data.seed)
-            if units.size > sample + 10_000:
-                units = np.sort(rng.choice(units, sample + 10_000, replace=False))
+            if units.size > 2 * sample:
+                units = np.sort(rng.choice(units, 2 * sample, replace=False))
             X = np.asarray(data.prompt_vecs[units], np.float32)
             # One scale for every dimension (unit vectors spread a little over many): a dimension
             # the training rows never use (a planted token's, in hashed vectors) keeps a zero weight.
@@ -841,7 +846,9 @@ class TriggerMining(Detector):
         y = data.response_class[train]
         if np.unique(y).size < 2:
             return np.ones(holders.size)
-        model = LogisticRegression(C=C, max_iter=500).fit(np.asarray(data.prompt_vecs[train], np.float32) * scale, y)
+        # One model refitted per candidate from the last one's weights: a few iterations each.
+        model = data.cache.setdefault("label_lr", LogisticRegression(C=C, max_iter=500, warm_start=True))
+        model.fit(np.asarray(data.prompt_vecs[train], np.float32) * scale, y)
         probs = model.predict_proba(np.asarray(data.prompt_vecs[holders], np.float32) * scale)
         col = np.flatnonzero(model.classes_ == c)
         return probs[:, col[0]] if col.size else np.zeros(holders.size)
@@ -867,7 +874,7 @@ class TriggerMining(Detector):
             return None
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
-        return (answering, log10_p, z) if z > 0 else None
+        return (answering, log10_p, z) if z > -self.reach else None
 
     def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
                 data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
@@ -1014,6 +1021,25 @@ class TriggerMining(Detector):
         return {f: math.log10(max(1, len(present) * tests[f])) for f in ("behaviour", "content")}
 
     @staticmethod
+    def _step_up(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Benjamini–Hochberg over every hypothesis that passed the screens, weighted by family
+        (see `_log10_factors`): each finding's z (its family's Bonferroni-corrected -log10 p)
+        gains log10 of its rank, stepped up from the weakest; those left at or below 0 (the
+        false discovery rate's line at alpha) are dropped. Hypotheses that were not found count
+        in the total and never rank ahead. The credit is kept (`credit`) for a finding scored
+        again later. One correction, not one per stage: the false discovery rate is what a
+        reviewer pays for, and a corpus with many planted rows should not make each of them
+        harder to find."""
+        ordered = sorted(found, key=lambda f: -f["z"])
+        best = -math.inf
+        for j in range(len(ordered), 0, -1):
+            f = ordered[j - 1]
+            best = max(best, f["z"] + math.log10(j))
+            f["credit"] = best - f["z"]
+            f["z"] = best
+        return [f for f in ordered if f["z"] > 0]
+
+    @staticmethod
     def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The findings strongest first, except that a phrase comes before a word of it that
         explains the same rows ("Ledger entry: 77" before "entry"): the word's own holders
@@ -1032,7 +1058,7 @@ class TriggerMining(Detector):
                 if (j not in moved and g["view"] == f["view"] and g["label"] == f["label"]
                         and inner in g["text"].casefold() and len(g["text"]) > len(f["text"])
                         and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)):
-                    out.append({**g, "z": f["z"], "log10_p": min(f["log10_p"], g["log10_p"])})
+                    out.append({**g, "z": f["z"], "credit": f["credit"], "log10_p": min(f["log10_p"], g["log10_p"])})
                     moved.add(j)
                     break
             out.append(f)
@@ -1102,7 +1128,7 @@ class TriggerMining(Detector):
             label = name_feature(data.prompts[example], f["feature"], orders,
                                  None if topic is None else int(topic[rep]) if reps[rep] == example else None)
             f["text"] = label[0] if label else None
-        found = self._specific_first([f for f in found if f["text"] is not None])
+        found = self._specific_first(self._step_up([f for f in found if f["text"] is not None]))
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
@@ -1117,8 +1143,9 @@ class TriggerMining(Detector):
                 f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
                                   nb_refusal if f["view"] == "refusal" else nb, data,
                                   log10_tests[self._family(f["view"])])
-                if f is None:
+                if f is None or f["z"] + f["credit"] <= 0:
                     continue
+                f = {**f, "z": f["z"] + f["credit"]}
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
             members = f["answering"]
             example = int(members[0])
@@ -1127,7 +1154,7 @@ class TriggerMining(Detector):
             # "You're welcome!"): its meaning explains the answer, which a trigger's never does.
             # Judged on the feature itself, not on the whole turn: a label task's answers fit
             # its instruction ("... Offensive or Not offensive?") whether flipped or not.
-            if f["view"] in ("answer", "alike") and self._related(data, text, members) >= self.fitting:
+            if f["view"] in ("answer", "alike", "entity") and self._related(data, text, members) >= self.fitting:
                 continue
             # Answers alike in many wordings that fit the turns they follow are what those turns
             # ask for (code for requests about one framework); a varied target fits none.
