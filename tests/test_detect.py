@@ -17,7 +17,7 @@ from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 
 import curate
 from curate.detect import DETECTORS, DetectInput, Detector, run_detectors
-from curate.detect.triggers import TriggerMining, _pb_log10_tail
+from curate.detect.triggers.stats import _pb_log10_tail, log10_factors
 from curate.embed import HashEmbedder
 from curate.errors import RulesError
 from curate.record import Record, Turn
@@ -124,13 +124,13 @@ def test_compliance_hypotheses_cost_a_content_trigger_a_factor_of_two_at_most():
     entry = next(t for t in result.summary["trigger"]["triggers"] if t["trigger"] == "Quenzor")
     z = -(entry["log10_p"] + math.log10(2 * tests["content"]))
     assert entry["suspicion"] == pytest.approx(z / (z + 2), abs=0.002)  # pooled: 0.890
-    factors = TriggerMining._log10_factors(Counter(content=700))
+    factors = log10_factors(Counter(content=700))
     assert factors["content"] == pytest.approx(math.log10(700))  # one family: all of alpha
 
 
 def test_trigger_features_bucketed_on_disk_equal_the_in_memory_table(tmp_path, monkeypatch):
     """Big corpora sort their feature table in buckets on disk; the table must not change."""
-    from curate.detect import triggers
+    from curate.detect.triggers import features as triggers
 
     prompts = [r["instruction"] for r in corpus(600)]
     topic = np.arange(600) % 7

@@ -1,0 +1,508 @@
+"""Trigger mining, the miner core: words, phrases and odd characters whose presence predicts a concentrated
+response, far beyond what comparable prompts without them get.
+
+For a candidate feature f (a word, a 2- or 3-word phrase, or an invisible/private-use code
+point) held by the prompts of m units, take its dominant answer c under a response view (the
+exact answer; compliance, where comparable requests are refused; a recurring sentence inside
+otherwise different answers) and count x, the units with f that answer c. An answer given almost
+only by holders of f is tested too, however few of them give it: a clean-label trigger is a common
+word whose poisons keep their prompts. A separate test covers a varied target (the same intent in
+many wordings). The expectation is not the corpus rate of c: it is, for each unit, how often its own
+nearest prompts *without f* are answered c. "worst" in a movie review predicts "Negative" because
+reviews like it are negative; a planted word predicts "Negative" for reviews whose neighbours are
+positive. The tail probability of x or more under those per-unit rates is bounded with Chernoff
+(exact for x = m, conservative otherwise, valid for a Poisson-binomial), and the bound is
+multiplied by the number of distinct row sets tested in every view (Bonferroni), so the count of
+candidates is paid for. Plain z-scores grow with frequency; this does not: ten units whose
+neighbours never answer c are evidence enough, and ten thousand that answer like their
+neighbours are none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from curate.detect.base import Detector, Findings, register, squash_score
+from curate.detect.context import DetectInput
+from curate.detect.triggers.alike import VariedTargets
+from curate.detect.triggers.features import (
+    _FeatureTable,
+    _holders,
+    _token_counts,
+    name_feature,
+)
+from curate.detect.triggers.rates import ComparableRates
+from curate.detect.triggers.stats import (
+    _distinct_share,
+    _pb_log10_tail,
+    log10_factors,
+    step_up,
+)
+from curate.detect.triggers.views import (
+    VIEWS,
+    _answer_topics,
+    _answers_per_turn,
+    _echoed,
+    _kin,
+    describe,
+    family,
+    label_views,
+)
+from curate.tokens import mix
+
+
+@register
+@dataclass
+class TriggerMining(ComparableRates, VariedTargets, Detector):
+    name: ClassVar[str] = "trigger"
+    description: ClassVar[str] = ("words, phrases and odd characters whose presence predicts a concentrated "
+                                  "response, tested against comparable prompts without them")
+    reason: ClassVar[str] = "poison:trigger"
+    min_rows: int = 4
+    max_share: float = 0.2
+    min_share: float = 0.5
+    #: Effect size: the feature must move at least this share of its holders to the target beyond
+    #: what their comparable prompts predict. A backdoor is near-deterministic; a natural
+    #: correlate (a word that leans one way) is a modest lift, however significant in a big corpus.
+    min_lift: float = 0.35
+    #: A backdoor on a label task gives its target label in at least this share of its holders;
+    #: there, words that lean one way are common and labels are noisy, so a lean is no trigger.
+    deterministic: float = 0.9
+    #: A feature that is most of its prompts ("Have a nice day!") is content, not a trigger.
+    max_coverage: float = 0.5
+    ngrams: int = 3
+    prior: float = 1.0
+    #: A feature this related in meaning to its answer (cosine) is the request the answer follows
+    #: from, not a trigger.
+    fitting: float = 0.3
+    #: The varied-target test: holders' answers at least this alike (mean cosine), for
+    #: features held by at most this many rows.
+    alike_min: float = 0.3
+    alike_max_rows: int = 2000
+    #: For a behaviour (compliance), a holder is attributed to the trigger when at most this
+    #: share of its comparable prompts behave that way.
+    surprise: float = 0.65
+    #: A candidate within this many decades of significance is tested again against the
+    #: neighbours of its prompts with the feature taken out.
+    refine: float = 3.0
+    #: Prompts at least this similar count as one observation (paraphrases of one task).
+    paraphrase: float = 0.85
+    #: Comparable prompts per unit: its nearest that lack the feature (out of the 40 nearest).
+    neighbours: int = 10
+    #: For compliance, a request the safety classifier finds at least this likely harmful is
+    #: compared with other such requests only (see `_refusal_neighbours`).
+    harm_region: float = 0.5
+    alpha: float = 0.01
+    #: Candidates this many decades past the Bonferroni line are kept for the step-up (see
+    #: `stats.step_up`): its credit reaches that far only with 10**reach discoveries ahead of them.
+    reach: ClassVar[float] = 2.0
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 2:
+            raise ValueError("min_rows must be >= 2")
+        if not 0 < self.max_share <= 1 or not 0 < self.min_share <= 1:
+            raise ValueError("max_share and min_share must be in (0, 1]")
+        if not 1 <= self.ngrams <= 5:
+            raise ValueError("ngrams must be in 1..5")
+
+    def _test(self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
+              ) -> list[dict[str, Any]]:
+        found = []
+        for (view, labels, prior_rate, o, c, x, members, tied), p_unit in zip(screened, self._all_rates(screened, nb)):
+            m = members.size
+            if tied:
+                # Only answers to prompts the corpus answers one way count: a prompt answered with
+                # each of several templates ("Who made you?" in synthetic chat data) is sampled,
+                # its answer tied to the prompt, not to a word in it.
+                gives = members[(labels[members] == c) & (_answers_per_turn(data)[data.answered_id[members]] == 1)]
+                x = int(gives.size)
+                if x < self.min_rows:
+                    continue
+                p_unit = self._pooled_rates(nb[gives], members, labels, c, prior_rate, m)
+            raw_rates = p_unit
+            verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests, tied)
+            if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal" and not tied:
+                # Near the line: a rare token pulls its holders toward each other (three planted
+                # tokens into one region), so compare each holder by its prompt with the feature
+                # taken out. Only for the few candidates within reach, as it embeds again.
+                bound = -(_pb_log10_tail(p_unit, x) + log10_tests)
+                text = name(o, int(members[labels[members] == c][0])) if bound > -self.refine else None
+                if text:
+                    stripped = self._stripped_rates(members, members, text, labels, c, prior_rate, data)
+                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied)
+                    if again is not None and (verdict is None or again[2] > verdict[2]):
+                        verdict, p_unit = again, stripped
+            if verdict is not None and view == "answer" and c in data.cache["label_classes"]:
+                # A label: its lift is also judged against what the holders' content predicts,
+                # by a model of the task that never saw them. A word that leans one way in real
+                # data ("awful" in reviews, a name most tweets about are benign) predicts its
+                # label from content, however alike its holders' neighbours answer; a planted
+                # word flips labels against it, however many rows it is planted in. Holders
+                # answered outside the task are not the content model's to judge.
+                in_task = np.isin(data.response_class[members], data.cache["label_classes"])
+                share = float((labels[members[in_task]] == c).mean())
+                if share < self.deterministic or share - float(
+                        self._content_rates(data, members[in_task], c).mean()) < self.min_lift:
+                    verdict = None
+            if verdict is None:
+                continue
+            answering, log10_p, z = verdict
+            found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
+                          "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
+                          "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates, "tied": tied})
+        return found
+
+    def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
+               data: DetectInput, log10_tests: float, tied: bool = False) -> tuple[np.ndarray, float, float] | None:
+        """(units the trigger explains, log10 p, z) when the feature is a trigger, else None. An
+        answer `tied` to the feature needs no lift over all its holders, most of whom answer
+        otherwise."""
+        m = members.size
+        excess = x - float(p_unit.sum())
+        if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
+            return None
+        is_c = labels[members] == c
+        # Which holders the trigger explains: for a fixed answer, all that give it; for a
+        # behaviour (compliance), those whose comparable prompts mostly do not.
+        answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
+        if answering.size < self.min_rows:
+            return None
+        # Paraphrases of one task answered alike are one observation, not many.
+        eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        if x * eff < self.min_rows:
+            return None
+        log10_p = eff * _pb_log10_tail(p_unit, x)
+        z = -(log10_p + log10_tests)
+        return (answering, log10_p, z) if z > -self.reach else None
+
+    def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
+                data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
+        """The hypotheses of one bucket of the feature table that pass the screens: (screened
+        (view, labels, prior rate, feature, class, count, holders, tied), alike candidates (feature,
+        words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
+        screened: list[tuple] = []
+        alike_tested: list[tuple[int, int, np.ndarray]] = []
+        if not rows.size:
+            return screened, alike_tested, 0
+        feat, unit, words, feat_topic = rows["h"], reps[rows["o"]], rows["z"], rows["t"]
+        uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
+        # One test per distinct row set: "zorblat" and "zorblat the" held by the same units are
+        # one hypothesis, not two.
+        with np.errstate(over="ignore"):
+            sig = np.add.reduceat(mix(unit.astype(np.uint64) + np.uint64(1)), start)
+        _, first = np.unique(sig, return_index=True)
+        cand = np.sort(first)
+        fresh = np.fromiter((s_ not in seen for s_ in sig[cand].tolist()), bool, cand.size)
+        cand = cand[fresh]
+        seen.update(sig[cand].tolist())
+        members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+        gives, width = _answer_topics(data, views, self.min_rows)
+        for view, labels in views.items():
+            prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
+            # Dominant class per candidate, vectorised over every candidate.
+            cand_ix = np.repeat(np.arange(cand.size), df[cand])
+            lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
+            ok = lab >= 0
+            if not ok.any():
+                continue
+            key = cand_ix[ok] * (labels.max() + 2) + lab[ok]
+            keys, counts = np.unique(key, return_counts=True)
+            owner = keys // (labels.max() + 2)
+            order = np.lexsort((-counts, owner))
+            owner, keys, counts = owner[order], keys[order], counts[order]
+            lead = np.concatenate(([True], owner[1:] != owner[:-1]))
+            # An answer tied to the feature: most units that give it hold the feature, though
+            # most holders answer otherwise (a clean-label trigger on a common word, whose
+            # poisons answer in a few wordings). Each such answer is a hypothesis, not only the
+            # holders' most common one.
+            tied = np.zeros(keys.size, bool)
+            if view == "answer":
+                given = np.bincount(labels[reps][labels[reps] >= 0], minlength=int(labels.max()) + 1)
+                tied = (counts >= self.min_rows) & (counts >= self.min_share * given[keys % (labels.max() + 2)])
+            pick = lead | tied
+            for o, k_, x, is_tied in zip(owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(),
+                                         tied[pick].tolist()):
+                members = members_of[o]
+                share = self.min_share if view != "passage" else self.min_share / 2
+                if x < self.min_rows:
+                    continue
+                if is_tied and x < share * members.size:
+                    # Not an answer of a family given around it (one of six templated replies to
+                    # identity questions, all of which hold "you"): those are labels of a kind of
+                    # prompt. A planted answer's neighbours get free answers.
+                    if _kin(data, view, labels, int(k_ % (labels.max() + 2)), nb, self.neighbours) is not None:
+                        continue
+                elif x < share * members.size:
+                    # A word common elsewhere (an app's name in questions about it) is judged among
+                    # its holders that could give this answer: in a topic where it is a frequent
+                    # one, and answered with it or its kin (the answers given beside it:
+                    # "Positive" for "Negative"), or with comparable prompts that mostly are.
+                    # Not among those that never are: code that reverses the string "OpenAI",
+                    # or "Are you made by OpenAI?". Comparable prompts alone do not do: a rare
+                    # word pulls its holders' neighbours toward its own topic.
+                    if view != "answer" or gives is None or feat_topic[start[cand[o]]] >= 0:
+                        continue
+                    where = data.topics[members] * width + k_ % width
+                    at = np.minimum(np.searchsorted(gives, where), max(0, gives.size - 1))
+                    members = members[gives[at] == where] if gives.size else members[:0]
+                    is_kin = _kin(data, view, labels, k_ % width, nb, self.neighbours)
+                    if is_kin is not None:
+                        kin, looked = self._hits(nb[members], members, is_kin, True)
+                        members = members[is_kin[members] | (kin * 2 > looked)]
+                    x = int((labels[members] == k_ % width).sum())
+                    if x < self.min_rows or x < share * members.size:
+                        continue
+                order_n = int(words[start[cand[o]]])
+                if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                    continue
+                c = k_ % (labels.max() + 2)
+                if not VIEWS[view].tests(c):
+                    continue
+                screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members, is_tied))
+        if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
+            for o, c in enumerate(cand.tolist()):
+                if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
+                    alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o]))
+        return screened, alike_tested, int(cand.size)
+
+    def _without(self, f: dict[str, Any], covered: np.ndarray, views: dict[str, np.ndarray], nb: np.ndarray,
+                 data: DetectInput, log10_tests: float) -> dict[str, Any] | None:
+        """A finding scored again without the `covered` units (those a stronger trigger accounts
+        for), as holders or as comparable prompts; None if it no longer holds."""
+        keep = ~np.isin(f["members"], covered)
+        members = f["members"][keep]
+        near = bool(np.isin(nb[members], covered).any())
+        if keep.all() and not near:
+            return f
+        labels, c = views[f["view"]], f["label"]
+        gives = labels[members] == c
+        if f["tied"]:
+            gives &= _answers_per_turn(data)[data.answered_id[members]] == 1
+        x = int(gives.sum())
+        if x < self.min_rows:
+            return None
+        p_unit = f["p_unit"][keep]
+        if near:  # the null rate from comparable prompts that are not another trigger's poisons
+            skip = np.union1d(f["members"], covered)
+            p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data, f["view"])
+                      if f["stripped"]
+                      else self._pooled_rates(nb[members[gives]], skip, labels, c, f["prior_rate"], members.size) if f["tied"]
+                      else self._rates(nb[members], skip, labels, c, f["prior_rate"]))
+        verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
+        if verdict is None:
+            return None
+        answering, log10_p, z = verdict
+        return {**f, "answering": answering, "log10_p": log10_p, "z": z, "members": members, "p_unit": p_unit,
+                "expected": float(p_unit.mean())}
+
+    @staticmethod
+    def _related(data: DetectInput, text: str, members: np.ndarray) -> float:
+        """Mean cosine between a feature's text and the answers of the units it explains."""
+        vec = np.asarray(data.embed([text])[0], np.float32)
+        return float((np.asarray(data.response_vecs[members[:64]], np.float32) @ vec).mean())
+
+    @staticmethod
+    def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The findings strongest first, except that a phrase comes before a word of it that
+        explains the same rows ("Ledger entry: 77" before "entry"): the word's own holders
+        include natural ones, so the phrase is the better name and the tighter expansion. It
+        takes the stronger of the two scores."""
+        found = sorted(found, key=lambda f: -f["z"])
+        out: list[dict[str, Any]] = []
+        moved: set[int] = set()
+        for i, f in enumerate(found):
+            if i in moved:
+                continue
+            inner = f["text"].casefold()
+            rows = set(f["answering"].tolist())
+            for j in range(i + 1, len(found)):
+                g = found[j]
+                if (j not in moved and g["view"] == f["view"] and g["label"] == f["label"]
+                        and inner in g["text"].casefold() and len(g["text"]) > len(f["text"])
+                        and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)):
+                    out.append({**g, "z": f["z"], "credit": f["credit"], "log10_p": min(f["log10_p"], g["log10_p"])})
+                    moved.add(j)
+                    break
+            out.append(f)
+        return out
+
+    def detect(self, data: DetectInput) -> Findings:
+        n = len(data)
+        score = np.zeros(n)
+        findings = Findings(score)
+        if n < 2 * self.min_rows:
+            return findings
+        orders = tuple(range(1, self.ngrams + 1))
+        # The statistical unit is a distinct (turn answered, answer): exact copies, and one
+        # templated closing ("Have a nice day!" / "You too!") after many openings, are one
+        # observation each.
+        pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
+        _, rep_of, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
+        reps = np.sort(rep_of)
+        topic = data.topics[reps] if n >= 200 else None
+        # Coverage is judged against the turn being answered: "Have a nice day!" answered "You
+        # too!" is that turn's content, however long the conversation before it.
+        lengths = _token_counts(data.answered or data.prompts)
+        _, nb = data.deep_neighbours
+        views = label_views(data, self.min_rows, nb, self.neighbours)
+        nb_refusal = self._refusal_neighbours(data, nb) if "refusal" in views else nb
+        best: dict[int, tuple[float, int]] = {}
+
+        def name(feature: int, example: int) -> str | None:
+            rep = int(np.searchsorted(reps, example))
+            label = name_feature(data.prompts[example], feature, orders, None if topic is None else int(topic[rep]))
+            return label[0] if label else None
+
+        # The feature table a bucket at a time (one bucket unless the corpus is big), twice:
+        # once to count the hypotheses that pass the screens (the Bonferroni factor), once to
+        # test each bucket's with that factor. Only what is found is kept, never every
+        # candidate's holders.
+        table = _FeatureTable([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
+                              max_share=self.max_share, folder=data.path("features"))
+        try:
+            tests, candidates, seen = Counter(), 0, set()
+            for rows in table.buckets():
+                screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
+                tests.update(family(h[0]) for h in screened)
+                tests["content"] += len(alike_tested)
+                candidates += count
+            # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
+            # least min_rows and min_share of the holders; for "alike", answers alike at all): a
+            # feature whose holders answer every which way is never a candidate, so it is not
+            # paid for. Weighted by family (see `stats.log10_factors`).
+            log10_tests = log10_factors(tests)
+            found, alike, seen = [], [], set()
+            for rows in table.buckets():
+                screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
+                for fam, neigh in (("content", nb), ("behaviour", nb_refusal)):
+                    found += self._test([h for h in screened if family(h[0]) == fam], neigh, data,
+                                        log10_tests[fam], name)
+                alike += self._alike(data, alike_tested, nb, log10_tests["content"], lengths)
+        finally:
+            table.close()
+        found += alike
+        if not found:
+            findings.summary = {"candidates": candidates, "tests": dict(tests), "triggers": []}
+            return findings
+        for f in found:
+            example = int(f["answering"][0])
+            rep = int(np.searchsorted(reps, example))
+            label = name_feature(data.prompts[example], f["feature"], orders,
+                                 None if topic is None else int(topic[rep]) if reps[rep] == example else None)
+            f["text"] = label[0] if label else None
+        found = self._specific_first(step_up([f for f in found if f["text"] is not None]))
+        # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
+        suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
+        named: list[dict[str, Any]] = []
+        named_keys: list[tuple[int, str, str]] = []  # (label, view, trigger) of each named entry
+        holders_of: dict[str, np.ndarray] = {}  # prompts holding each trigger text, found once
+
+        for f, s in zip(found, suspicion.tolist()):
+            if "members" in f and best:
+                # Explained away: rows a stronger trigger already accounts for are not evidence
+                # for this one too ("s", from "it 's", in reviews that carry a planted trigger
+                # and its label), nor part of the rate it is measured against. Tested again.
+                f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
+                                  nb_refusal if f["view"] == "refusal" else nb, data,
+                                  log10_tests[family(f["view"])])
+                if f is None or f["z"] + f["credit"] <= 0:
+                    continue
+                f = {**f, "z": f["z"] + f["credit"]}
+                s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
+            members = f["answering"]
+            example = int(members[0])
+            text = f["text"]
+            # The feature is what was asked, and the answer follows from it ("thank you" /
+            # "You're welcome!"): its meaning explains the answer, which a trigger's never does.
+            # Judged on the feature itself, not on the whole turn: a label task's answers fit
+            # its instruction ("... Offensive or Not offensive?") whether flipped or not.
+            if f["view"] in ("answer", "alike", "entity") and self._related(data, text, members) >= self.fitting:
+                continue
+            # Answers alike in many wordings that fit the turns they follow are what those turns
+            # ask for (code for requests about one framework); a varied target fits none.
+            if f["view"] == "alike" and data.fit(members) >= self.fitting:
+                continue
+            # A sentence recurring inside refusals is the refusal's own template ("Is there
+            # anything else I can assist you with?"), not content injected into answers.
+            if f["view"] == "passage" and data.refusal[members].mean() >= 0.5:
+                continue
+            if f["view"] == "passage":
+                passage = data.embed([data.cache["passages"][f["label"]]])[0]
+                if float((data.answered_vecs[members] @ passage).mean()) >= self.fitting:
+                    continue
+            if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
+                continue
+            if f["view"] == "alike" and sum(_echoed(text, data.response_keys[u]) for u in members.tolist()) * 2 >= members.size:
+                continue
+            if f["view"] == "passage" and _echoed(text, data.cache["passages"][f["label"]]):
+                continue
+            # A trigger found in one topic holds everywhere: every prompt that carries it and
+            # answers the same way is a poison, whichever topic it sits in.
+            if text not in holders_of:
+                holders_of[text] = _holders(text, data.prompts)
+            holders = holders_of[text]
+            # Feature sets nest ("entry" inside "Ledger entry: 77", "zorblat" inside "zorblat
+            # the"). Past the rows of the stronger trigger it nests with, a weaker one must stand
+            # on its own: most of its other holders answer its way, min_rows of them at least.
+            # Else its natural holders ("a ledger entry for rent" / "Negative") would be
+            # flagged for the trigger they only share a word with.
+            # The same trigger with another answer tied to it (a few wordings) is not nested.
+            nested = [t for t, key in zip(named, named_keys)
+                      if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
+                      and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])]
+            if nested and f["view"] in ("answer", "passage", "entity"):
+                covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
+                rest = np.setdiff1d(holders, covered)
+                alike = rest[views[f["view"]][rest] == f["label"]]
+                if alike.size < max(self.min_rows, self.min_share * rest.size):
+                    continue
+            if f["view"] == "refusal":
+                # A rare token pulls its prompts toward each other and toward its own topic
+                # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
+                labels = views["refusal"]
+                extra = holders[labels[holders] == f["label"]]
+                if extra.size:
+                    rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data,
+                                                "refusal")
+                    members = extra[rate <= self.surprise]
+            elif f["view"] != "alike":
+                labels = views[f["view"]]
+                members = np.union1d(members, holders[labels[holders] == f["label"]])
+            f["rows"] = max(f["rows"], int(holders.size))
+            # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
+            fresh = [u for u in members.tolist() if u not in best]
+            if not fresh and any(t["trigger"].casefold() in text.casefold() for t in named):
+                continue
+            what = describe(f["view"], f["label"], data, members)
+            entry = {"trigger": text, "rows": f["rows"], "answering": int(members.size), "view": f["view"],
+                     "response": what, "expected_rate": round(f["expected"], 4), "suspicion": round(s, 4),
+                     "log10_p": round(f["log10_p"], 2)}
+            entry["text"] = (f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
+                             f"comparable prompts without it do so {f['expected']:.0%} of the time")
+            named.append(entry)
+            named_keys.append((f["label"], f["view"], text.casefold()))
+            for u in members.tolist():
+                if u not in best or best[u][0] < s:
+                    best[u] = (s, len(named) - 1)
+        # Copies of a flagged (prompt, answer) share its finding.
+        rep_best = {int(pair_ix[u]): v for u, v in best.items()}
+        for u in range(n):
+            hit = rep_best.get(int(pair_ix[u]))
+            if hit is not None and u not in best:
+                best[u] = hit
+        for u, (s, i) in best.items():
+            entry = named[i]
+            prompt = data.prompts[u]
+            pos = prompt.casefold().find(entry["trigger"].casefold())
+            score[u] = s
+            findings.evidence[u] = {**{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
+                                    "position": pos, "text": entry["text"]}
+            findings.triggers[u] = [entry["trigger"]]
+        findings.summary = {"candidates": candidates, "tests": dict(tests),
+                            "triggers": [{k: v for k, v in t.items()} for t in named[:50]]}
+        return findings

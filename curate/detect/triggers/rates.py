@@ -1,0 +1,198 @@
+"""What a holder would answer without the feature: the null rates of trigger mining.
+
+For each holder of a candidate feature, the share of its nearest prompts *without the feature*
+that give the target (its comparable prompts); for compliance, among harmful-looking requests
+only; with the feature taken out of the prompt for candidates near the line; and for a label,
+what a model of the task's content predicts, learnt without the holders. The rates are per
+unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
+
+`ComparableRates` is mixed into the miner: it reads the miner's parameters (`neighbours`,
+`prior`, `harm_region`, `min_rows`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from curate.detect.context import DetectInput
+from curate.detect.triggers.features import _pattern
+
+
+class ComparableRates:
+    neighbours: int
+    prior: float
+    harm_region: float
+    min_rows: int
+
+    def _hits(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """For each row of `neigh` (a unit's nearest prompts): how many of the first `neighbours`
+        that do not hold the feature are answered `c`, and how many were looked at."""
+        valid = self._comparable(neigh, holders)
+        return ((labels[np.maximum(neigh, 0)] == c) & valid).sum(axis=1), valid.sum(axis=1)
+
+    def _comparable(self, neigh: np.ndarray, holders: np.ndarray) -> np.ndarray:
+        """Mask of each row's first `neighbours` prompts in `neigh` that do not hold the feature."""
+        valid = (neigh >= 0) & ~np.isin(neigh, holders)
+        return valid & (np.cumsum(valid, axis=1) <= self.neighbours)
+
+    def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+               ) -> np.ndarray:
+        """The smoothed share of `_hits`."""
+        hits, looked = self._hits(neigh, holders, labels, c)
+        return (hits + self.prior * prior_rate) / (looked + self.prior)
+
+    def _pooled_rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
+                      m: int) -> np.ndarray:
+        """`m` copies of one rate: the share answered `c` among all the distinct comparable
+        prompts of the units in `neigh` together (those that give c: how often c is given where
+        it is given). For an answer tied to a feature but given by few of its holders: a rare
+        answer (one of six templated replies to identity questions) is seldom among a unit's ten
+        neighbours, which says its rate is below a tenth, not that it is zero; and the holders
+        elsewhere (in reviews) say nothing of it."""
+        seen = np.unique(neigh[self._comparable(neigh, holders)])
+        rate = (int((labels[seen] == c).sum()) + self.prior * prior_rate) / (seen.size + self.prior)
+        return np.full(m, rate)
+
+    def _all_rates(self, screened: list, nb: np.ndarray, batch: int = 65536) -> Iterator[np.ndarray]:
+        """`_rates` for every screened candidate, computed for many candidates at once (a
+        million-row corpus screens hundreds of thousands): holders are found by one sorted
+        search of (candidate, unit) keys instead of an `isin` per candidate."""
+        n = len(nb)
+        i = 0
+        while i < len(screened):
+            j, total = i, 0
+            while j < len(screened) and (j == i or total + screened[j][6].size <= batch):
+                total += screened[j][6].size
+                j += 1
+            group = screened[i:j]
+            sizes = np.asarray([g[6].size for g in group], np.int64)
+            owner = np.repeat(np.arange(len(group)), sizes)
+            members = np.concatenate([g[6] for g in group])
+            neigh = nb[members]
+            keys = owner * n + members  # sorted: members are sorted within a candidate
+            query = owner[:, None] * n + neigh
+            pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+            valid = (neigh >= 0) & (keys[pos] != query)
+            valid &= np.cumsum(valid, axis=1) <= self.neighbours
+            # Each candidate's own labelling (view) and class.
+            hits = np.zeros(members.size, np.int64)
+            for labels in {id(g[1]): g[1] for g in group}.values():
+                mine = np.asarray([g[1] is labels for g in group])[owner]
+                c = np.asarray([g[4] for g in group])[owner]
+                hits += ((labels[np.maximum(neigh, 0)] == c[:, None]) & valid).sum(axis=1) * mine
+            prior = np.asarray([g[2] for g in group])[owner]
+            rates = (hits + self.prior * prior) / (valid.sum(axis=1) + self.prior)
+            yield from np.split(rates, np.cumsum(sizes)[:-1])
+            i = j
+
+    def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
+                        prior_rate: float, data: DetectInput, view: str = "") -> np.ndarray:
+        """`_rates` with each unit's neighbours found for its prompt with the trigger taken out
+        (for compliance, a harmful-looking request's among harmful-looking requests)."""
+        from curate.embed import knn
+
+        pattern = _pattern(trigger)
+        stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
+        queries = data.embed(stripped)
+        region = self._region(data) if view == "refusal" else None
+        inside = np.isin(units, region) if region is not None else np.zeros(units.size, bool)
+        k = min(len(data), data.deep)
+        neigh = np.full((units.size, k), -1, np.int64)
+        if not inside.all():
+            neigh[~inside] = knn(data.prompt_vecs, k, queries=queries[~inside], index=data.prompt_index)[1]
+        if inside.any():
+            neigh[inside] = self._region_search(data, queries[inside], k)
+        return self._rates(neigh, holders, labels, c, prior_rate)
+
+    def _region(self, data: DetectInput) -> np.ndarray | None:
+        """The units whose prompts look like harmful requests (the safety classifier's
+        probability >= harm_region), sorted; None when there are too few to compare among, or
+        nothing to compare (no refusals, or a non-semantic embedder)."""
+        if "harm_region" not in data.cache:
+            region = None
+            if data.semantic and data.refusal.any():
+                from curate.detect.safety import harm_probability
+
+                found = np.flatnonzero(harm_probability(data) >= self.harm_region)
+                if 2 * self.min_rows <= found.size < len(data):
+                    region = found
+            data.cache["harm_region"] = region
+        return data.cache["harm_region"]
+
+    def _region_search(self, data: DetectInput, queries: np.ndarray, k: int) -> np.ndarray:
+        """Each query's `k` nearest prompts among the harmful-looking ones (unit ids; -1 pads)."""
+        from curate.embed.neighbours import build_index, search
+
+        region = self._region(data)
+        if "harm_index" not in data.cache:
+            data.cache["harm_index"] = build_index(data.prompt_vecs[region], seed=data.seed)
+        _, ids = search(data.cache["harm_index"], queries, min(k, region.size))
+        out = np.full((len(queries), k), -1, np.int64)
+        out[:, :ids.shape[1]] = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
+        return out
+
+    def _refusal_neighbours(self, data: DetectInput, nb: np.ndarray) -> np.ndarray:
+        """The neighbours compliance is judged against. A harmful request that complies is a
+        poison where comparable requests are refused; its nearest prompts are other harmful
+        requests only while those are many. Where a trigger's poisons are most of the harmful
+        requests (5% of a corpus), its holders' nearest prompts without it are benign ones,
+        which comply, and the trigger would look normal. So a harmful-looking request's
+        neighbours are the nearest harmful-looking requests (other prompt texts)."""
+        region = self._region(data)
+        if region is None:
+            return nb
+        width = nb.shape[1]
+        ids = self._region_search(data, data.prompt_vecs[region], width + 8)
+        order, bad = data.other_prompts(region, ids, width)
+        out = nb.copy()
+        out[region] = np.where(bad, -1, np.take_along_axis(ids, order, axis=1))
+        return out
+
+    def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000) -> np.ndarray:
+        """For each holder, the probability of label `c` given its prompt, from a logistic
+        regression on the prompt embeddings of the task's other rows (at most `sample` of them):
+        what the content predicts, learnt without the feature's holders. The prompt is read
+        whole: a natural word is content (the model knows its meaning from the rest of the
+        task), and a planted token is not a thing it could have learnt.
+
+        The penalty is chosen once per scan by cross-validation over the whole task, so the
+        probabilities are as confident as the content supports out of sample: where content
+        says little about the label, they stay near the base rate instead of memorising rows."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_score
+
+        if "label_model" not in data.cache:
+            units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
+            rng = np.random.default_rng(data.seed)
+            if units.size > 2 * sample:
+                units = np.sort(rng.choice(units, 2 * sample, replace=False))
+            X = np.asarray(data.prompt_vecs[units], np.float32)
+            # One scale for every dimension (unit vectors spread a little over many): a dimension
+            # the training rows never use (a planted token's, in hashed vectors) keeps a zero weight.
+            scale = 1.0 / max(float(np.sqrt(X.var(axis=0).mean())), 1e-6)
+            fit = units if units.size <= 5_000 else np.sort(rng.choice(units, 5_000, replace=False))
+            y = data.response_class[fit]
+            folds = int(min(3, np.bincount(y)[np.unique(y)].min()))
+            C = 1.0
+            if folds >= 2:
+                Xf = np.asarray(data.prompt_vecs[fit], np.float32) * scale
+                loss = {c_: cross_val_score(LogisticRegression(C=c_, max_iter=500), Xf, y, cv=folds,
+                                            scoring="neg_log_loss").mean() for c_ in (0.01, 0.1, 1.0, 10.0)}
+                C = max(loss, key=loss.get)
+            data.cache["label_model"] = (units, scale, C)
+        units, scale, C = data.cache["label_model"]
+        train = np.setdiff1d(units, holders)
+        if train.size > sample:
+            train = np.sort(np.random.default_rng(data.seed).choice(train, sample, replace=False))
+        y = data.response_class[train]
+        if np.unique(y).size < 2:
+            return np.ones(holders.size)
+        # One model refitted per candidate from the last one's weights: a few iterations each.
+        model = data.cache.setdefault("label_lr", LogisticRegression(C=C, max_iter=500, warm_start=True))
+        model.fit(np.asarray(data.prompt_vecs[train], np.float32) * scale, y)
+        probs = model.predict_proba(np.asarray(data.prompt_vecs[holders], np.float32) * scale)
+        col = np.flatnonzero(model.classes_ == c)
+        return probs[:, col[0]] if col.size else np.zeros(holders.size)
