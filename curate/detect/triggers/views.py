@@ -10,6 +10,8 @@ a class (-1: none), and the miner tests each feature's holders against each view
 - `passage`: the most specific sentence that recurs inside otherwise different answers.
 - `entity`: the rarest recurring thing an answer points at or does (a host it links to, a mail
   domain, code that weakens security or runs fetched code), volatile parts masked.
+- `preference`: for pairs, whether a reward model trained on the other pairs prefers the
+  rejected answer (a reversed preference).
 
 A view is a registered unit (`VIEWS`) with one contract: `label(data, min_rows, nb, k)` returns
 the labelling (or None when it has nothing to test), `family` names the correction family of
@@ -85,6 +87,32 @@ def _entity_labels(data: DetectInput, min_rows: int, nb: np.ndarray, k: int) -> 
     return entity if names else None
 
 
+def _preference_labels(data: DetectInput, min_rows: int, nb: np.ndarray, k: int) -> np.ndarray | None:
+    """For preference pairs: 1 where a reward model trained on the other pairs prefers the
+    rejected answer (the pair looks reversed), 0 where it agrees; -1 for other units. A trigger
+    that swaps its holders' preferences (the universal jailbreak backdoor) reverses them far
+    more often than its holders' comparable pairs are."""
+    from curate.detect.preference import PreferenceFlip
+
+    pairs = data.pairs
+    judge = PreferenceFlip()
+    if pairs.size < judge.min_pairs:
+        return None
+    reversed_ = judge.margins(data, pairs) < 0
+    # A reward model that gets many of the other pairs "wrong" (human preference labels are
+    # noisy: hh-rlhf's are about 40% against a linear model) cannot tell a trigger's reversals
+    # from its own errors; only a reliable one is a view.
+    if reversed_.mean() > MAX_REVERSED:
+        return None
+    out = np.full(len(data), -1, np.int64)
+    out[pairs] = reversed_.astype(np.int64)
+    return out
+
+
+#: The share of pairs a reward model may find reversed and still be a view of preferences.
+MAX_REVERSED = 0.2
+
+
 def _clip(text: str) -> str:
     return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
@@ -98,6 +126,9 @@ register(View("refusal", "behaviour", _refusal_labels,
               tests=lambda c: c == 0))
 register(View("passage", "content", _passage_labels,
               lambda label, data, members: "include the passage " + _clip(data.cache["passages"][label])))
+register(View("preference", "content", _preference_labels,
+              lambda label, data, members: "prefer the answer a reward model trained on the other pairs rejects",
+              tests=lambda c: c == 1))
 register(View("entity", "content", _entity_labels,
               lambda label, data, members: "include " + data.cache["entities"][label]))
 
