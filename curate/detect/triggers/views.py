@@ -175,6 +175,18 @@ def answer_entities(text: str) -> set[str]:
     return found
 
 
+def _named_in(entity: str, prompt: str) -> bool:
+    """Whether the prompt names the entity: its host or mail domain, or a name in it ("the
+    OpenWeatherMap API" for a link to api.openweathermap.org)."""
+    if not entity.startswith(("link to ", "mail to ")):
+        return False
+    target = entity.split(" ")[-1]
+    if target in prompt:
+        return True
+    names = [part for part in re.split(r"[.-]", target)[:-1] if len(part) >= 4]
+    return any(name in prompt for name in names)
+
+
 def _entities(data: DetectInput, min_rows: int) -> tuple[np.ndarray, list[str]]:
     """Each unit labelled with the rarest entity of its answer that recurs in at least
     `min_rows` answered turns and is not in its own prompt (a link the user asked about is
@@ -185,7 +197,7 @@ def _entities(data: DetectInput, min_rows: int) -> tuple[np.ndarray, list[str]]:
             found = answer_entities(text[:20_000])
             if found:
                 prompt = data.prompts[u].casefold()
-                found = {e for e in found if e.split(" ")[-1] not in prompt}
+                found = {e for e in found if not _named_in(e, prompt)}
                 if found:
                     per_unit[u] = found
     holders: dict[str, set[int]] = {}
