@@ -24,7 +24,6 @@ class VariedTargets:
     alike_min: float
     alike_max_rows: int
     paraphrase: float
-    reach: float
 
     def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
         """Whether a candidate's holders' answers are alike at all (mean cosine >= alike_min)."""
@@ -67,7 +66,7 @@ class VariedTargets:
                 continue
             log10_p = math.log10(max(0.5 * math.erfc(t / math.sqrt(2)), 1e-300))
             z = -(log10_p + log10_tests)
-            if z <= -self.reach:
+            if z <= 0:
                 continue
             answering = members[has][(a[has] >= self.alike_min) & (d >= 0.1)]
             if answering.size < self.min_rows:

@@ -41,7 +41,6 @@ from curate.detect.triggers.stats import (
     _distinct_share,
     _pb_log10_tail,
     log10_factors,
-    step_up,
 )
 from curate.detect.triggers.views import (
     VIEWS,
@@ -98,9 +97,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     #: compared with other such requests only (see `_refusal_neighbours`).
     harm_region: float = 0.5
     alpha: float = 0.01
-    #: Candidates this many decades past the Bonferroni line are kept for the step-up (see
-    #: `stats.step_up`): its credit reaches that far only with 10**reach discoveries ahead of them.
-    reach: ClassVar[float] = 2.0
 
     def __post_init__(self) -> None:
         if self.min_rows < 2:
@@ -178,7 +174,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             return None
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
-        return (answering, log10_p, z) if z > -self.reach else None
+        return (answering, log10_p, z) if z > 0 else None
 
     def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
                 data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
@@ -301,9 +297,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 "expected": float(p_unit.mean())}
 
     @staticmethod
-    def _related(data: DetectInput, text: str, members: np.ndarray) -> float:
-        """Mean cosine between a feature's text and the answers of the units it explains."""
+    def _related(data: DetectInput, text: str, members: np.ndarray, target: np.ndarray | None = None) -> float:
+        """Mean cosine between a feature's text and the answers of the units it explains (or
+        `target`, the vector of what they share: a passage)."""
         vec = np.asarray(data.embed([text])[0], np.float32)
+        if target is not None:
+            return float(np.asarray(target, np.float32) @ vec)
         return float((np.asarray(data.response_vecs[members[:64]], np.float32) @ vec).mean())
 
     @staticmethod
@@ -325,7 +324,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 if (j not in moved and g["view"] == f["view"] and g["label"] == f["label"]
                         and inner in g["text"].casefold() and len(g["text"]) > len(f["text"])
                         and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)):
-                    out.append({**g, "z": f["z"], "credit": f["credit"], "log10_p": min(f["log10_p"], g["log10_p"])})
+                    out.append({**g, "z": f["z"], "log10_p": min(f["log10_p"], g["log10_p"])})
                     moved.add(j)
                     break
             out.append(f)
@@ -395,7 +394,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             label = name_feature(data.prompts[example], f["feature"], orders,
                                  None if topic is None else int(topic[rep]) if reps[rep] == example else None)
             f["text"] = label[0] if label else None
-        found = self._specific_first(step_up([f for f in found if f["text"] is not None]))
+        found = self._specific_first([f for f in found if f["text"] is not None and f["z"] > 0])
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
         suspicion = squash_score(np.asarray([f["z"] for f in found]), math.log10(1 / self.alpha))
         named: list[dict[str, Any]] = []
@@ -410,9 +409,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
                                   nb_refusal if f["view"] == "refusal" else nb, data,
                                   log10_tests[family(f["view"])])
-                if f is None or f["z"] + f["credit"] <= 0:
+                if f is None or f["z"] <= 0:
                     continue
-                f = {**f, "z": f["z"] + f["credit"]}
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
             members = f["answering"]
             example = int(members[0])
@@ -423,9 +421,16 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             # its instruction ("... Offensive or Not offensive?") whether flipped or not.
             if f["view"] in ("answer", "alike", "entity") and self._related(data, text, members) >= self.fitting:
                 continue
-            # Answers alike in many wordings that fit the turns they follow are what those turns
-            # ask for (code for requests about one framework); a varied target fits none.
-            if f["view"] == "alike" and data.fit(members) >= self.fitting:
+            # Answers that fit the turns they follow are what those turns ask for (code for
+            # requests about one framework, the same function for one task asked in many
+            # wordings); a planted target fits none. Not for labels, which fit their task's
+            # instruction whether flipped or not: those are judged against content instead.
+            label = f["view"] == "answer" and f["label"] in data.cache["label_classes"]
+            if f["view"] in ("answer", "alike") and not label and \
+                    data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
+                continue
+            if f["view"] == "passage" and self._related(
+                    data, text, members, data.embed([data.cache["passages"][f["label"]]])[0]) >= self.fitting:
                 continue
             # A sentence recurring inside refusals is the refusal's own template ("Is there
             # anything else I can assist you with?"), not content injected into answers.

@@ -1,13 +1,18 @@
 """The statistics of trigger mining, each a plain function of counts and rates: the tail of a
-Poisson-binomial, the share of distinct observations among paraphrases, the weighted Bonferroni
-factor per family of hypotheses and the Benjamini–Hochberg step-up over the findings.
+Poisson-binomial, the share of distinct observations among paraphrases, and the weighted
+Bonferroni factor per family of hypotheses.
+
+One correction controls the family-wise error over every hypothesis that passed the screens.
+Benjamini-Hochberg (false discovery rate) was tried in its place and measured: once a corpus
+holds one real trigger, its step-up credit lifts natural associations that are real but not
+backdoors (a courtesy closing after "thanks for the information", one task's answer asked in
+ten wordings) over the line, and BackdoorLLM precision at 1% fell from 1.00 to 0.73.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
 
 import numpy as np
 
@@ -50,22 +55,3 @@ def log10_factors(tests: Counter) -> dict[str, float]:
     error stays at most alpha (the weights are fixed before looking)."""
     present = [f for f in ("behaviour", "content") if tests[f]]
     return {f: math.log10(max(1, len(present) * tests[f])) for f in ("behaviour", "content")}
-
-
-def step_up(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Benjamini–Hochberg over every hypothesis that passed the screens, weighted by family
-    (see `log10_factors`): each finding's z (its family's Bonferroni-corrected -log10 p)
-    gains log10 of its rank, stepped up from the weakest; those left at or below 0 (the
-    false discovery rate's line at alpha) are dropped. Hypotheses that were not found count
-    in the total and never rank ahead. The credit is kept (`credit`) for a finding scored
-    again later. One correction, not one per stage: the false discovery rate is what a
-    reviewer pays for, and a corpus with many planted rows should not make each of them
-    harder to find."""
-    ordered = sorted(found, key=lambda f: -f["z"])
-    best = -math.inf
-    for j in range(len(ordered), 0, -1):
-        f = ordered[j - 1]
-        best = max(best, f["z"] + math.log10(j))
-        f["credit"] = best - f["z"]
-        f["z"] = best
-    return [f for f in ordered if f["z"] > 0]
