@@ -128,13 +128,19 @@ def test_a_family_refuses_a_corpus_kind_it_does_not_fit():
         plant(CORPORA["instruction"](), "nope", "instruction", count=5)
 
 
-def test_zoo_smoke_through_the_real_scan(tmp_path):
-    """The zoo's machinery end to end (plant, scan, score) on synthetic data, as the benchmark
-    runs it on real corpora; a fixed-target rare-token attack at 3% is found."""
-    records = CORPORA["instruction"]()
-    mix = plant(records, "badnets", "instruction", rate=0.03, seed=0)
+SMOKE = [("badnets", "instruction"), ("addsent", "instruction"), ("invisible", "instruction"),
+         ("system_prompt", "instruction"), ("multi_turn", "instruction"), ("clean_label", "instruction"),
+         ("rlhf_trigger", "preference")]
+
+
+@pytest.mark.parametrize(("family", "kind"), SMOKE)
+def test_zoo_smoke_through_the_real_scan(tmp_path, family, kind):
+    """The zoo's machinery end to end (plant, scan, score) on synthetic data, as the benchmark runs
+    it on real corpora (without ../shared, on the hashing embedder): each trigger-bearing family
+    at 3% is found, with the figures the benchmark reports."""
+    records = CORPORA[kind]()
+    mix = plant(records, family, kind, rate=0.03, seed=0)
     assert isinstance(mix, Mix) and mix.poisons == 9
-    scored = scan_mix(mix, None, None, tmp_path)
-    m = scored.metrics()
+    m = scan_mix(mix, None, None, tmp_path).metrics()
     assert m["reached"] == 1.0 and m["poisons"] == 9
-    assert m["auroc"] >= 0.95 and m["recall"] >= 0.9 and m["precision"] >= 0.8
+    assert m["auroc"] >= 0.95 and m["recall"] >= 0.9 and m["precision"] >= 0.8, m
