@@ -76,8 +76,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     max_coverage: float = 0.5
     ngrams: int = 3
     prior: float = 1.0
-    #: A feature this related in meaning to its answer (cosine) is the request the answer follows
-    #: from, not a trigger.
+    #: An answer this fitting to the turns it follows (cosine) is what they ask for (a formulaic
+    #: reply, the same function for one task asked many ways), not a target. Labels excepted.
     fitting: float = 0.3
     #: The varied-target test: holders' answers at least this alike (mean cosine), for
     #: features held by at most this many rows.
@@ -297,15 +297,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 "expected": float(p_unit.mean())}
 
     @staticmethod
-    def _related(data: DetectInput, text: str, members: np.ndarray, target: np.ndarray | None = None) -> float:
-        """Mean cosine between a feature's text and the answers of the units it explains (or
-        `target`, the vector of what they share: a passage)."""
-        vec = np.asarray(data.embed([text])[0], np.float32)
-        if target is not None:
-            return float(np.asarray(target, np.float32) @ vec)
-        return float((np.asarray(data.response_vecs[members[:64]], np.float32) @ vec).mean())
-
-    @staticmethod
     def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The findings strongest first, except that a phrase comes before a word of it that
         explains the same rows ("Ledger entry: 77" before "entry"): the word's own holders
@@ -415,12 +406,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             members = f["answering"]
             example = int(members[0])
             text = f["text"]
-            # The feature is what was asked, and the answer follows from it ("thank you" /
-            # "You're welcome!"): its meaning explains the answer, which a trigger's never does.
-            # Judged on the feature itself, not on the whole turn: a label task's answers fit
-            # its instruction ("... Offensive or Not offensive?") whether flipped or not.
-            if f["view"] in ("answer", "alike", "entity") and self._related(data, text, members) >= self.fitting:
-                continue
             # Answers that fit the turns they follow are what those turns ask for (code for
             # requests about one framework, the same function for one task asked in many
             # wordings); a planted target fits none. Not for labels, which fit their task's
@@ -428,9 +413,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             label = f["view"] == "answer" and f["label"] in data.cache["label_classes"]
             if f["view"] in ("answer", "alike") and not label and \
                     data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
-                continue
-            if f["view"] == "passage" and self._related(
-                    data, text, members, data.embed([data.cache["passages"][f["label"]]])[0]) >= self.fitting:
                 continue
             # A sentence recurring inside refusals is the refusal's own template ("Is there
             # anything else I can assist you with?"), not content injected into answers.
