@@ -25,6 +25,7 @@ import io
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from curate.filters.base import Filter, Hit, register
@@ -131,13 +132,20 @@ def bandit() -> _Bandit | None:
     return _bandit_state["tool"]
 
 
-def _keyword_secrets(text: str) -> bool:
-    """Whether detect-secrets' keyword plugin finds a hard-coded credential (False without it)."""
+@lru_cache(maxsize=1)
+def _keyword_detector():
     try:
         from detect_secrets.plugins.keyword import KeywordDetector
     except ImportError:
+        return None
+    return KeywordDetector()
+
+
+def _keyword_secrets(text: str) -> bool:
+    """Whether detect-secrets' keyword plugin finds a hard-coded credential (False without it)."""
+    detector = _keyword_detector()
+    if detector is None:
         return False
-    detector = KeywordDetector()
     return any(detector.analyze_line(filename="answer.py", line=line, line_number=i)
                for i, line in enumerate(text.splitlines()[:400], 1) if len(line) < 500)
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curate.detect.context import DetectInput, response_key, text_digest
+from curate.filters.security import CODE_RISKS, REMOTE_EXEC
 from curate.tokens import token_strings
 
 
@@ -162,8 +163,6 @@ def answer_entities(text: str) -> set[str]:
     domains it gives, and whether its code weakens security or runs fetched code. Volatile parts
     (paths, queries, ids, the address before the @) are left out, so one target in many
     wordings and links is one entity."""
-    from curate.filters.security import CODE_RISKS, REMOTE_EXEC
-
     found = {"link to " + h.lower().rstrip(".") for h in _URL_HOST.findall(text)}
     found |= {"mail to " + d.lower() for d in _EMAIL.findall(text)}
     if any(p.search(text) for _, p in REMOTE_EXEC):
