@@ -56,12 +56,22 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rules", action="append", default=[])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--jsonl", type=Path, help="append each mix's row as it finishes; rows already there are skipped")
+    ap.add_argument("--report", type=Path, nargs="+", help="print the tables from these --jsonl files and stop")
     args = ap.parse_args()
+    if args.report:
+        rows = [json.loads(line) for f in args.report for line in f.read_text().splitlines() if line.strip()]
+        report(rows, args.split, sum(r["seconds"] for r in rows))
+        return 0
     rates = [float(r) for r in args.rates.split(",") if r]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     chosen = list(cells(args.split, [f for f in args.families.split(",") if f] or None,
                         [c for c in args.corpora.split(",") if c] or None))
     results: list[dict] = []
+    done: set[tuple] = set()
+    if args.jsonl and args.jsonl.exists():
+        results = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+        done = {(r["family"], r["corpus"], r["rate"], r["seed"]) for r in results}
     loaded: dict[str, list] = {}
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="curate-zoo-") as tmp:
@@ -72,6 +82,8 @@ def main() -> int:
             real = corpus.real(args.shared, REAL_ATTACKS[fname]) if fname in REAL_ATTACKS else None
             for rate in rates:
                 for seed in seeds:
+                    if (fname, corpus.name, rate, seed) in done:
+                        continue
                     mix = plant(records, fname, family_kind(corpus, fname), rate=rate, seed=seed, real=real)
                     t0 = time.time()
                     scored = scan_mix(mix, args.rules or None, None, Path(tmp))
@@ -79,6 +91,9 @@ def main() -> int:
                     row = {"family": fname, "corpus": corpus.name, "kind": corpus.kind, "rate": rate, "seed": seed,
                            "trigger": mix.trigger, "seconds": round(time.time() - t0, 1), **m}
                     results.append(row)
+                    if args.jsonl:
+                        with args.jsonl.open("a") as out:
+                            out.write(json.dumps(row) + "\n")
                     print(f"{fname:22s} {corpus.name:17s} {rate:6.1%} s{seed} poisons {m['poisons']:4d}  "
                           f"auroc {m['auroc']:.3f} recall {m['recall']:.2f} precision {m['precision']:.2f}  "
                           f"identical {m['identical_auroc']:.3f}  ({row['seconds']}s)", file=sys.stderr, flush=True)
