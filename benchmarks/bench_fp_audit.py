@@ -42,7 +42,7 @@ def corpora(shared: Path):
 
 
 def scan_one(source, workdir: Path, rules: list[str]) -> dict:
-    from curate.pipeline import scan
+    from curate.api import scan
 
     if isinstance(source, list):
         path = workdir / "in.jsonl"

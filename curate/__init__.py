@@ -22,10 +22,10 @@ __all__ = ["CurateError", "InputError", "ManifestError", "PoisonedDataError", "R
 if TYPE_CHECKING:  # pragma: no cover
     from curate.ruleset import load_rules
     from curate.guards import guard
-    from curate.pipeline import Report, scan
-    from curate.write import verify_manifest
+    from curate.api import scan
+    from curate.write import Report, verify_manifest
 
-_LAZY = {"scan": "curate.pipeline", "Report": "curate.pipeline", "load_rules": "curate.ruleset",
+_LAZY = {"scan": "curate.api", "Report": "curate.write", "load_rules": "curate.ruleset",
          "verify_manifest": "curate.write", "guard": "curate.guards"}
 
 

@@ -2,15 +2,24 @@
 
 `process_batch` is a pure function of its inputs so a process pool can run it on every core;
 its result is columnar and small (no record text), and the main process stitches batches back
-together in input order.
+together in input order. `run_batches` runs it over a stream of batches, in this process or in a
+pool of workers, and gives the results back in input order.
+
+In: batches of `Item`s, the normaliser and the rules. Out: one `BatchResult` per batch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 import unicodedata
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,3 +181,50 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
     # only has to append it to the spill.
     out.raw = pa.array(out.raw, pa.large_binary())
     return out
+
+
+def run_batches(batches: Iterator[list[Item]], normaliser: Normaliser, rules: Rules,
+                workers: int) -> Iterator[BatchResult]:
+    if workers <= 1:
+        for batch in batches:
+            yield process_batch(batch, normaliser, rules)
+        return
+    import multiprocessing
+
+    # forkserver, not fork: the main process already runs Arrow's threads, and forking a
+    # threaded process can deadlock the child.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pending: deque[Future] = deque()
+        for batch in batches:
+            pending.append(pool.submit(process_batch, batch, normaliser, rules))
+            while len(pending) > workers * 2:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def auto_workers(source: Any) -> int:
+    """A process pool pays off only past a few MB of input; objects in memory stay in process."""
+    paths = [source] if isinstance(source, (str, os.PathLike)) else (
+        source if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source) else [])
+    size = 0
+    for p in map(Path, paths):
+        if p.is_file():
+            size += p.stat().st_size
+        elif p.is_dir():
+            size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return default_workers() if size > 8 << 20 else 1
+
+
+def default_workers() -> int:
+    """One worker per core, at most 8: below a few thousand rows the pool is not worth starting."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+if sys.platform == "win32":  # pragma: no cover
+    default_workers = lambda: 1  # noqa: E731

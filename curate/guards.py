@@ -39,7 +39,7 @@ def guard(source: Any, fail_on: list[str] | str | None = DEFAULT_FAIL_ON, *, rul
     too, rather than pass data nobody checked. `detect=False` turns it off on purpose."""
     import dataclasses
 
-    from curate.pipeline import scan
+    from curate.api import scan
     from curate.ruleset import Rules, load_rules
 
     if not isinstance(rules, Rules):

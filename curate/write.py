@@ -3,6 +3,9 @@
 Everything is written into a staging folder beside `--out`; `manifest.json` is written last, with
 the hashes of every other file; then the staging folder is renamed into place. A crash leaves
 either the old folder or the new one, never a mix.
+
+In: the `ScanResult` (ledger, verdicts, spill). Out: the output folder, its summary
+(`report.json`), and the `Report` a caller gets back.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import orjson
 
 from curate.decide import VERDICTS, Threshold
 from curate.errors import ManifestError, UsageError
-from curate.pipeline import ScanResult
+from curate.result import ScanResult
 
 SCHEMA_VERSION = 1
 OUTPUTS = ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl", "report.json", "report.html",
@@ -344,6 +347,74 @@ def write_outputs(result: ScanResult, out: Path, thresholds: list[Threshold], so
     (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     _replace(stage, out)
     return summary
+
+
+class Report:
+    """The outcome of a scan: counts, reasons, groups, and the output folder.
+
+    `summary` is the content of `report.json`. `verdicts()` gives one row per input record as a
+    polars frame; `clean()` the kept records, as the same kind of object that was scanned.
+    """
+
+    def __init__(self, summary: dict[str, Any], out: Path, failed: list[Threshold],
+                 source: Any = None, tmp: tempfile.TemporaryDirectory | None = None):
+        self.summary = summary
+        self.out = out
+        self.failed = failed
+        self._source = source
+        self._tmp = tmp
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.summary["counts"])
+
+    @property
+    def rows(self) -> int:
+        return self.summary["rows"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def verdicts(self):
+        """One row per input record. `evidence` and `triggers` stay JSON text: their shape varies
+        by reason, and a frame needs one schema."""
+        import polars as pl
+
+        columns: dict[str, list] = {}
+        with open(self.out / "verdicts.jsonl", "rb") as fh:
+            for line in fh:
+                verdict = orjson.loads(line)
+                verdict["evidence"] = orjson.dumps(verdict["evidence"]).decode()
+                verdict["triggers"] = orjson.dumps(verdict["triggers"]).decode()
+                for key, value in verdict.items():
+                    columns.setdefault(key, []).append(value)
+        return pl.DataFrame(columns, strict=False)
+
+    def clean_records(self) -> list[dict[str, Any]]:
+        with open(self.out / "clean.jsonl", "rb") as fh:
+            return [orjson.loads(line) for line in fh if line.strip()]
+
+    def clean(self):
+        rows = self.clean_records()
+        module = type(self._source).__module__ or ""
+        if module.startswith("polars"):
+            import polars as pl
+
+            return pl.DataFrame(rows) if rows else self._source.clear()
+        if module.startswith("pandas"):
+            import pandas as pd
+
+            return pd.DataFrame(rows, columns=list(self._source.columns))
+        if module.startswith("datasets"):
+            import datasets
+
+            return datasets.Dataset.from_list(rows, features=self._source.features)
+        return rows
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        return f"Report(rows={self.rows}, {counts}, out={str(self.out)!r})"
 
 
 def verify_manifest(folder: str | Path) -> dict[str, Any]:

@@ -151,9 +151,9 @@ def test_report_html_escapes_record_text(tmp_path):
 
 
 def test_a_worker_pool_gives_the_same_verdicts_as_one_process(tmp_path, monkeypatch):
-    import curate.pipeline as pipeline
+    import curate.read.spill as spill
 
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 16)  # many batches, finishing out of order
+    monkeypatch.setattr(spill, "BATCH_ROWS", 16)  # many batches, finishing out of order
     rows = varied_rows(150) + [alpaca("Hi\u200b", "Hello."), alpaca("Poem?", "")] + varied_rows(20)
     path = write_jsonl(tmp_path / "in.jsonl", rows, {40: b"{bad"})
     one = curate.scan(path, out=tmp_path / "one", workers=1)

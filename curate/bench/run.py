@@ -110,14 +110,16 @@ def cleanlab_outlier(records: list[dict[str, Any]], embed: Callable[[list[str]],
     return 1.0 - np.asarray(scores, np.float64)
 
 
-def scan_mix(mix: Mix, rules: list[str] | None, embed: Callable[[list[str]], np.ndarray] | None,
+def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | None,
              workdir: Path) -> Scored:
-    """Write the mix, scan it with curate, and read back per-row suspicion."""
-    from curate.pipeline import scan
+    """Write the mix, scan it with curate, and read back per-row suspicion. `rules` is a `Rules`,
+    or rule files that extend the defaults."""
+    from curate.pipeline import scan_files
+    from curate.ruleset import Rules, load_rules
 
     path = mix.write(workdir / f"{mix.name}.jsonl")
     out = workdir / f"{mix.name}.out"
-    report = scan(str(path), rules=rules, out=out)
+    report = scan_files(str(path), rules if isinstance(rules, Rules) else load_rules(rules), out)
     suspicion = np.zeros(len(mix.records))
     reached = 0
     with open(out / "verdicts.jsonl", encoding="utf-8") as fh:

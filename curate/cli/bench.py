@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from curate.cli.main import guarded
+from curate.cli.errors import guarded
 
 HELP = """Measure poison detection on labelled mixes, with baselines side by side.
 

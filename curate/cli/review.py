@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.cli.main import guarded
+from curate.cli.errors import guarded
 
 HELP = (
     "Triage flagged rows: list, show, decide (one by one or in bulk), stats, export/import (jsonl, Argilla, "

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from curate.cli.main import guarded
+from curate.cli.errors import guarded
 
 HELP = """Scan fine-tuning data: read any common format, dedup, filter by rules, write verdicts.
 
@@ -41,7 +41,7 @@ def scan(
     def body() -> int:
         from curate.cli.render import print_summary, progress_bar
         from curate.decide import parse_fail_on
-        from curate.pipeline import scan as run_scan
+        from curate.api import scan as run_scan
 
         parse_fail_on(fail_on)  # fail fast on a bad expression, before reading anything
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:

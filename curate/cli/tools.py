@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from curate.cli.main import guarded
+from curate.cli.errors import guarded
 
 
 def rules(json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:

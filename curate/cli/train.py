@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from curate.cli.main import guarded
+from curate.cli.errors import guarded
 
 TRAIN_HELP = (
     "Train a LoRA adapter on a scan's or `curate apply`'s clean set (the gate refuses anything else, and a scan "

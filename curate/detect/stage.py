@@ -1,21 +1,34 @@
 """The detect stage of a scan: embed the rows that reached detection, run the detectors, and
-hand back per-row suspicion, reasons, triggers and clusters, plus what the report shows."""
+hand back per-row suspicion, reasons, triggers and clusters, plus what the report shows.
+
+In: every readable row, re-created from the spill (duplicates included: a poisoned row is still
+evidence). Out: `poison:*`/`safety:*` reasons, suspicion, triggers, clusters and neighbours in the
+ledger, and the detection summary for the report.
+"""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from curate.detect import DetectInput, DetectResult, run_detectors
 from curate.detect.context import EMBED_CHUNK
 from curate.embed.models import SentenceTransformerEmbedder
+from curate.read.items import Item
 from curate.record import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curate.normalise import Normaliser
+    from curate.read.spill import Spill
+    from curate.result import Ledger, ScanOptions
+    from curate.ruleset import Rules
 
 #: Points on the report's 2-D map: every flagged row, and a sample of the rest.
 MAP_POINTS = 2000
@@ -135,3 +148,43 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
     except Exception as exc:  # the map is a picture, never a reason to lose the scan
         result.failures["map"] = f"{type(exc).__name__}: {exc}"
     return result
+
+
+def detect_ledger(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser,
+                  options: ScanOptions) -> dict[str, Any]:
+    """Poison detection over every readable row, duplicates included. A failure here (a missing
+    model, say) is reported in the summary and the scan's other verdicts still stand."""
+
+    def records() -> Iterator[Record]:
+        for first, raws in spill.batches():
+            for offset, raw in enumerate(raws):
+                row = first + offset
+                if row in ledger.quarantined:
+                    continue
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                item = Item(ledger.source_names[ledger.source_id[row]], ledger.index[row], None, value=value)
+                for rec in normaliser.records(item, row):
+                    if isinstance(rec, Record):
+                        yield rec
+                    break
+
+    try:
+        folder = spill.path.parent / "vectors"
+        folder.mkdir(exist_ok=True)
+        result = detect_records(records(), rules.detect, folder=folder,
+                                engine=(options.engine, options.address))
+    except Exception as exc:  # noqa: BLE001 - reported, and the scan goes on without detection
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    for row, reasons in result.reasons.items():
+        for reason, evidence in reasons.items():
+            ledger.add_reason(row, reason, evidence)
+    ledger.suspicion = result.suspicion
+    ledger.triggers = result.triggers
+    ledger.cluster = result.cluster
+    ledger.neighbours = result.neighbours
+    return {"status": "ok" if not result.failures else "partial", "units": result.units,
+            "rows": len(result.suspicion), "flag_at": rules.detect.flag_at, "model": model_spec(rules.detect),
+            "failures": result.failures, "seconds": result.seconds, "detectors": result.summary}

@@ -14,12 +14,16 @@ A row with a flag reason the decision did not answer stays flagged, and the push
 from __future__ import annotations
 
 import hashlib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from curate.pipeline import Ledger, ScanResult
+if TYPE_CHECKING:  # pragma: no cover
+    from curate.read.spill import RecordLoader
+    from curate.result import Ledger, ScanResult
     from curate.review.store import Decision, Store
 
 PREVIEW = 300
@@ -27,6 +31,27 @@ PREVIEW = 300
 
 def flag_reasons(reasons: dict[str, dict[str, Any]]) -> list[str]:
     return [r for r, e in reasons.items() if e.get("action") == "flag"]
+
+
+@dataclass
+class QueueDecisions:
+    """The scan step (see `curate.result.Step`): the queue's decisions, applied after detection."""
+
+    store: Store
+    name: str = "review"
+
+    def __call__(self, ledger: Ledger, loader: RecordLoader) -> dict[str, Any]:
+        return apply_decisions(ledger, self.store)
+
+
+def push_flagged(result: ScanResult, store: Store, out: Path, summary: dict[str, Any]) -> None:
+    """Send the rows still flagged to the review queue, after the outputs are in place."""
+    manifest = out / "manifest.json"
+    scan = {"id": uuid.uuid4().hex, "folder": str(out.resolve()),
+            "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+            "rules_sha256": result.rules.digest, "rows": result.ledger.n,
+            "applied": (result.review or {}).get("accepted", 0) + (result.review or {}).get("rejected", 0)}
+    summary["review"] = {**(result.review or {}), **store.push(queue_items(result), scan)}
 
 
 def apply_decisions(ledger: Ledger, store: Store) -> dict[str, Any]:
