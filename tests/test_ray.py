@@ -49,9 +49,9 @@ def test_ray_gives_the_local_engines_verdicts_on_every_sample_format(tmp_path, m
 def test_ray_keeps_order_and_counts_over_many_windows(tmp_path, monkeypatch, local_ray):
     """More batches than one Ray Data job takes, with hostile lines among them: every row ends in
     one verdict, in input order, as locally."""
-    from curate import pipeline
+    from curate.read import spill
 
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 40)
+    monkeypatch.setattr(spill, "BATCH_ROWS", 40)
     monkeypatch.setattr(ray_engine, "WINDOW", 3)
     rows = varied_rows(600) + varied_rows(30)  # 30 exact duplicates
     path = write_jsonl(tmp_path / "d.jsonl", rows, raw_lines={10: b"{not json\n", 300: b"\x00\xff\xfe\n"})
