@@ -47,6 +47,15 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def assert_one_verdict_per_line(path: Path, out: Path) -> None:
+    """Counted from the input, not from the scan's own accounting: every non-blank line of a JSONL
+    file ends in exactly one row of verdicts.jsonl, none lost and none doubled."""
+    lines = [n for n, line in enumerate(Path(path).read_bytes().split(b"\n"), 1) if line.strip()]
+    name = Path(path).name
+    got = sorted(v["line"] for v in read_jsonl(Path(out) / "verdicts.jsonl") if Path(v["source"]).name == name)
+    assert got == lines, f"{name}: {len(lines)} lines, {len(got)} verdicts"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "curate-home"))

@@ -1,7 +1,9 @@
-"""Real servers and browsers for tests: a throwaway PostgreSQL and Debian's chromium.
+"""Real servers, browsers and optional packages for tests: a throwaway PostgreSQL, Debian's
+chromium, and the packages of the `test` extra.
 
-Under CI=true, a missing server or browser fails the test (`.ci/run` installs them); elsewhere it
-skips, so a laptop without PostgreSQL can still run the rest.
+Under CI=true, a missing server, browser or package fails the test (`.ci/run` installs them);
+elsewhere it skips, so a laptop without PostgreSQL can still run the rest. Tests never call
+`pytest.skip` or `pytest.importorskip` themselves: they go through `unavailable` and `require`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ def unavailable(message: str):
     if IN_CI:
         pytest.fail(f"{message} (CI=true: .ci/run must install it)")
     pytest.skip(message)
+
+
+def require(module: str):
+    """Import an optional package a test is about (the `test` extra installs them all): a missing
+    one fails under CI=true, as a missing server does, and skips elsewhere."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        unavailable(f"{module} is not installed ({error}); pip install -e '.[test]'")
 
 
 def free_port() -> int:

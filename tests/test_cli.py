@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import SAMPLES, alpaca, varied_rows, write_jsonl
+from conftest import SAMPLES, alpaca, assert_one_verdict_per_line, varied_rows, write_jsonl
 
 
 def test_scan_prints_a_summary_and_exits_0(tmp_path, cli):
@@ -116,7 +116,8 @@ def test_installed_command_scans_the_samples_from_any_directory(tmp_path):
     assert {"dup:exact", "dup:near", "input:json", "input:utf8", "quality:invisible-chars", "quality:homoglyph",
             "quality:template-token", "pii:email", "pii:card", "pii:secret", "quality:teacher-identity",
             "quality:echo", "quality:empty-turn", "quality:refusal"} <= reasons
-    assert summary["accounting"]["balanced"]
+    for name in ("alpaca.jsonl", "chat.jsonl", "preference.jsonl"):  # counted from the files themselves
+        assert_one_verdict_per_line(SAMPLES / name, tmp_path / "out")
     assert {s["format"] for s in summary["sources"]} == {"alpaca", "messages", "sharegpt", "preference",
                                                          "prompt_completion"}
     assert summary["signals"]["same_response"]["top"][0]["rows"] == 12  # the planted BadMagic insult

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import require
 from conftest import REPO, varied_rows, write_jsonl
 
 ZW = "\u200b"
@@ -107,7 +108,7 @@ def test_callback_stops_a_real_trainer_before_its_first_step(tmp_path, tiny_mode
 
 
 def test_callback_guards_trl_sft_trainer(tmp_path, tiny_model):
-    trl = pytest.importorskip("trl")
+    trl = require("trl")
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -178,7 +179,7 @@ def _curate(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProce
 def test_a_plugin_package_adds_a_filter(tmp_path):
     from conftest import alpaca
 
-    pytest.importorskip("setuptools")
+    require("setuptools")
     site = _install_plugin(tmp_path, PLUGIN)
     listed = _curate(["rules"], site, tmp_path)
     assert listed.returncode == 0 and "acme_banned" in listed.stdout
@@ -203,10 +204,25 @@ def test_a_broken_plugin_is_named(tmp_path):
 
 # -- pre-commit ---------------------------------------------------------------------------------------
 
+def _hook_repo(tmp_path: Path) -> Path:
+    """pre-commit installs hooks from a git repository: the checkout itself, or, from a source tree
+    without `.git` (an sdist, a copied folder), a throwaway repository made of that tree."""
+    if (REPO / ".git").exists():
+        return REPO
+    import shutil
+
+    copy = tmp_path / "curate-src"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", "*.egg-info", "__pycache__", "out", ".cache"))
+    git = lambda *a: subprocess.run(["git", *a], cwd=copy, check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "source tree")
+    return copy
+
+
 def test_pre_commit_hook_blocks_a_commit_of_flagged_data(tmp_path):
-    pytest.importorskip("pre_commit")
-    if not (REPO / ".git").exists():
-        pytest.skip("the hook is tried from the curate git checkout")
+    require("pre_commit")
+    hooks = _hook_repo(tmp_path)
     repo = tmp_path / "data-repo"
     repo.mkdir()
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
@@ -216,7 +232,7 @@ def test_pre_commit_hook_blocks_a_commit_of_flagged_data(tmp_path):
     git("add", ".")
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home"), "CURATE_HOME": str(tmp_path / "home")}
     run = lambda *files: subprocess.run(
-        [sys.executable, "-m", "pre_commit", "try-repo", str(REPO), "curate-guard-fast", "--files", *files],
+        [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), "curate-guard-fast", "--files", *files],
         cwd=repo, capture_output=True, text=True, env=env, timeout=900, check=False)
     good = run("good.jsonl")
     assert good.returncode == 0, good.stdout + good.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import curate
+from servers import require
 from conftest import alpaca, read_jsonl, varied_rows, write_jsonl
 from curate.decide import parse_fail_on, verdict_of
 from curate.errors import UsageError
@@ -38,7 +39,7 @@ def test_every_row_gets_exactly_one_verdict_and_counts_add_up(tmp_path):
 
 
 def test_verdict_lines_follow_the_shipped_schema(tmp_path):
-    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema = require("jsonschema")
     schema = json.loads(SCHEMA.read_text())
     rows = varied_rows(5) + [alpaca("Email me at a@b.co", "Sure.")]
     report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows, {2: b"nope"}), out=tmp_path / "out")
@@ -112,7 +113,7 @@ def test_python_api_accepts_frames_datasets_and_iterables(tmp_path):
         assert report.rows == 7 and report.counts["drop"] == 1
         clean = report.clean()
         assert isinstance(clean, kind) and len(clean) == 6
-    datasets = pytest.importorskip("datasets")
+    datasets = require("datasets")
     report = curate.scan(datasets.Dataset.from_list(rows))
     clean = report.clean()
     assert isinstance(clean, datasets.Dataset) and clean.num_rows == 6

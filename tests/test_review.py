@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import read_jsonl, varied_rows, write_jsonl
-from servers import Postgres
+from servers import Postgres, require
 
 ZW = "\u200b"
 NO_DETECT = "detect: {enabled: false}\n"
@@ -304,7 +304,7 @@ def test_export_and_import_round_trip_in_curate_jsonl(tmp_path, cli):
 
 
 def test_argilla_export_builds_real_records_and_imports_responses(tmp_path, cli):
-    rg = pytest.importorskip("argilla")
+    rg = require("argilla")
     from curate.review.interop import argilla_settings
 
     data, queue = corpus(tmp_path), str(tmp_path / "review.db")
@@ -341,7 +341,7 @@ def test_argilla_export_builds_real_records_and_imports_responses(tmp_path, cli)
 
 
 def test_label_studio_export_validates_and_imports_annotations(tmp_path, cli):
-    pytest.importorskip("label_studio_sdk")
+    require("label_studio_sdk")
     from label_studio_sdk.label_interface import LabelInterface
 
     data, queue = corpus(tmp_path), str(tmp_path / "review.db")
