@@ -304,6 +304,8 @@ def test_export_and_import_round_trip_in_curate_jsonl(tmp_path, cli):
 
 
 def test_argilla_export_builds_real_records_and_imports_responses(tmp_path, cli):
+    import uuid
+
     rg = require("argilla")
     from curate.review.interop import argilla_settings
 
@@ -314,9 +316,26 @@ def test_argilla_export_builds_real_records_and_imports_responses(tmp_path, cli)
     records = [rg.Record.from_dict(r) for r in exported]
     assert len(records) == 3
     assert all(r.suggestions["verdict"].value == "reject" for r in records)
-    from unittest import mock
+    # Argilla binds settings to a client, and a client checks its server when it is made: a real
+    # client whose HTTP is answered here, offline (only the identity check is served).
+    import httpx
 
-    settings = argilla_settings(mock.MagicMock())  # Argilla binds settings to a client; no server here
+    asked = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/api/v1/me":
+            return httpx.Response(200, json={"id": str(uuid.UUID(int=7)), "username": "reviewer", "role": "owner",
+                                             "first_name": "r", "last_name": None, "api_key": "offline",
+                                             "inserted_at": "2026-01-01T00:00:00", "updated_at": "2026-01-01T00:00:00"})
+        return httpx.Response(404, json={"detail": "offline"})
+
+    client = rg.Argilla(api_url="http://argilla.invalid", api_key="offline",
+                        mounts={"http://argilla.invalid": httpx.MockTransport(server)})
+    settings = argilla_settings(client)
+    dataset = rg.Dataset(name="curate-review", settings=settings, client=client)
+    assert asked == ["/api/v1/me"]  # nothing else was needed to build them
+    assert [q.name for q in dataset.settings.questions] == ["verdict", "note"]
     serialized = settings.serialize()
     assert [q["name"] for q in serialized["questions"]] == ["verdict", "note"]
     assert serialized["questions"][0]["settings"]["options"] == [{"text": "accept", "value": "accept"},
@@ -324,8 +343,6 @@ def test_argilla_export_builds_real_records_and_imports_responses(tmp_path, cli)
     assert {f["name"] for f in serialized["fields"]} == set(records[0].fields.to_dict())
 
     # What Argilla gives back after review: the same records with responses.
-    import uuid
-
     reviewed = []
     for n, r in enumerate(records):
         d = r.to_dict()
