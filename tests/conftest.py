@@ -65,6 +65,15 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the session; `postgres.database(name)` gives a fresh
+    database's URL."""
+    server = servers.Postgres()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def cli():
     from curate.cli.main import app

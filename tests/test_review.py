@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import read_jsonl, varied_rows, write_jsonl
-from servers import Postgres, require
+from servers import require
 
 ZW = "\u200b"
 NO_DETECT = "detect: {enabled: false}\n"
@@ -27,13 +27,6 @@ def item(cid: str, **extra) -> dict:
 
 def cid(n: int) -> str:
     return f"{n:032x}"
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    server = Postgres()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -213,11 +206,13 @@ def test_scan_queues_flagged_rows_and_later_scans_take_the_decisions(tmp_path):
         assert [h["decision"] for h in store.history(row7["id"])] == ["accept", "reopen"]
 
 
-def test_apply_writes_the_final_set_with_decisions_and_a_manifest(tmp_path, cli):
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_apply_writes_the_final_set_with_decisions_and_a_manifest(tmp_path, cli, request, kind):
     from curate.review import open_store
     from curate.write import verify_manifest
 
-    data, queue = corpus(tmp_path), str(tmp_path / "review.db")
+    queue = str(tmp_path / "review.db") if kind == "sqlite" else request.getfixturevalue("postgres").database("apply")
+    data = corpus(tmp_path)
     report = scan(data, tmp_path, "s1", queue)
     result = cli("apply", str(report.out), "--queue", queue, "--out", str(tmp_path / "final"))
     assert result.exit_code == 1 and "3 pending" in result.output  # undecided rows hold the set back

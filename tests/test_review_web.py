@@ -32,12 +32,17 @@ def _items() -> list[dict]:
     return out
 
 
-@pytest.fixture
-def served(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def served(request, tmp_path):
+    """The review server over a queue in SQLite or in PostgreSQL (a team's shared queue)."""
     from curate.review import open_store
     from curate.review.server import make_server
 
-    store = open_store(tmp_path / "review.db")
+    if request.param == "sqlite":
+        target = str(tmp_path / "review.db")
+    else:
+        target = request.getfixturevalue("postgres").database(f"w{abs(hash(request.node.name)) % 10**9}")
+    store = open_store(target)
     store.push(_items(), {"id": "s1"})
     server = make_server(store, port=0, reviewer="web-tester")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
