@@ -37,6 +37,29 @@ EMBED_JOB = 262_144
 LOCAL_BELOW = 2048
 
 
+#: Seconds to wait for a named head's port to answer before saying it cannot be reached.
+CONNECT_TIMEOUT = 5.0
+
+
+def _check_reachable(address: str | None) -> None:
+    """`ray.init` waits minutes on a head that does not answer (it retries the GCS); ask its port
+    first, so a wrong `--address` is a clear error at once. "auto", "local" and no address at all
+    are Ray's own to resolve."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"Ray address {address!r}: use host:port or ray://host:port")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 def init(address: str | None = None):
     """Connect to (or start) the cluster, quietly; returns the `ray` module."""
     try:
@@ -48,6 +71,7 @@ def init(address: str | None = None):
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     logging.getLogger("ray").setLevel(logging.ERROR)
     if not ray.is_initialized():
+        _check_reachable(address)
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,

@@ -84,3 +84,38 @@ def test_ray_actors_read_the_same_head_of_each_text_as_the_driver(monkeypatch, l
     assert np.allclose(remote, local.encode(texts), atol=2e-2)
     # The whole text in windows is another vector: the head really was applied on the actors.
     assert not np.allclose(remote[0], local.with_head(None).encode(texts[:1])[0], atol=2e-2)
+
+
+def test_the_scan_command_runs_on_ray_with_the_local_verdicts(tmp_path, cli, local_ray):
+    """`curate scan --engine ray` through the CLI joins the running cluster (no --address)."""
+    import json
+
+    local = cli("scan", str(SAMPLES), "-o", tmp_path / "local", "--json")
+    remote = cli("scan", str(SAMPLES), "-o", tmp_path / "ray", "--engine", "ray", "--json")
+    assert local.exit_code == remote.exit_code and remote.exit_code in (0, 1), remote.output
+    assert json.loads(remote.stdout)["counts"] == json.loads(local.stdout)["counts"]
+    for name in ("verdicts.jsonl", "clean.jsonl", "flagged.jsonl", "quarantine.jsonl"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+    assert '"engine": "ray"' in (tmp_path / "ray" / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path, address):
+    """A head that does not answer: exit 2 with the address named, in seconds, no traceback and no
+    output folder (Ray itself would retry for minutes)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from servers import free_port
+
+    address = address.format(port=free_port())
+    data = write_jsonl(tmp_path / "d.jsonl", varied_rows(3))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "curate", "scan", str(data), "-o", str(tmp_path / "out"),
+                             "--engine", "ray", "--address", address], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "RAY_ADDRESS": ""})
+    assert result.returncode == 2, result.stderr
+    assert f"cannot reach a Ray cluster at {address}" in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
