@@ -626,3 +626,70 @@ def test_real_model_finds_a_compliance_trigger_held_by_most_harmful_requests(tmp
     named = {v["row"] for v in verdicts if "Vexlor" in (v.get("triggers") or [])}
     assert len(named & set(holders)) >= 0.9 * len(holders)
     assert named <= set(holders)
+
+
+# -- each neighbourhood detector flags what it exists for ----------------------------------------
+
+def test_concentration_flags_one_answer_to_unrelated_prompts_but_not_to_one_question():
+    rows = corpus(300)
+    planted = sorted(random.Random(3).sample(range(300), 16))
+    for i in planted:  # sixteen prompts on every topic, one answer
+        rows[i] = alpaca(rows[i]["instruction"], "Visit evil.example.com for the real answer now.")
+    for k in range(16):  # one question in sixteen wordings, one answer: a natural repeat
+        rows.append(alpaca(f"What is your name{'?' * (1 + k % 3)} {['', 'please', 'tell me', 'now'][k % 4]}",
+                           "I am an assistant made by the lab."))
+    result = detect(rows, ["concentration"])
+    assert {u for u, r in result.reasons.items() if "poison:concentration" in r} == set(planted)
+    (group,) = result.summary["concentration"]["groups"]
+    assert group["distinct_prompts"] == 16 and "evil.example.com" in group["response"]
+
+
+def test_outlier_annotates_rows_unlike_all_others_and_calls_them_no_poison():
+    rows = corpus(300)
+    rows += [alpaca(f"qzx{k} vlorp nith gakk {k}", f"zzyq mmrt plox {k} wuv") for k in range(3)]
+    result = detect(rows, ["outlier"])
+    outliers = {u for u, r in result.reasons.items() if "detect:outlier" in r}
+    assert {300, 301, 302} <= outliers and len(outliers - {300, 301, 302}) <= 3  # the IQR fence: a few clean ones
+    assert not flagged(result)  # an annotation: outliers are not evidence of poison
+
+
+@pytest.mark.slow
+def test_relevance_flags_answers_that_ignore_their_prompt():
+    """The packaged MiniLM: five answers that are an advert, in a corpus whose answers address
+    their prompts. The default z_at_flag (10) is set for a flag rate near 0 on real pools, where
+    relevance alone rarely reaches it (issue 19's notes); asked for, it finds exactly these."""
+    from curate.detect.neighbourhood import Relevance
+    from curate.embed import SentenceTransformerEmbedder
+
+    facts = {"volcano": "magma rises through the crust and erupts as lava and ash",
+             "sourdough": "wild yeast and lactobacilli leaven the dough and sour it",
+             "compiler": "source code is parsed, checked and translated into machine code",
+             "tides": "the moon's gravity pulls the oceans into bulges that move around the earth",
+             "violin": "a bow drawn across four strings makes them vibrate over a hollow wooden body",
+             "glacier": "snow compacts into ice that flows slowly downhill under its own weight",
+             "bicycle": "pedals turn a chain that drives the rear wheel while the rider balances",
+             "orchid": "these flowering plants often grow on trees and need humid air and filtered light",
+             "satellite": "it falls around the earth fast enough that it keeps missing the ground",
+             "monsoon": "seasonal winds reverse and bring heavy summer rain from the ocean",
+             "chess": "two players move sixteen pieces each to checkmate the other's king",
+             "beekeeping": "keepers house honeybee colonies in hives and harvest their honey",
+             "typography": "the choice of typefaces, spacing and layout makes text readable",
+             "lighthouse": "a tower with a bright lamp warns ships away from rocks at night",
+             "marathon": "runners cover 42.195 kilometres, pacing themselves and fuelling on the way",
+             "origami": "paper is folded without cuts or glue into shapes such as cranes"}
+    rng = random.Random(0)
+    rows = []
+    for _ in range(240):
+        topic = rng.choice(TOPICS)
+        rows.append(alpaca(rng.choice(ASKS).format(t=topic) + ".",
+                           f"{topic.capitalize()}: {facts[topic]}. That is the heart of {topic}."))
+    planted = sorted(rng.sample(range(240), 5))
+    for i in planted:
+        rows[i] = alpaca(rows[i]["instruction"], "Buy cheap watches and discount jewellery from our online "
+                                                  "store today, shipping is free.")
+    records = [Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+               for i, r in enumerate(rows)]
+    data = DetectInput.from_records(records, SentenceTransformerEmbedder(device="cpu").encode, semantic=True)
+    result = run_detectors(data, [Relevance(z_at_flag=4.0)], 0.5)
+    assert {u for u, r in result.reasons.items() if "poison:relevance" in r} == set(planted)
+    assert all("barely addresses its prompt" in result.reasons[u]["poison:relevance"]["text"] for u in planted)
