@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
@@ -28,7 +28,9 @@ from curate.dedup.minhash import band_hashes, signatures
 from curate.normalise.normaliser import Normaliser, Unreadable
 from curate.read.items import Item, dump_json, parse_item
 from curate.record import Record
-from curate.ruleset import Rules
+
+if TYPE_CHECKING:  # the rules are handed in; their module sits above the stages
+    from curate.ruleset import Rules
 
 
 @dataclass
