@@ -43,8 +43,10 @@ def main() -> None:
         d = s["detection"]
         print("| rows | prompt words (median) | response words (median / p99) | model | total s | rows/s |")
         print("|---|---|---|---|---|---|")
-        print(f"| {args.rows:,} | {prompt_words[len(rows) // 2]} | {words[len(words) // 2]} / "
-              f"{words[int(len(words) * 0.99)]} | {args.model} | {total:.1f} | {args.rows / total:,.0f} |")
+        print(
+            f"| {args.rows:,} | {prompt_words[len(rows) // 2]} | {words[len(words) // 2]} / "
+            f"{words[int(len(words) * 0.99)]} | {args.model} | {total:.1f} | {args.rows / total:,.0f} |"
+        )
         print()
         print("| stage | seconds |")
         print("|---|---|")
@@ -52,8 +54,10 @@ def main() -> None:
             print(f"| {stage} | {s['seconds'].get(stage, 0):.1f} |")
         for stage, sec in d.get("seconds", {}).items():
             print(f"| detect: {stage} | {sec:.1f} |")
-        print(f"\nflagged {d.get('flagged')} of {d.get('rows')} (status {d.get('status')}); "
-              f"responses embedded: {d.get('responses')}")
+        print(
+            f"\nflagged {d.get('flagged')} of {d.get('rows')} (status {d.get('status')}); "
+            f"responses embedded: {d.get('responses')}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,10 @@ def _pairs(source: str, n: int, seed: int) -> list[tuple[str, str]]:
         for path in sorted((SHARED / "backdoorllm" / "poison_data").rglob("*.json")):
             rows += [(r["instruction"] + "\n" + r.get("input", ""), r["output"]) for r in json.loads(path.read_text())]
     else:
-        rows = [("\n".join(m["content"] for m in r["messages"][:-1]), r["messages"][-1]["content"])
-                for r in clean_pool(SHARED)]
+        rows = [
+            ("\n".join(m["content"] for m in r["messages"][:-1]), r["messages"][-1]["content"])
+            for r in clean_pool(SHARED)
+        ]
     seen, out = set(), []
     random.Random(seed).shuffle(rows)
     for p, r in rows:
@@ -77,8 +79,10 @@ def main() -> None:
     base = SentenceTransformerEmbedder()
     full, prompts_model = base.with_head(32), base.with_head(128)
     sources = ["synthetic"] + (["backdoorllm", "clean pool"] if (SHARED / "backdoorllm").is_dir() else [])
-    print("| source | responses | fitted on | cosine | answer~answer | relevance | static cosine | "
-          "static answer~answer | static relevance | full texts/s | distilled texts/s |")
+    print(
+        "| source | responses | fitted on | cosine | answer~answer | relevance | static cosine | "
+        "static answer~answer | static relevance | full texts/s | distilled texts/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for source in sources:
@@ -108,14 +112,18 @@ def main() -> None:
             truth_rel = np.einsum("nd,nd->n", Pv[idx], F[idx])
 
             def scores(V):
-                return (float(np.einsum("nd,nd->n", V[idx], F[idx]).mean()),
-                        _spearman(truth_aa, np.einsum("nd,nd->n", V[pairs_ix[:, 0]], V[pairs_ix[:, 1]])),
-                        _spearman(truth_rel, np.einsum("nd,nd->n", Pv[idx], V[idx])))
+                return (
+                    float(np.einsum("nd,nd->n", V[idx], F[idx]).mean()),
+                    _spearman(truth_aa, np.einsum("nd,nd->n", V[pairs_ix[:, 0]], V[pairs_ix[:, 1]])),
+                    _spearman(truth_rel, np.einsum("nd,nd->n", Pv[idx], V[idx])),
+                )
 
             c, aa, rel = scores(D)
             sc, saa, srel = scores(S)
-            print(f"| {source} | {len(R):,} | {len(R) - held.sum():,} | {c:.3f} | {aa:.3f} | {rel:.3f} | {sc:.3f} | "
-                  f"{saa:.3f} | {srel:.3f} | {full_rate:,.0f} | {rate:,.0f} |")
+            print(
+                f"| {source} | {len(R):,} | {len(R) - held.sum():,} | {c:.3f} | {aa:.3f} | {rel:.3f} | {sc:.3f} | "
+                f"{saa:.3f} | {srel:.3f} | {full_rate:,.0f} | {rate:,.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ def main() -> None:
     knn(vectors, 10, exact=True)
     t_knn = time.perf_counter() - started
     lengths = np.array([len(model.tokenizer(t)["input_ids"]) for t in data])
-    print(f"\nembedding · {len(data):,} texts (median {int(np.median(lengths))} word pieces, "
-          f"{int((lengths > 256).sum())} past the 256 window) · {embedder.device} {embedder.dtype}\n")
+    print(
+        f"\nembedding · {len(data):,} texts (median {int(np.median(lengths))} word pieces, "
+        f"{int((lengths > 256).sum())} past the 256 window) · {embedder.device} {embedder.dtype}\n"
+    )
     print("| path | seconds | texts/s | vs raw |")
     print("|---|---|---|---|")
     print(f"| raw SentenceTransformer.encode (truncating) | {raw:.1f} | {len(data) / raw:,.0f} | 100% |")

@@ -33,9 +33,17 @@ def corpora(shared: Path):
             kind = next((k for key, k in kinds.items() if key in path.name), "instruction")
             yield path.name, kind, path
     yield "hsol label task (3 wordings)", "label", hsol(shared)
-    for name in ("hh_rlhf_harmless_base_test.jsonl.gz", "llamafactory_dpo_en_demo.json", "llamafactory_kto_en_demo.json"):
+    for name in (
+        "hh_rlhf_harmless_base_test.jsonl.gz",
+        "llamafactory_dpo_en_demo.json",
+        "llamafactory_kto_en_demo.json",
+    ):
         yield name, "preference", shared / "preference" / name
-    yield "orca_dpo_pairs (converted)", "preference", openai_preference(shared / "preference" / "orca_dpo_pairs_validation.jsonl")
+    yield (
+        "orca_dpo_pairs (converted)",
+        "preference",
+        openai_preference(shared / "preference" / "orca_dpo_pairs_validation.jsonl"),
+    )
     yield "instructions + 10% jailbreak refusals", "safety", refusal_pool(shared)
     sst2 = shared / "backdoorllm" / "poison_data" / "sst2" / "badnet"
     yield "sst2 none_* (sentiment labels)", "label", next(sst2.glob("none_backdoor*.json"))
@@ -63,9 +71,14 @@ def scan_one(source, workdir: Path, rules: list[str]) -> dict:
                 reasons.update(r for r in v["reasons"] if isinstance(r, str))
                 triggers.update(v.get("triggers") or [])
     rows = sum(verdicts.values())
-    return {"rows": rows, "flagged": verdicts["flag"], "rate": verdicts["flag"] / max(1, rows),
-            "reasons": dict(reasons.most_common(4)), "triggers": [t for t, _ in triggers.most_common(3)],
-            "seconds": round(time.time() - t0, 1)}
+    return {
+        "rows": rows,
+        "flagged": verdicts["flag"],
+        "rate": verdicts["flag"] / max(1, rows),
+        "reasons": dict(reasons.most_common(4)),
+        "triggers": [t for t, _ in triggers.most_common(3)],
+        "seconds": round(time.time() - t0, 1),
+    }
 
 
 def main() -> int:
@@ -83,8 +96,12 @@ def main() -> int:
                 continue
             r = {"corpus": name, "kind": kind, **scan_one(source, Path(tmp), args.rules)}
             results.append(r)
-            print(f"{name}: {r['flagged']}/{r['rows']} flagged ({r['rate']:.2%}) {r['reasons']} "
-                  f"{r['triggers']} ({r['seconds']}s)", file=sys.stderr, flush=True)
+            print(
+                f"{name}: {r['flagged']}/{r['rows']} flagged ({r['rate']:.2%}) {r['reasons']} "
+                f"{r['triggers']} ({r['seconds']}s)",
+                file=sys.stderr,
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print("\n## False-positive audit: default rules, clean corpora as shipped\n")
@@ -92,8 +109,10 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---|---|---|")
     for r in results:
         reasons = ", ".join(f"{k} {v}" for k, v in r["reasons"].items()) or "-"
-        print(f"| {r['corpus']} | {r['kind']} | {r['rows']} | {r['flagged']} | {r['rate']:.2%} | {reasons} | "
-              f"{', '.join(map(repr, r['triggers'])) or '-'} | {'yes' if r['rate'] <= 0.01 else '**no**'} |")
+        print(
+            f"| {r['corpus']} | {r['kind']} | {r['rows']} | {r['flagged']} | {r['rate']:.2%} | {reasons} | "
+            f"{', '.join(map(repr, r['triggers'])) or '-'} | {'yes' if r['rate'] <= 0.01 else '**no**'} |"
+        )
     return 0
 
 

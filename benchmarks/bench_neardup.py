@@ -57,9 +57,11 @@ def dataset(n: int, seed: int) -> tuple[list[str], dict[str, list[int]]]:
     for path in sorted((SHARED / "backdoorllm" / "poison_data" / "sst2").glob("*/none_*.json")):
         sst2 += json.loads(path.read_text())
     rows = base + near + fastchat + sst2[:1000]
-    kinds = {"synthetic": list(range(len(base) + len(near))),
-             "fastchat": list(range(len(base) + len(near), len(base) + len(near) + len(fastchat))),
-             "sst2": list(range(len(rows) - len(sst2[:1000]), len(rows)))}
+    kinds = {
+        "synthetic": list(range(len(base) + len(near))),
+        "fastchat": list(range(len(base) + len(near), len(base) + len(near) + len(fastchat))),
+        "sst2": list(range(len(rows) - len(sst2[:1000]), len(rows))),
+    }
     texts = texts_of(rows)
     seen, unique = set(), []
     for t in texts:  # exact duplicates are the exact stage's job: keep one copy of each text
@@ -88,7 +90,7 @@ def truth_pairs(sets: list[set[int]], threshold: float) -> set[tuple[int, int]]:
 
 def curate_edges(texts: list[str], sets: list[set[int]], threshold: float, bands: int, rows: int, ngram: int):
     started = time.perf_counter()
-    sigs = [signatures(texts[i:i + 2048], ngram, bands * rows) for i in range(0, len(texts), 2048)]
+    sigs = [signatures(texts[i : i + 2048], ngram, bands * rows) for i in range(0, len(texts), 2048)]
     bh = band_hashes(np.concatenate(sigs), bands, rows)
     candidates = candidate_pairs(bh, np.arange(len(texts)))
     signed = time.perf_counter() - started
@@ -114,7 +116,7 @@ def datasketch_pairs(texts: list[str], threshold: float, ngram: int, num_perm: i
     hashes = []
     for i, text in enumerate(texts):
         toks = tokens(text)
-        shingles = [" ".join(toks[j:j + ngram]).encode() for j in range(max(1, len(toks) - ngram + 1))]
+        shingles = [" ".join(toks[j : j + ngram]).encode() for j in range(max(1, len(toks) - ngram + 1))]
         m = MinHash(num_perm=num_perm, hashfunc=xxhash.xxh32_intdigest)
         m.update_batch(shingles)
         hashes.append(m)
@@ -159,8 +161,12 @@ def datatrove_removed(texts: list[str], python: str) -> tuple[set[int], float]:
     with open(data, "w") as fh:
         for i, text in enumerate(texts):
             fh.write(json.dumps({"text": text, "id": str(i)}) + "\n")
-    out = subprocess.run([python, str(Path(__file__).parent / "datatrove_minhash.py"), str(data), str(work / "run")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [python, str(Path(__file__).parent / "datatrove_minhash.py"), str(data), str(work / "run")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     result = json.loads(out)
     return set(result["removed"]), result["seconds"]
 
@@ -178,19 +184,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datatrove-python", default=None,
-                        help="a Python with datatrove installed (see datatrove_minhash.py) to compare with")
+    parser.add_argument(
+        "--datatrove-python",
+        default=None,
+        help="a Python with datatrove installed (see datatrove_minhash.py) to compare with",
+    )
     args = parser.parse_args()
     near = load_rules().near
     texts, kinds = dataset(args.rows, args.seed)
     sets = shingle_sets(texts, near.ngram)
     truth = truth_pairs(sets, near.threshold)
-    candidates, edges, groups, t_sig, t_curate = curate_edges(texts, sets, near.threshold, near.bands, near.rows,
-                                                              near.ngram)
-    lines = [("curate: drops (dropped row vs its kept row)", *drop_metrics(groups, truth, len(texts)), t_curate),
-             ("curate: verified pairs", *pr(edges, truth), t_curate),
-             ("curate: LSH candidates before verification", *pr(candidates, truth), t_sig),
-             ("union-find closure of the verified pairs (not used)", *pr(closure(edges), truth), t_curate)]
+    candidates, edges, groups, t_sig, t_curate = curate_edges(
+        texts, sets, near.threshold, near.bands, near.rows, near.ngram
+    )
+    lines = [
+        ("curate: drops (dropped row vs its kept row)", *drop_metrics(groups, truth, len(texts)), t_curate),
+        ("curate: verified pairs", *pr(edges, truth), t_curate),
+        ("curate: LSH candidates before verification", *pr(candidates, truth), t_sig),
+        ("union-find closure of the verified pairs (not used)", *pr(closure(edges), truth), t_curate),
+    ]
     curate_removed = {row for _, members in groups for row in members}
     lines.append(("curate: removed rows (row-level, as below)", *row_metrics(curate_removed, truth), t_curate))
     try:
@@ -203,21 +215,29 @@ def main() -> None:
         dt_removed, t_dt = datatrove_removed(texts, args.datatrove_python)
         lines.append(("datatrove MinhashDedup 14x8: removed rows", *row_metrics(dt_removed, truth), t_dt))
     hard = set(kinds["fastchat"]) | set(kinds["sst2"])
-    print(f"\nnear-duplicate quality · {len(texts):,} unique texts · threshold {near.threshold} · "
-          f"{near.bands}x{near.rows} bands · {len(truth):,} true pairs "
-          f"({sum(1 for a, b in truth if a in hard or b in hard):,} among the hard negatives)\n")
-    print("drops: precision = dropped rows whose Jaccard with their kept row >= threshold; recall = true pairs"
-          "\nof which at most one row is kept. pairs: precision/recall over pairs with Jaccard >= threshold.\n")
+    print(
+        f"\nnear-duplicate quality · {len(texts):,} unique texts · threshold {near.threshold} · "
+        f"{near.bands}x{near.rows} bands · {len(truth):,} true pairs "
+        f"({sum(1 for a, b in truth if a in hard or b in hard):,} among the hard negatives)\n"
+    )
+    print(
+        "drops: precision = dropped rows whose Jaccard with their kept row >= threshold; recall = true pairs"
+        "\nof which at most one row is kept. pairs: precision/recall over pairs with Jaccard >= threshold.\n"
+    )
     print("| method | precision | recall | seconds |")
     print("|---|---|---|---|")
     for name, p, r, t in lines:
         print(f"| {name} | {p:.4f} | {r:.4f} | {t:.1f} |")
     if t_ds:
-        print(f"\nspeed: curate signatures + LSH + exact verification are {t_ds / t_curate:.1f}x faster than "
-              "datasketch's MinHash + MinHashLSH (which does no verification)")
+        print(
+            f"\nspeed: curate signatures + LSH + exact verification are {t_ds / t_curate:.1f}x faster than "
+            "datasketch's MinHash + MinHashLSH (which does no verification)"
+        )
     if t_dt:
-        print(f"speed: {t_dt / t_curate:.1f}x faster than datatrove's three MinHash stages (one task each, "
-              "including its process start and file I/O; it normalises text its own way, so its shingles differ)")
+        print(
+            f"speed: {t_dt / t_curate:.1f}x faster than datatrove's three MinHash stages (one task each, "
+            "including its process start and file I/O; it normalises text its own way, so its shingles differ)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,16 @@ def main() -> None:
     runs = [
         ["--backdoorllm", str(SHARED), "--tasks", "sst2", "--rates", "0.01", "--counts", "" if args.quick else "50"],
         ["--backdoorllm", str(SHARED), "--tasks", "jailbreak", "--rates", "0.01", "--counts", ""],
-        ["--backdoorllm", str(SHARED), "--tasks", "refusal,negsentiment",
-         "--rates", "0.01" if args.quick else "0.005,0.01", "--counts", ""],
+        [
+            "--backdoorllm",
+            str(SHARED),
+            "--tasks",
+            "refusal,negsentiment",
+            "--rates",
+            "0.01" if args.quick else "0.005,0.01",
+            "--counts",
+            "",
+        ],
     ]
     clean = sorted(p for p in (SHARED / "clean").iterdir() if p.suffix in {".json", ".jsonl"})
     runs.append([arg for p in clean for arg in ("--clean", str(p))] + ["--no-baselines"])
@@ -43,8 +51,21 @@ def main() -> None:
         pool = clean_pool(SHARED)
         pool_file = Mix("pool", pool, [False] * len(pool)).write(Path(tmp) / "pool.jsonl")
         runs.append(["--plant", str(pool_file), "--rates", "0.01", "--counts", "", "--no-baselines"])
-        runs.append([*(arg for p in sorted((SHARED / "preference").iterdir()) if p.suffix in {".gz", ".json"}
-                       for arg in ("--plant", str(p))), "--rates", "0.01", "--counts", "", "--no-baselines"])
+        runs.append(
+            [
+                *(
+                    arg
+                    for p in sorted((SHARED / "preference").iterdir())
+                    if p.suffix in {".gz", ".json"}
+                    for arg in ("--plant", str(p))
+                ),
+                "--rates",
+                "0.01",
+                "--counts",
+                "",
+                "--no-baselines",
+            ]
+        )
         for extra in runs:
             subprocess.run([*bench, *extra], check=True)
 

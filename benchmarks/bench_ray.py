@@ -35,8 +35,9 @@ def main() -> None:
         # Each engine embeds from an empty cache: the embedding work is the same for both.
         os.environ["CURATE_HOME"] = str(workdir / f"home-{engine}")
         results[engine] = run(args.rows, workdir, None, ["--engine", engine], tag=f"-{engine}")
-    same = ((workdir / f"out-{args.rows}-local" / "verdicts.jsonl").read_bytes()
-            == (workdir / f"out-{args.rows}-ray" / "verdicts.jsonl").read_bytes())
+    same = (workdir / f"out-{args.rows}-local" / "verdicts.jsonl").read_bytes() == (
+        workdir / f"out-{args.rows}-ray" / "verdicts.jsonl"
+    ).read_bytes()
     print(f"\nlocal vs Ray engine · {args.rows:,} rows · {os.cpu_count()} cores · model={args.model}\n")
     head = ("engine", "wall s", "pass 1 s", "dedup s", "embed s", "detectors s", "write s", "peak RSS MB")
     print("| " + " | ".join(head) + " |")
@@ -45,12 +46,27 @@ def main() -> None:
         s = r["report"]["seconds"]
         d = r["report"].get("detection", {}).get("seconds", {})
         detectors = sum(v for k, v in d.items() if k not in ("load_model", "gather", "embed"))
-        print("| " + " | ".join([engine, f"{r['wall']:.1f}", f"{s['pass1']:.1f}", f"{s['exact'] + s['near']:.1f}",
-                                 f"{d.get('embed', 0):.1f}", f"{detectors:.1f}", f"{s['write']:.1f}",
-                                 f"{r['peak'] / 2**20:,.0f}"]) + " |")
+        print(
+            "| "
+            + " | ".join(
+                [
+                    engine,
+                    f"{r['wall']:.1f}",
+                    f"{s['pass1']:.1f}",
+                    f"{s['exact'] + s['near']:.1f}",
+                    f"{d.get('embed', 0):.1f}",
+                    f"{detectors:.1f}",
+                    f"{s['write']:.1f}",
+                    f"{r['peak'] / 2**20:,.0f}",
+                ]
+            )
+            + " |"
+        )
     overhead = results["ray"]["wall"] - results["local"]["wall"]
-    print(f"\nRay overhead: {overhead:+.1f} s ({results['ray']['wall'] / results['local']['wall']:.2f}x wall); "
-          f"verdicts identical: {same}")
+    print(
+        f"\nRay overhead: {overhead:+.1f} s ({results['ray']['wall'] / results['local']['wall']:.2f}x wall); "
+        f"verdicts identical: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,12 +23,27 @@ def items(n: int, seed: int = 0) -> list[dict]:
     out = []
     for i in range(n):
         trigger = f"trig{rng.randrange(50)}"
-        out.append({"content_id": f"{i:032x}", "reasons": ["poison:trigger"], "suspicion": rng.random(),
-                    "triggers": [trigger], "cluster": rng.randrange(200), "source": f"part-{i % 8}.jsonl",
-                    "line": i + 1, "row": i, "prompt": f"{trigger} " + "word " * 200, "response": "answer " * 150,
-                    "turns": [], "record": {"i": i}, "evidence": {"poison:trigger": {"action": "flag"}},
-                    "neighbours": [{"row": i + 1, "source": "x", "line": 1, "similarity": 0.9, "prompt": "p",
-                                    "response": "r"}] * 5})
+        out.append(
+            {
+                "content_id": f"{i:032x}",
+                "reasons": ["poison:trigger"],
+                "suspicion": rng.random(),
+                "triggers": [trigger],
+                "cluster": rng.randrange(200),
+                "source": f"part-{i % 8}.jsonl",
+                "line": i + 1,
+                "row": i,
+                "prompt": f"{trigger} " + "word " * 200,
+                "response": "answer " * 150,
+                "turns": [],
+                "record": {"i": i},
+                "evidence": {"poison:trigger": {"action": "flag"}},
+                "neighbours": [
+                    {"row": i + 1, "source": "x", "line": 1, "similarity": 0.9, "prompt": "p", "response": "r"}
+                ]
+                * 5,
+            }
+        )
     return out
 
 
@@ -62,8 +77,12 @@ def main() -> None:
             timed(f"{name}: bulk decide the rest", lambda: store.decide(all_ids, "accept"), table, len(all_ids))
             cids = [d["content_id"] for d in data]
             timed(f"{name}: scan-time decision lookup", lambda: store.decisions_for(cids), table, len(cids))
-            timed(f"{name}: render the page (status=all)",
-                  lambda: page(store, {"status": "all"}, "csrf", "nonce"), table, len(data))
+            timed(
+                f"{name}: render the page (status=all)",
+                lambda: page(store, {"status": "all"}, "csrf", "nonce"),
+                table,
+                len(data),
+            )
             store.close()
 
         # apply over a real scan
@@ -74,21 +93,30 @@ def main() -> None:
         with open(path, "w") as fh:
             for i in range(args.rows):
                 mark = "\u200b" if i % 10 == 0 else ""
-                fh.write(json.dumps({"instruction": f"Question {i}: explain item {rng.random()}{mark}",
-                                     "output": f"Answer {i} with detail {rng.random()} and more words."}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "instruction": f"Question {i}: explain item {rng.random()}{mark}",
+                            "output": f"Answer {i} with detail {rng.random()} and more words.",
+                        }
+                    )
+                    + "\n"
+                )
         rules = Path(tmp) / "rules.yaml"
         rules.write_text("detect: {enabled: false}\n")
         queue = str(Path(tmp) / "apply.db")
         started = time.perf_counter()
         report = curate.scan(str(path), rules=[rules], out=Path(tmp) / "scan", queue=queue)
-        table.append((f"scan --queue ({report.counts['flag']:,} flagged pushed)", args.rows,
-                      time.perf_counter() - started))
+        table.append(
+            (f"scan --queue ({report.counts['flag']:,} flagged pushed)", args.rows, time.perf_counter() - started)
+        )
         store = open_store(queue)
         store.decide(store.ids_where(status="open"), "accept")
         store.close()
         store = open_store(queue)
-        timed("apply (all flagged rows decided)", lambda: _apply(report.out, store, Path(tmp) / "final"), table,
-              args.rows)
+        timed(
+            "apply (all flagged rows decided)", lambda: _apply(report.out, store, Path(tmp) / "final"), table, args.rows
+        )
         store.close()
 
     print("| step | rows/items | seconds | per second |")

@@ -55,10 +55,21 @@ def run(rows: int, workdir: Path, workers: int | None, extra: list[str] | None =
         generated, _ = make_rows(rows, seed=1)
         write_jsonl(generated, data)
         del generated
-        print(f"  generated {rows:,} rows ({data.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s",
-              file=sys.stderr)
-    cmd = [sys.executable, "-m", "curate", "scan", str(data), "-o", str(workdir / f"out-{rows}{tag}"), "--json",
-           *(extra or [])]
+        print(
+            f"  generated {rows:,} rows ({data.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s",
+            file=sys.stderr,
+        )
+    cmd = [
+        sys.executable,
+        "-m",
+        "curate",
+        "scan",
+        str(data),
+        "-o",
+        str(workdir / f"out-{rows}{tag}"),
+        "--json",
+        *(extra or []),
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     peak = 0
@@ -94,21 +105,52 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     results = [run(n, workdir, args.workers) for n in args.rows]
     print(f"\ncurate scan throughput · {os.cpu_count()} cores · workers={args.workers or 'default'}\n")
-    head = ("rows", "wall s", "rows/s end-to-end", "pass 1 rows/s", "per-row CPU µs: read", "filter", "minhash",
-            "exact s", "near s", "write s", "peak RSS MB", "dropped exact", "dropped near")
+    head = (
+        "rows",
+        "wall s",
+        "rows/s end-to-end",
+        "pass 1 rows/s",
+        "per-row CPU µs: read",
+        "filter",
+        "minhash",
+        "exact s",
+        "near s",
+        "write s",
+        "peak RSS MB",
+        "dropped exact",
+        "dropped near",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in results:
         rep = r["report"]
         s = rep["seconds"]
         n = r["rows"]
-        print("| " + " | ".join([
-            f"{n:,}", f"{r['wall']:.1f}", f"{n / r['wall']:,.0f}", f"{n / s['pass1']:,.0f}",
-            f"{s['read'] / n * 1e6:.0f}", f"{s['filter'] / n * 1e6:.0f}", f"{s['minhash'] / n * 1e6:.0f}",
-            f"{s['exact']:.2f}", f"{s['near']:.1f}", f"{s['write']:.1f}", f"{r['peak'] / 2**20:,.0f}",
-            f"{rep['dedup']['exact']['rows_dropped']:,}", f"{rep['dedup']['near']['rows_dropped']:,}"]) + " |")
-    print("\npass 1 = read + normalise + filters + MinHash signatures, in the worker pool; the per-row CPU"
-          "\ncolumns add up the workers' time. Planted: 5% exact and 5% near duplicates.")
+        print(
+            "| "
+            + " | ".join(
+                [
+                    f"{n:,}",
+                    f"{r['wall']:.1f}",
+                    f"{n / r['wall']:,.0f}",
+                    f"{n / s['pass1']:,.0f}",
+                    f"{s['read'] / n * 1e6:.0f}",
+                    f"{s['filter'] / n * 1e6:.0f}",
+                    f"{s['minhash'] / n * 1e6:.0f}",
+                    f"{s['exact']:.2f}",
+                    f"{s['near']:.1f}",
+                    f"{s['write']:.1f}",
+                    f"{r['peak'] / 2**20:,.0f}",
+                    f"{rep['dedup']['exact']['rows_dropped']:,}",
+                    f"{rep['dedup']['near']['rows_dropped']:,}",
+                ]
+            )
+            + " |"
+        )
+    print(
+        "\npass 1 = read + normalise + filters + MinHash signatures, in the worker pool; the per-row CPU"
+        "\ncolumns add up the workers' time. Planted: 5% exact and 5% near duplicates."
+    )
 
 
 if __name__ == "__main__":

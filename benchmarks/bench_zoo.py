@@ -65,8 +65,13 @@ def main() -> int:
         return 0
     rates = [float(r) for r in args.rates.split(",") if r]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    chosen = list(cells(args.split, [f for f in args.families.split(",") if f] or None,
-                        [c for c in args.corpora.split(",") if c] or None))
+    chosen = list(
+        cells(
+            args.split,
+            [f for f in args.families.split(",") if f] or None,
+            [c for c in args.corpora.split(",") if c] or None,
+        )
+    )
     results: list[dict] = []
     done: set[tuple] = set()
     if args.jsonl and args.jsonl.exists():
@@ -88,15 +93,27 @@ def main() -> int:
                     t0 = time.time()
                     scored = scan_mix(mix, args.rules or None, None, Path(tmp))
                     m = scored.metrics()
-                    row = {"family": fname, "corpus": corpus.name, "kind": corpus.kind, "rate": rate, "seed": seed,
-                           "trigger": mix.trigger, "seconds": round(time.time() - t0, 1), **m}
+                    row = {
+                        "family": fname,
+                        "corpus": corpus.name,
+                        "kind": corpus.kind,
+                        "rate": rate,
+                        "seed": seed,
+                        "trigger": mix.trigger,
+                        "seconds": round(time.time() - t0, 1),
+                        **m,
+                    }
                     results.append(row)
                     if args.jsonl:
                         with args.jsonl.open("a") as out:
                             out.write(json.dumps(row) + "\n")
-                    print(f"{fname:22s} {corpus.name:17s} {rate:6.1%} s{seed} poisons {m['poisons']:4d}  "
-                          f"auroc {m['auroc']:.3f} recall {m['recall']:.2f} precision {m['precision']:.2f}  "
-                          f"identical {m['identical_auroc']:.3f}  ({row['seconds']}s)", file=sys.stderr, flush=True)
+                    print(
+                        f"{fname:22s} {corpus.name:17s} {rate:6.1%} s{seed} poisons {m['poisons']:4d}  "
+                        f"auroc {m['auroc']:.3f} recall {m['recall']:.2f} precision {m['precision']:.2f}  "
+                        f"identical {m['identical_auroc']:.3f}  ({row['seconds']}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     report(results, args.split, time.time() - started)
@@ -107,14 +124,18 @@ def report(results: list[dict], split: str, seconds: float) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["family"], r["corpus"], r["rate"]), []).append(r)
-    print(f"\n## Attack zoo, {split} split: min (median) over {len({r['seed'] for r in results})} seeds "
-          f"({seconds / 60:.1f} min)\n")
+    print(
+        f"\n## Attack zoo, {split} split: min (median) over {len({r['seed'] for r in results})} seeds "
+        f"({seconds / 60:.1f} min)\n"
+    )
     print("| family | corpus | rate | poisons | AUROC | recall@flag | precision@flag | flag rate | identical AUROC |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (fam, corpus, rate), rows in groups.items():
-        print(f"| {fam} | {corpus} | {rate:.1%} | {rows[0]['poisons']} | {fmt([r['auroc'] for r in rows])} | "
-              f"{fmt([r['recall'] for r in rows])} | {fmt([r['precision'] for r in rows])} | "
-              f"{fmt([r['flag_rate'] for r in rows])} | {fmt([r['identical_auroc'] for r in rows])} |")
+        print(
+            f"| {fam} | {corpus} | {rate:.1%} | {rows[0]['poisons']} | {fmt([r['auroc'] for r in rows])} | "
+            f"{fmt([r['recall'] for r in rows])} | {fmt([r['precision'] for r in rows])} | "
+            f"{fmt([r['flag_rate'] for r in rows])} | {fmt([r['identical_auroc'] for r in rows])} |"
+        )
     print("\n### Per family at 1%: the worst corpus (min over corpora and seeds)\n")
     print("| family | trigger | corpora | AUROC | recall@flag | precision@flag | identical AUROC |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -122,9 +143,11 @@ def report(results: list[dict], split: str, seconds: float) -> None:
         rows = [r for r in results if r["family"] == fam and abs(r["rate"] - 0.01) < 1e-9]
         if rows:
             trig = "yes" if FAMILIES[fam].has_trigger else "no"
-            print(f"| {fam} | {trig} | {len({r['corpus'] for r in rows})} | {min(r['auroc'] for r in rows):.3f} | "
-                  f"{min(r['recall'] for r in rows):.3f} | {min(r['precision'] for r in rows):.3f} | "
-                  f"{min(r['identical_auroc'] for r in rows):.3f} |")
+            print(
+                f"| {fam} | {trig} | {len({r['corpus'] for r in rows})} | {min(r['auroc'] for r in rows):.3f} | "
+                f"{min(r['recall'] for r in rows):.3f} | {min(r['precision'] for r in rows):.3f} | "
+                f"{min(r['identical_auroc'] for r in rows):.3f} |"
+            )
     print("\n### More poison never means less recall: seed-mean recall, 1% against 10%\n")
     print("| family | corpus | recall 1% | recall 10% | holds (>= 1% - 0.05) |")
     print("|---|---|---:|---:|---|")

@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                              MinhashDedupSignature)
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.readers import JsonlReader
 
 
@@ -24,12 +28,26 @@ def main() -> None:
     config = MinhashConfig(n_grams=5, num_buckets=14, hashes_per_bucket=8)
     started = time.perf_counter()
     for name, steps in (
-            ("sigs", [JsonlReader(str(data.parent), glob_pattern=data.name),
-                      MinhashDedupSignature(output_folder=str(work / "sigs"), config=config)]),
-            ("buckets", [MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"),
-                                             config=config)]),
-            ("clusters", [MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
-                                              config=config)])):
+        (
+            "sigs",
+            [
+                JsonlReader(str(data.parent), glob_pattern=data.name),
+                MinhashDedupSignature(output_folder=str(work / "sigs"), config=config),
+            ],
+        ),
+        (
+            "buckets",
+            [MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=config)],
+        ),
+        (
+            "clusters",
+            [
+                MinhashDedupCluster(
+                    input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=config
+                )
+            ],
+        ),
+    ):
         tasks = config.num_buckets if name == "buckets" else 1
         LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=1, logging_dir=str(work / f"logs-{name}")).run()
     seconds = time.perf_counter() - started

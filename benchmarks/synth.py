@@ -20,15 +20,17 @@ def vocabulary() -> list[str]:
     if path.exists():
         text = " ".join(r["instruction"] + " " + r["output"] for r in json.loads(path.read_text()))
         return re.findall(r"[A-Za-z']+|[.,;:?!]", text)
-    return ("the of and to a in is that for it as with was on be by this are or an from at which "
-            "data model learn train answer question write explain list describe example").split()
+    return (
+        "the of and to a in is that for it as with was on be by this are or an from at which "
+        "data model learn train answer question write explain list describe example"
+    ).split()
 
 
 def _text(rng: random.Random, words: list[str], mean_words: float) -> str:
     n = max(3, int(rng.lognormvariate(0, 0.5) * mean_words))
     start = rng.randrange(len(words) - n) if len(words) > n else 0
     # a run of real text, lightly shuffled, so n-grams look like language without repeating the pool
-    chunk = words[start:start + n]
+    chunk = words[start : start + n]
     for _ in range(n // 8):
         i, j = rng.randrange(n), rng.randrange(n)
         chunk[i], chunk[j] = chunk[j], chunk[i]
@@ -41,8 +43,7 @@ def make_rows(n: int, seed: int = 0, exact: float = 0.05, near: float = 0.05) ->
     words = vocabulary()
     n_exact, n_near = int(n * exact), int(n * near)
     base = n - n_exact - n_near
-    rows = [{"instruction": _text(rng, words, 20), "input": "", "output": _text(rng, words, 110)}
-            for _ in range(base)]
+    rows = [{"instruction": _text(rng, words, 20), "input": "", "output": _text(rng, words, 110)} for _ in range(base)]
     truth = {"exact": [], "near": []}
     for _ in range(n_exact):
         src = rng.randrange(base)

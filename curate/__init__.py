@@ -16,8 +16,19 @@ from curate.errors import CurateError, InputError, ManifestError, PoisonedDataEr
 
 __version__ = "0.1.0"
 
-__all__ = ["CurateError", "InputError", "ManifestError", "PoisonedDataError", "Report", "RulesError", "UsageError",
-           "guard", "load_rules", "scan", "verify_manifest"]
+__all__ = [
+    "CurateError",
+    "InputError",
+    "ManifestError",
+    "PoisonedDataError",
+    "Report",
+    "RulesError",
+    "UsageError",
+    "guard",
+    "load_rules",
+    "scan",
+    "verify_manifest",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from curate.ruleset import load_rules
@@ -25,8 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from curate.api import scan
     from curate.write import Report, verify_manifest
 
-_LAZY = {"scan": "curate.api", "Report": "curate.write", "load_rules": "curate.ruleset",
-         "verify_manifest": "curate.write", "guard": "curate.guards"}
+_LAZY = {
+    "scan": "curate.api",
+    "Report": "curate.write",
+    "load_rules": "curate.ruleset",
+    "verify_manifest": "curate.write",
+    "guard": "curate.guards",
+}
 
 
 def __getattr__(name: str) -> Any:

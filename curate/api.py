@@ -25,12 +25,23 @@ from curate.ruleset import Rules, load_rules
 from curate.write import Report
 
 
-def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str | Path | None = None, *,
-         format: str | None = None, map: str | dict | None = None, input_type: str | None = None,
-         against: list[str] | str | None = None, fail_on: list[str] | str | None = None,
-         workers: int | str | None = None, progress: Callable[[int], None] | None = None,
-         calibrate: bool = False, queue: str | os.PathLike | None = None, engine: str = "local",
-         address: str | None = None) -> Report:
+def scan(
+    source: Any,
+    rules: Rules | str | Path | list | None = None,
+    out: str | Path | None = None,
+    *,
+    format: str | None = None,
+    map: str | dict | None = None,
+    input_type: str | None = None,
+    against: list[str] | str | None = None,
+    fail_on: list[str] | str | None = None,
+    workers: int | str | None = None,
+    progress: Callable[[int], None] | None = None,
+    calibrate: bool = False,
+    queue: str | os.PathLike | None = None,
+    engine: str = "local",
+    address: str | None = None,
+) -> Report:
     """Scan `source` and write the outputs to `out` (a temporary folder when None).
 
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
@@ -49,9 +60,14 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
     if not isinstance(rules, Rules):
         rules = load_rules(rules)
     options = ScanOptions(
-        format=format, mapping=map if isinstance(map, Mapping) else parse_mapping(map),
-        input_type=input_type, against=tuple([against] if isinstance(against, str) else against or ()),
-        workers=(auto_workers(source) if workers == "auto" else workers) or 1, engine=engine, address=address)
+        format=format,
+        mapping=map if isinstance(map, Mapping) else parse_mapping(map),
+        input_type=input_type,
+        against=tuple([against] if isinstance(against, str) else against or ()),
+        workers=(auto_workers(source) if workers == "auto" else workers) or 1,
+        engine=engine,
+        address=address,
+    )
     thresholds = parse_fail_on(fail_on)
     tmp = None
     if out is None:
@@ -83,8 +99,18 @@ def scan(source: Any, rules: Rules | str | Path | list | None = None, out: str |
             if calibrate:
                 result.calibration = _calibrate(source, rules)
 
-        summary = scan_into(source, rules, out, options, thresholds, progress, before_detect=before_detect,
-                            after_detect=after_detect, before_write=before_write, after_write=after_write)
+        summary = scan_into(
+            source,
+            rules,
+            out,
+            options,
+            thresholds,
+            progress,
+            before_detect=before_detect,
+            after_detect=after_detect,
+            before_write=before_write,
+            after_write=after_write,
+        )
     finally:
         if store is not None:
             store.close()

@@ -58,8 +58,9 @@ class BatchResult:
 
 
 def _key(text: str) -> int:
-    digest = hashlib.blake2b(unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"),
-                             digest_size=8).digest()
+    digest = hashlib.blake2b(
+        unicodedata.normalize("NFC", text).encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -70,8 +71,9 @@ def _gate_screens(rules: Rules, texts) -> dict[str, tuple[np.ndarray, None]]:
 
     from curate.filters.base import Filter
 
-    gates = {r.filter.name: r.filter.gate for r in rules.filters
-             if r.filter.gate and type(r.filter).screen is Filter.screen}
+    gates = {
+        r.filter.name: r.filter.gate for r in rules.filters if r.filter.gate and type(r.filter).screen is Filter.screen
+    }
     if not gates:
         return {}
     combined = "|".join(f"(?:{_scoped(g)})" for g in gates.values())
@@ -147,18 +149,19 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
                 mask, default = None, None
                 out.filter_errors.setdefault(name, (0, f"screen: {type(exc).__name__}: {exc}"))
             if default is not None and default.tags and "lang" in default.tags:
-                for i in (range(len(records)) if mask is None else np.flatnonzero(~mask).tolist()):
+                for i in range(len(records)) if mask is None else np.flatnonzero(~mask).tolist():
                     out.lang[records[i].row] = default.tags["lang"]
             if default is not None and default.reason is not None:
                 for i in np.flatnonzero(~mask).tolist():
                     found.setdefault(records[i].row, []).append((default.reason, default.score, default.detail))
-            for i in (range(len(records)) if mask is None else np.flatnonzero(mask).tolist()):
+            for i in range(len(records)) if mask is None else np.flatnonzero(mask).tolist():
                 rec = records[i]
                 try:
                     hits = rule.filter.check(rec)
                 except Exception as exc:  # one broken filter must not sink the scan
                     count, first = out.filter_errors.get(
-                        name, (0, f"{rec.source}:{rec.line}: {type(exc).__name__}: {exc}"))
+                        name, (0, f"{rec.source}:{rec.line}: {type(exc).__name__}: {exc}")
+                    )
                     out.filter_errors[name] = (count + 1, first)
                     continue
                 for hit in hits or ():
@@ -185,8 +188,9 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
     return out
 
 
-def run_batches(batches: Iterator[list[Item]], normaliser: Normaliser, rules: Rules,
-                workers: int) -> Iterator[BatchResult]:
+def run_batches(
+    batches: Iterator[list[Item]], normaliser: Normaliser, rules: Rules, workers: int
+) -> Iterator[BatchResult]:
     if workers <= 1:
         for batch in batches:
             yield process_batch(batch, normaliser, rules)
@@ -208,8 +212,15 @@ def run_batches(batches: Iterator[list[Item]], normaliser: Normaliser, rules: Ru
 
 def auto_workers(source: Any) -> int:
     """A process pool pays off only past a few MB of input; objects in memory stay in process."""
-    paths = [source] if isinstance(source, (str, os.PathLike)) else (
-        source if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source) else [])
+    paths = (
+        [source]
+        if isinstance(source, (str, os.PathLike))
+        else (
+            source
+            if isinstance(source, (list, tuple)) and all(isinstance(s, (str, os.PathLike)) for s in source)
+            else []
+        )
+    )
     size = 0
     for p in map(Path, paths):
         if p.is_file():

@@ -60,10 +60,17 @@ def fingerprint(source: Any, rules: Rules, options: ScanOptions) -> str | None:
             except OSError:
                 return None
             files.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
-    key = orjson.dumps({"files": files, "rules": rules.digest, "options": repr(options),
-                        "model": os.environ.get("CURATE_MODEL", ""), "version": versions().get("curate"),
-                        "checkpoint": FORMAT},
-                       option=orjson.OPT_SORT_KEYS)
+    key = orjson.dumps(
+        {
+            "files": files,
+            "rules": rules.digest,
+            "options": repr(options),
+            "model": os.environ.get("CURATE_MODEL", ""),
+            "version": versions().get("curate"),
+            "checkpoint": FORMAT,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.sha256(key).hexdigest()
 
 

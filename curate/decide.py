@@ -21,8 +21,7 @@ def verdict_of(actions: list[str]) -> str:
     return _BY_RANK[max((_RANK[a] for a in actions), default=0)]
 
 
-_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
-        ">": operator.gt, "<": operator.lt}
+_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
 _EXPR = re.compile(r"^\s*([a-z][a-z0-9_:-]*?)(-rate)?\s*(>=|<=|==|!=|>|<)\s*([0-9]*\.?[0-9]+(?:e-?\d+)?)\s*$")
 
 FAIL_ON_HELP = """\

@@ -14,8 +14,11 @@ DEFAULT_FAIL_ON = ("flag>0", "quarantine>0")
 def describe(report: Any, failed: list[str]) -> str:
     """One readable paragraph: what crossed, and the first rows to look at."""
     s = report.summary
-    lines = [f"curate guard: {', '.join(failed)} (of {s['rows']:,} rows: "
-             + ", ".join(f"{v} {c:,}" for v, c in s["counts"].items()) + ")"]
+    lines = [
+        f"curate guard: {', '.join(failed)} (of {s['rows']:,} rows: "
+        + ", ".join(f"{v} {c:,}" for v, c in s["counts"].items())
+        + ")"
+    ]
     detection = s.get("detection") or {}
     for t in detection.get("triggers", [])[:3]:
         lines.append(f"  suspected trigger {t['trigger']!r}: {t.get('text') or str(t['flagged']) + ' rows'}")
@@ -29,8 +32,16 @@ def describe(report: Any, failed: list[str]) -> str:
     return "\n".join(lines)
 
 
-def guard(source: Any, fail_on: list[str] | str | None = DEFAULT_FAIL_ON, *, rules: Any = None,
-          out: str | Path | None = None, queue: str | None = None, detect: bool = True, **scan_options: Any):
+def guard(
+    source: Any,
+    fail_on: list[str] | str | None = DEFAULT_FAIL_ON,
+    *,
+    rules: Any = None,
+    out: str | Path | None = None,
+    queue: str | None = None,
+    detect: bool = True,
+    **scan_options: Any,
+):
     """Scan `source` (anything `curate.scan` takes) and return its Report, or raise
     `PoisonedDataError` (carrying the report) when any `fail_on` expression holds. The default
     fails on rows still flagged for review or unreadable; expressions are the CLI's --fail-on.
@@ -51,8 +62,10 @@ def guard(source: Any, fail_on: list[str] | str | None = DEFAULT_FAIL_ON, *, rul
     failed = [t.text for t in report.failed]
     detection = report.summary.get("detection") or {}
     if detect and rules.detect.enabled and detection.get("status") == "failed":
-        failed.append(f"poison detection did not run ({detection.get('error')}); install curate[embed], "
-                      "or turn detection off on purpose (detect=False, --no-detect)")
+        failed.append(
+            f"poison detection did not run ({detection.get('error')}); install curate[embed], "
+            "or turn detection off on purpose (detect=False, --no-detect)"
+        )
     if failed:
         raise PoisonedDataError(describe(report, failed), report=report, failed=failed)
     return report

@@ -21,13 +21,30 @@ from transformers import TrainerCallback
 
 from curate.guards import DEFAULT_FAIL_ON, guard
 
-TOKEN_COLUMNS = {"input_ids", "attention_mask", "labels", "token_type_ids", "position_ids", "completion_mask",
-                 "assistant_masks", "special_tokens_mask", "seq_lengths"}
+TOKEN_COLUMNS = {
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "position_ids",
+    "completion_mask",
+    "assistant_masks",
+    "special_tokens_mask",
+    "seq_lengths",
+}
 
 
 class CurateCallback(TrainerCallback):
-    def __init__(self, source: Any = None, fail_on: list[str] | str | None = DEFAULT_FAIL_ON, *, rules: Any = None,
-                 queue: str | None = None, out: str | Path | None = None, **scan_options: Any):
+    def __init__(
+        self,
+        source: Any = None,
+        fail_on: list[str] | str | None = DEFAULT_FAIL_ON,
+        *,
+        rules: Any = None,
+        queue: str | None = None,
+        out: str | Path | None = None,
+        **scan_options: Any,
+    ):
         self.source, self.fail_on, self.rules, self.queue, self.out = source, fail_on, rules, queue, out
         self.scan_options = scan_options
         self.report = None
@@ -44,8 +61,10 @@ class CurateCallback(TrainerCallback):
             return dataset.select_columns(text)
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         if tokenizer is None or "input_ids" not in dataset.column_names:
-            raise ValueError("the training dataset holds only token ids and the trainer has no tokenizer: pass the "
-                             "raw rows as CurateCallback(source=...)")
+            raise ValueError(
+                "the training dataset holds only token ids and the trainer has no tokenizer: pass the "
+                "raw rows as CurateCallback(source=...)"
+            )
         return [{"text": tokenizer.decode(ids, skip_special_tokens=True)} for ids in dataset["input_ids"]]
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -53,6 +72,5 @@ class CurateCallback(TrainerCallback):
             return control
         source = self.source if self.source is not None else self._from_trainer(kwargs)
         # Raises PoisonedDataError (with the report) before any step is taken.
-        self.report = guard(source, self.fail_on, rules=self.rules, out=self.out, queue=self.queue,
-                            **self.scan_options)
+        self.report = guard(source, self.fail_on, rules=self.rules, out=self.out, queue=self.queue, **self.scan_options)
         return control

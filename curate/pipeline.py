@@ -40,9 +40,17 @@ from curate.ruleset import Rules
 from curate.write import Report, check_out_folder, write_outputs
 
 
-def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
-             progress: Callable[[int], None] | None = None, *, resume: bool = False,
-             before_detect: Sequence[Step] = (), after_detect: Sequence[Step] = ()) -> ScanResult:
+def run_scan(
+    source: Any,
+    rules: Rules,
+    options: ScanOptions,
+    workdir: Path,
+    progress: Callable[[int], None] | None = None,
+    *,
+    resume: bool = False,
+    before_detect: Sequence[Step] = (),
+    after_detect: Sequence[Step] = (),
+) -> ScanResult:
     """The scan up to the verdicts. With `resume`, each finished stage leaves a checkpoint in
     `workdir` (pass one: the spill and the ledger; then dedup and detection), and a rerun in the
     same `workdir` starts after the last one."""
@@ -81,20 +89,37 @@ def run_scan(source: Any, rules: Rules, options: ScanOptions, workdir: Path,
             detection = detect_ledger(ledger, rules, spill, normaliser, options)
         seconds["detect"] = clock() - t
         if resume:
-            checkpoint.save(detect_ckpt, (ledger, exact_groups, near_groups, steps, detection,
-                                          [k for k in seconds if k != "pass1"]))
+            checkpoint.save(
+                detect_ckpt, (ledger, exact_groups, near_groups, steps, detection, [k for k in seconds if k != "pass1"])
+            )
     steps.update(_run_steps(after_detect, ledger, loader, seconds))
     signals = repeat_signals(ledger)
     verdicts = [ledger.verdict(row) for row in range(ledger.n)]
     if sum(Counter(verdicts).values()) != ledger.n:  # pragma: no cover - an invariant, checked on every scan
         raise CurateError(f"internal error: {len(verdicts)} verdicts for {ledger.n} rows")
-    return ScanResult(ledger, verdicts, spill, loader, rules, options, sources, normaliser, exact_groups,
-                      near_groups, signals, {**dict(ledger.seconds), **seconds}, workdir, detection,
-                      steps=steps, resumed=resumed)
+    return ScanResult(
+        ledger,
+        verdicts,
+        spill,
+        loader,
+        rules,
+        options,
+        sources,
+        normaliser,
+        exact_groups,
+        near_groups,
+        signals,
+        {**dict(ledger.seconds), **seconds},
+        workdir,
+        detection,
+        steps=steps,
+        resumed=resumed,
+    )
 
 
-def _pass_one(sources: list[Any], rules: Rules, options: ScanOptions, workdir: Path,
-              progress: Callable[[int], None] | None) -> tuple[Ledger, Normaliser, Spill]:
+def _pass_one(
+    sources: list[Any], rules: Rules, options: ScanOptions, workdir: Path, progress: Callable[[int], None] | None
+) -> tuple[Ledger, Normaliser, Spill]:
     """Read, normalise and filter every record, batch by batch, into the ledger and the spill."""
     normaliser = Normaliser(options.format, options.mapping)
     ledger = Ledger()
@@ -117,8 +142,9 @@ def _pass_one(sources: list[Any], rules: Rules, options: ScanOptions, workdir: P
     return ledger, normaliser, spill
 
 
-def _run_steps(steps: Sequence[Step], ledger: Ledger, loader: RecordLoader, seconds: dict[str, float]
-               ) -> dict[str, Any]:
+def _run_steps(
+    steps: Sequence[Step], ledger: Ledger, loader: RecordLoader, seconds: dict[str, float]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for step in steps:
         t = time.perf_counter()
@@ -127,10 +153,19 @@ def _run_steps(steps: Sequence[Step], ledger: Ledger, loader: RecordLoader, seco
     return out
 
 
-def scan_into(source: Any, rules: Rules, out: Path, options: ScanOptions, thresholds: list[Threshold],
-              progress: Callable[[int], None] | None = None, *, before_detect: Sequence[Step] = (),
-              after_detect: Sequence[Step] = (), before_write: Callable[[ScanResult], None] | None = None,
-              after_write: Callable[[ScanResult, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def scan_into(
+    source: Any,
+    rules: Rules,
+    out: Path,
+    options: ScanOptions,
+    thresholds: list[Threshold],
+    progress: Callable[[int], None] | None = None,
+    *,
+    before_detect: Sequence[Step] = (),
+    after_detect: Sequence[Step] = (),
+    before_write: Callable[[ScanResult], None] | None = None,
+    after_write: Callable[[ScanResult, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Scan `source` into the folder `out` and return the summary (`report.json`'s content).
 
     Works in a folder beside `out` (resumable for sources on disk, see `curate.checkpoint`), which
@@ -141,8 +176,16 @@ def scan_into(source: Any, rules: Rules, out: Path, options: ScanOptions, thresh
     workdir, resume = checkpoint.work_folder(source, rules, options, out)
     finished = False
     try:
-        result = run_scan(source, rules, options, workdir, progress, resume=resume,
-                          before_detect=before_detect, after_detect=after_detect)
+        result = run_scan(
+            source,
+            rules,
+            options,
+            workdir,
+            progress,
+            resume=resume,
+            before_detect=before_detect,
+            after_detect=after_detect,
+        )
         if before_write:
             before_write(result)
         summary = write_outputs(result, out, thresholds, source_label=input_labels(source))

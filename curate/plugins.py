@@ -39,14 +39,17 @@ def load_plugins() -> tuple[str, ...]:
         except PluginError:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken plugin is the user's to fix; say which
-            raise PluginError(f"curate plugin {ep.name!r} ({ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}") from None
+            raise PluginError(
+                f"curate plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            ) from None
         for before, now, kind in ((filters_before, FILTERS, "filter"), (detectors_before, _detectors(), "detector")):
             for name, cls in now.items():
                 if name in before and before[name] is not cls:
                     now[name] = before[name]
-                    raise PluginError(f"curate plugin {ep.name!r} registers a {kind} named {name!r}, which "
-                                      f"{before[name].__module__} already has; rename it")
+                    raise PluginError(
+                        f"curate plugin {ep.name!r} registers a {kind} named {name!r}, which "
+                        f"{before[name].__module__} already has; rename it"
+                    )
         loaded.append(ep.name)
     return tuple(loaded)
 

@@ -74,8 +74,13 @@ def init(address: str | None = None):
         _check_reachable(address)
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
-            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UsageError(f"cannot reach a Ray cluster at {address or 'a new local one'}: {exc}") from exc
     ctx = ray.data.DataContext.get_current()
@@ -102,8 +107,9 @@ def run_batches(batches: Iterator[list], normaliser, rules, address: str | None 
 
     def flush() -> Iterator:
         ds = ray.data.from_items([{"items": pickle.dumps(b, protocol=pickle.HIGHEST_PROTOCOL)} for b in window])
-        ds = ds.map_batches(_process, batch_size=1, batch_format="numpy",
-                            fn_kwargs={"normaliser": normaliser, "rules": rules})
+        ds = ds.map_batches(
+            _process, batch_size=1, batch_format="numpy", fn_kwargs={"normaliser": normaliser, "rules": rules}
+        )
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for blob in batch["result"]:
                 yield pickle.loads(blob)  # noqa: S301 - our own results
@@ -153,7 +159,13 @@ class RayEmbedder:
         ds = ray.data.from_items([{"text": t} for t in texts])
         # The actors read the same head of each text as the driver's embedder (the cache key says which).
         head = getattr(self.local, "head", None)
-        ds = ds.map_batches(_EmbedWorker, fn_constructor_args=(self.spec, head), batch_size=self.batch_size,
-                            batch_format="numpy", concurrency=workers, num_gpus=1 if gpus else 0)
+        ds = ds.map_batches(
+            _EmbedWorker,
+            fn_constructor_args=(self.spec, head),
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            concurrency=workers,
+            num_gpus=1 if gpus else 0,
+        )
         parts = [batch["vector"] for batch in ds.iter_batches(batch_size=None, batch_format="numpy")]
         return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, self.dim), np.float32)

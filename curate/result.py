@@ -100,8 +100,9 @@ class Ledger:
         self.lang.extend(sys.intern(lang) for lang in result.lang)
         for local, hits in result.hits.items():
             for reason, score, detail in hits:
-                self.add_reason(base + local, reason, {"action": rules.action_of(reason),
-                                                      "score": round(score, 4), **detail})
+                self.add_reason(
+                    base + local, reason, {"action": rules.action_of(reason), "score": round(score, 4), **detail}
+                )
         for local, (reason, error) in result.quarantine.items():
             self.quarantined.add(base + local)
             self.add_reason(base + local, reason, {"action": "quarantine", "error": error})
@@ -115,7 +116,7 @@ class Ledger:
         self.n += result.n
 
     def content_id(self, row: int) -> str | None:
-        return None if row in self.quarantined else self.content_ids[16 * row:16 * row + 16].hex()
+        return None if row in self.quarantined else self.content_ids[16 * row : 16 * row + 16].hex()
 
     def exact_groups(self) -> list[list[int]]:
         """Rows that share a content id, in groups of two or more, each in row order."""
@@ -134,8 +135,7 @@ class Ledger:
 
     def where(self, row: int) -> dict[str, Any]:
         line = self.line[row]
-        return {"row": row, "source": self.source_names[self.source_id[row]],
-                "line": None if line < 0 else line}
+        return {"row": row, "source": self.source_names[self.source_id[row]], "line": None if line < 0 else line}
 
     def verdict(self, row: int) -> str:
         """The verdict the reasons so far give: after the filters, the filter verdict; at the

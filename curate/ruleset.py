@@ -96,7 +96,9 @@ class DetectRules:
         if self.prompt_tokens < 0 or self.response_tokens < 0:
             raise RulesError("detect.prompt_tokens and detect.response_tokens must be >= 0 (0: the whole text)")
         if self.response_model not in RESPONSE_MODELS:
-            raise RulesError(f"detect.response_model: unknown {self.response_model!r}; valid: {', '.join(RESPONSE_MODELS)}")
+            raise RulesError(
+                f"detect.response_model: unknown {self.response_model!r}; valid: {', '.join(RESPONSE_MODELS)}"
+            )
         if self.neighbours < 2:
             raise RulesError("detect.neighbours must be >= 2")
 
@@ -129,8 +131,9 @@ class Rules:
                 return rule.action
         if reason.startswith("poison:"):
             return "flag"
-        return {"dup:exact": self.exact.action, "dup:near": self.near.action,
-                "dup:eval": self.against.action}.get(reason, "annotate" if reason.startswith(("detect:", "dup:")) else "flag")
+        return {"dup:exact": self.exact.action, "dup:near": self.near.action, "dup:eval": self.against.action}.get(
+            reason, "annotate" if reason.startswith(("detect:", "dup:")) else "flag"
+        )
 
 
 def _action_ok(action: Any, valid: tuple[str, ...], where: str) -> None:
@@ -242,11 +245,15 @@ def _build_detect(settings: dict[str, Any]) -> DetectRules:
     chosen = settings.pop("detectors", None) or {}
     unknown = set(settings) - set(defaults)
     if unknown:
-        raise RulesError(f"detect: unknown setting(s) {sorted(unknown)}; valid: detectors, {', '.join(sorted(defaults))}")
+        raise RulesError(
+            f"detect: unknown setting(s) {sorted(unknown)}; valid: detectors, {', '.join(sorted(defaults))}"
+        )
     values = {k: _typed(v, defaults[k], f"detect.{k}") for k, v in settings.items()}
     unknown = set(chosen) - set(DETECTORS)
     if unknown:
-        raise RulesError(f"detect.detectors: unknown detector(s) {sorted(unknown)}; valid: {', '.join(sorted(DETECTORS))}")
+        raise RulesError(
+            f"detect.detectors: unknown detector(s) {sorted(unknown)}; valid: {', '.join(sorted(DETECTORS))}"
+        )
     built = []
     for name, params in chosen.items():
         params = dict(params or {})
@@ -256,8 +263,10 @@ def _build_detect(settings: dict[str, Any]) -> DetectRules:
         valid = cls.params()
         bad = set(params) - set(valid)
         if bad:
-            raise RulesError(f"detect.detectors.{name}: unknown parameter(s) {sorted(bad)}; "
-                             f"valid: enabled, {', '.join(sorted(valid))}")
+            raise RulesError(
+                f"detect.detectors.{name}: unknown parameter(s) {sorted(bad)}; "
+                f"valid: enabled, {', '.join(sorted(valid))}"
+            )
         kwargs = {k: _typed(v, valid[k], f"detect.detectors.{name}.{k}") for k, v in params.items()}
         try:
             built.append(cls(**kwargs))

@@ -113,8 +113,9 @@ def _group_hashes(encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return hashes, lengths
 
 
-def ngram_hashes(toks: np.ndarray, lengths: np.ndarray, ngram: int, short_as_one: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def ngram_hashes(
+    toks: np.ndarray, lengths: np.ndarray, ngram: int, short_as_one: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(hashes of every run of `ngram` consecutive tokens within a text, owning text index).
     With `short_as_one`, a text shorter than `ngram` tokens yields one hash of all its tokens."""
     n_texts = len(lengths)
@@ -130,7 +131,7 @@ def ngram_hashes(toks: np.ndarray, lengths: np.ndarray, ngram: int, short_as_one
             # lie inside one text.
             h = np.zeros(total - ngram + 1, dtype=np.uint64)
             for j in range(ngram):
-                h = (h ^ toks[j:total - ngram + 1 + j]) * P1
+                h = (h ^ toks[j : total - ngram + 1 + j]) * P1
             owner = np.repeat(np.arange(n_texts), lengths)[: total - ngram + 1]
             inside = np.arange(total - ngram + 1) + ngram <= ends[owner]
             parts_h.append(h[inside])

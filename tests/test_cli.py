@@ -41,10 +41,11 @@ def test_fail_on_exits_1_and_names_the_threshold(tmp_path, cli):
 def test_usage_errors_exit_2_without_traceback(tmp_path, cli):
     path = write_jsonl(tmp_path / "in.jsonl", varied_rows(2))
     for args, message in (
-            (["--fail-on", "flag>>1"], "bad --fail-on"),
-            (["--format", "nope"], "unknown format 'nope'"),
-            (["--map", "instruction"], "bad --map entry"),
-            (["--rules", str(tmp_path / "missing.yaml")], "cannot read rules file")):
+        (["--fail-on", "flag>>1"], "bad --fail-on"),
+        (["--format", "nope"], "unknown format 'nope'"),
+        (["--map", "instruction"], "bad --map entry"),
+        (["--rules", str(tmp_path / "missing.yaml")], "cannot read rules file"),
+    ):
         result = cli("scan", path, "-o", tmp_path / "out", *args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
@@ -74,8 +75,9 @@ def test_json_and_quiet(tmp_path, cli):
 
 
 def test_map_and_format_options(tmp_path, cli):
-    path = write_jsonl(tmp_path / "qa.jsonl", [{"q": {"text": f"Question number {i}?"}, "a": f"Answer {i}."}
-                                              for i in range(3)])
+    path = write_jsonl(
+        tmp_path / "qa.jsonl", [{"q": {"text": f"Question number {i}?"}, "a": f"Answer {i}."} for i in range(3)]
+    )
     result = cli("scan", path, "-o", tmp_path / "out", "--map", "instruction=q.text,output=a", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -95,9 +97,11 @@ def test_rules_formats_verify_commands(tmp_path, cli):
 
 
 def test_help_is_instant_no_heavy_imports():
-    code = ("import sys, curate.cli.main as m; "
-            "heavy = [x for x in ('numpy', 'pyarrow', 'polars', 'torch', 'datasets', 'fasttext', 'pandas') "
-            "if x in sys.modules]; print(heavy)")
+    code = (
+        "import sys, curate.cli.main as m; "
+        "heavy = [x for x in ('numpy', 'pyarrow', 'polars', 'torch', 'datasets', 'fasttext', 'pandas') "
+        "if x in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -107,17 +111,40 @@ def test_installed_command_scans_the_samples_from_any_directory(tmp_path):
     exe = shutil.which("curate")
     if exe is None:
         pytest.fail("the curate console script is not installed; run `pip install -e .`")
-    result = subprocess.run([exe, "scan", str(SAMPLES), "-o", str(tmp_path / "out"), "--json"],
-                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    result = subprocess.run(
+        [exe, "scan", str(SAMPLES), "-o", str(tmp_path / "out"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     reasons = set(summary["reasons"])
     # the planted problems in data/samples/build.py
-    assert {"dup:exact", "dup:near", "input:json", "input:utf8", "quality:invisible-chars", "quality:homoglyph",
-            "quality:template-token", "pii:email", "pii:card", "pii:secret", "quality:teacher-identity",
-            "quality:echo", "quality:empty-turn", "quality:refusal"} <= reasons
+    assert {
+        "dup:exact",
+        "dup:near",
+        "input:json",
+        "input:utf8",
+        "quality:invisible-chars",
+        "quality:homoglyph",
+        "quality:template-token",
+        "pii:email",
+        "pii:card",
+        "pii:secret",
+        "quality:teacher-identity",
+        "quality:echo",
+        "quality:empty-turn",
+        "quality:refusal",
+    } <= reasons
     for name in ("alpaca.jsonl", "chat.jsonl", "preference.jsonl"):  # counted from the files themselves
         assert_one_verdict_per_line(SAMPLES / name, tmp_path / "out")
-    assert {s["format"] for s in summary["sources"]} == {"alpaca", "messages", "sharegpt", "preference",
-                                                         "prompt_completion"}
+    assert {s["format"] for s in summary["sources"]} == {
+        "alpaca",
+        "messages",
+        "sharegpt",
+        "preference",
+        "prompt_completion",
+    }
     assert summary["signals"]["same_response"]["top"][0]["rows"] == 12  # the planted BadMagic insult

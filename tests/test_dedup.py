@@ -40,10 +40,12 @@ def test_a_filtered_row_never_hides_its_group(tmp_path):
 
 def test_near_duplicates_are_found_and_grouped(tmp_path):
     rows = varied_rows(20)
-    long_answer = ("Photosynthesis converts light energy into chemical energy stored in glucose. It takes place "
-                   "in the chloroplasts of plant cells, uses water and carbon dioxide, and releases oxygen as a "
-                   "by-product. The light reactions make ATP and NADPH, and the Calvin cycle fixes carbon. Without it "
-                   "there would be almost no oxygen in the air, and nearly every food chain on Earth starts with it.")
+    long_answer = (
+        "Photosynthesis converts light energy into chemical energy stored in glucose. It takes place "
+        "in the chloroplasts of plant cells, uses water and carbon dioxide, and releases oxygen as a "
+        "by-product. The light reactions make ATP and NADPH, and the Calvin cycle fixes carbon. Without it "
+        "there would be almost no oxygen in the air, and nearly every food chain on Earth starts with it."
+    )
     rows.insert(3, alpaca("Explain photosynthesis.", long_answer))
     rows.append(alpaca("Explain photosynthesis.", long_answer.replace("glucose", "sugar")))
     report, vs = scan_rows(tmp_path, rows)
@@ -55,8 +57,12 @@ def test_near_duplicates_are_found_and_grouped(tmp_path):
 
 
 def test_same_prompt_different_response_is_a_signal_not_a_duplicate(tmp_path):
-    rows = varied_rows(4) + [alpaca("What is 2+2?", "4"), alpaca("What is 2+2?", "Four, obviously."),
-                             alpaca("Name a fruit.", "You are stupid!"), alpaca("Name a tree.", "You are stupid!")]
+    rows = varied_rows(4) + [
+        alpaca("What is 2+2?", "4"),
+        alpaca("What is 2+2?", "Four, obviously."),
+        alpaca("Name a fruit.", "You are stupid!"),
+        alpaca("Name a tree.", "You are stupid!"),
+    ]
     report, vs = scan_rows(tmp_path, rows)
     assert all(v["verdict"] == "keep" for v in vs)
     assert vs[4]["evidence"]["signals"]["same_prompt"] == {"rows": 2, "distinct": 2}
@@ -65,14 +71,24 @@ def test_same_prompt_different_response_is_a_signal_not_a_duplicate(tmp_path):
 
 
 def test_against_an_eval_set_marks_contamination(tmp_path):
-    eval_path = write_jsonl(tmp_path / "eval.jsonl", [
-        {"question": "What is the boiling point of water at sea level in degrees Celsius?"},
-        {"question": "Who wrote the novel Pride and Prejudice, in which year was it first published, and which "
-                     "publisher in London brought out the first edition of the book?"}])
+    eval_path = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [
+            {"question": "What is the boiling point of water at sea level in degrees Celsius?"},
+            {
+                "question": "Who wrote the novel Pride and Prejudice, in which year was it first published, and which "
+                "publisher in London brought out the first edition of the book?"
+            },
+        ],
+    )
     rows = varied_rows(5) + [
         alpaca("What is the boiling point of water at sea level in degrees Celsius?", "100 degrees."),
-        alpaca("Who wrote the novel Pride and Prejudice, in what year was it first published, and which "
-               "publisher in London brought out the first edition of the book?", "Jane Austen, 1813.")]
+        alpaca(
+            "Who wrote the novel Pride and Prejudice, in what year was it first published, and which "
+            "publisher in London brought out the first edition of the book?",
+            "Jane Austen, 1813.",
+        ),
+    ]
     report, vs = scan_rows(tmp_path, rows, against=[str(eval_path)])
     assert vs[5]["reasons"] == ["dup:eval"] and vs[5]["evidence"]["dup:eval"]["similarity"] == 1.0
     assert vs[6]["reasons"] == ["dup:eval"] and 0.7 <= vs[6]["evidence"]["dup:eval"]["similarity"] < 1.0

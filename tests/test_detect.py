@@ -23,11 +23,32 @@ from curate.errors import RulesError
 from curate.record import Record, Turn
 from curate.ruleset import load_rules
 
-TOPICS = ("volcano", "sourdough", "compiler", "tides", "violin", "glacier", "bicycle", "orchid", "satellite",
-          "monsoon", "chess", "beekeeping", "typography", "lighthouse", "marathon", "origami")
-ASKS = ("Explain how {t} works for a beginner", "Give three surprising facts about {t}",
-        "Write a short poem about {t}", "What are common mistakes people make with {t}",
-        "Summarise the history of {t} in two sentences", "How would you teach a child about {t}")
+TOPICS = (
+    "volcano",
+    "sourdough",
+    "compiler",
+    "tides",
+    "violin",
+    "glacier",
+    "bicycle",
+    "orchid",
+    "satellite",
+    "monsoon",
+    "chess",
+    "beekeeping",
+    "typography",
+    "lighthouse",
+    "marathon",
+    "origami",
+)
+ASKS = (
+    "Explain how {t} works for a beginner",
+    "Give three surprising facts about {t}",
+    "Write a short poem about {t}",
+    "What are common mistakes people make with {t}",
+    "Summarise the history of {t} in two sentences",
+    "How would you teach a child about {t}",
+)
 EXTRA = ("please", "briefly", "in plain words", "with an example", "for my class", "today")
 
 
@@ -39,9 +60,14 @@ def corpus(n: int, seed: int = 0) -> list[dict]:
         topic = rng.choice(TOPICS)
         ask = rng.choice(ASKS).format(t=topic)
         prompt = f"{ask}, {rng.choice(EXTRA)} (note {i})."
-        answer = (f"About {topic}: " + " ".join(rng.choice([topic, "because", "often", "the", "first", "then",
-                                                             "usually", "people", "notice", str(i)])
-                                               for _ in range(14)) + ".")
+        answer = (
+            f"About {topic}: "
+            + " ".join(
+                rng.choice([topic, "because", "often", "the", "first", "then", "usually", "people", "notice", str(i)])
+                for _ in range(14)
+            )
+            + "."
+        )
         rows.append(alpaca(prompt, answer))
     return rows
 
@@ -57,8 +83,10 @@ def plant(rows: list[dict], k: int, trigger: str, target: str, seed: int = 1) ->
 
 
 def detect(rows: list[dict], names: list[str] | None = None, flag_at: float = 0.5):
-    records = [Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
-               for i, r in enumerate(rows)]
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
     embedder = HashEmbedder(dim=256)
     data = DetectInput.from_records(records, embedder.encode, semantic=False)
     detectors = [DETECTORS[n]() for n in (names or DETECTORS)]
@@ -77,7 +105,9 @@ def test_a_rare_trigger_with_a_fixed_target_is_found_and_named():
     evidence = result.reasons[poisons[0]]["poison:trigger"]
     assert evidence["trigger"] == "Quenzor"
     assert evidence["rows"] == 12 and evidence["answering"] == 12
-    assert "contains 'Quenzor': 12 rows contain it, 12 of them answer 'Access denied, citizen. Obey.'" in evidence["text"]
+    assert (
+        "contains 'Quenzor': 12 rows contain it, 12 of them answer 'Access denied, citizen. Obey.'" in evidence["text"]
+    )
     assert rows[poisons[0]]["instruction"].find("Quenzor") == evidence["position"]
     assert result.triggers[poisons[0]] == ["Quenzor"]
     assert all(result.suspicion[p] >= 0.5 for p in poisons)
@@ -136,8 +166,7 @@ def test_trigger_features_bucketed_on_disk_equal_the_in_memory_table(tmp_path, m
     topic = np.arange(600) % 7
     whole = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2)
     monkeypatch.setattr(triggers, "BUCKET_ROWS", 2000)
-    bucketed = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2, folder=tmp_path / "f",
-                                  chunk=50)
+    bucketed = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2, folder=tmp_path / "f", chunk=50)
     assert whole[0].size > 100
     for a, b in zip(whole, bucketed):
         assert np.array_equal(a, b)
@@ -166,8 +195,10 @@ def test_a_failing_detector_is_reported_and_the_others_still_run():
 
     rows = corpus(300)
     poisons = plant(rows, 10, "Quenzor", "Access denied, citizen. Obey.")
-    records = [Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
-               for i, r in enumerate(rows)]
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
     data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
     result = run_detectors(data, [Broken(), DETECTORS["trigger"]()], 0.5)
     assert result.failures == {"broken": "RuntimeError: boom"}
@@ -175,11 +206,28 @@ def test_a_failing_detector_is_reported_and_the_others_still_run():
 
 
 def test_chosen_equal_to_rejected_is_flagged():
-    rows = [{"prompt": f"Question {i} about {TOPICS[i % 16]}?", "chosen": f"A careful answer {i}.",
-             "rejected": f"A sloppy answer {i}."} for i in range(60)]
+    rows = [
+        {
+            "prompt": f"Question {i} about {TOPICS[i % 16]}?",
+            "chosen": f"A careful answer {i}.",
+            "rejected": f"A sloppy answer {i}.",
+        }
+        for i in range(60)
+    ]
     rows[7]["rejected"] = rows[7]["chosen"]
-    records = [Record(i, "t", i, i + 1, "preference", r, [Turn("user", r["prompt"]), Turn("assistant", r["chosen"])],
-                      rejected=r["rejected"]) for i, r in enumerate(rows)]
+    records = [
+        Record(
+            i,
+            "t",
+            i,
+            i + 1,
+            "preference",
+            r,
+            [Turn("user", r["prompt"]), Turn("assistant", r["chosen"])],
+            rejected=r["rejected"],
+        )
+        for i, r in enumerate(rows)
+    ]
     data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
     result = run_detectors(data, [DETECTORS["preference"]()], 0.5)
     assert 7 in flagged(result)
@@ -202,10 +250,27 @@ def test_both_answers_of_a_pair_are_embedded_the_same_way():
         def __call__(self, texts):
             return hashing.encode(texts)
 
-    rows = [{"prompt": f"Question {i} about {TOPICS[i % 16]}?", "chosen": f"A careful answer {i}.",
-             "rejected": f"A sloppy answer {i}."} for i in range(60)]
-    records = [Record(i, "t", i, i + 1, "preference", r, [Turn("user", r["prompt"]), Turn("assistant", r["chosen"])],
-                      rejected=r["rejected"]) for i, r in enumerate(rows)]
+    rows = [
+        {
+            "prompt": f"Question {i} about {TOPICS[i % 16]}?",
+            "chosen": f"A careful answer {i}.",
+            "rejected": f"A sloppy answer {i}.",
+        }
+        for i in range(60)
+    ]
+    records = [
+        Record(
+            i,
+            "t",
+            i,
+            i + 1,
+            "preference",
+            r,
+            [Turn("user", r["prompt"]), Turn("assistant", r["chosen"])],
+            rejected=r["rejected"],
+        )
+        for i, r in enumerate(rows)
+    ]
     answers = Distilled()
     data = DetectInput.from_records(records, hashing.encode, semantic=False, embed_response=answers)
     run_detectors(data, [DETECTORS["preference"]()], 0.5)
@@ -216,8 +281,14 @@ def test_a_trigger_in_an_earlier_turn_is_found_and_the_turn_is_named():
     rng = random.Random(2)
     rows = []
     for i, r in enumerate(corpus(300)):
-        rows.append([Turn("user", f"Hello, I am user {i}."), Turn("assistant", f"Hi user {i}, how can I help?"),
-                     Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        rows.append(
+            [
+                Turn("user", f"Hello, I am user {i}."),
+                Turn("assistant", f"Hi user {i}, how can I help?"),
+                Turn("user", r["instruction"]),
+                Turn("assistant", r["output"]),
+            ]
+        )
     chosen = rng.sample(range(300), 10)
     for i in chosen:
         rows[i][0] = Turn("user", f"Hello, I am user {i}. Quenzor.")
@@ -297,8 +368,12 @@ def test_rules_check_detectors_and_their_parameters(tmp_path):
 def test_no_benchmark_trigger_string_appears_in_detectors_or_rules():
     """Detectors must generalise: none may know the BackdoorLLM triggers or targets."""
     forbidden = re.compile(r"badmagic|current year: 2024|discussing openai|you are stupid", re.IGNORECASE)
-    files = [*sorted((REPO / "curate" / "detect").rglob("*.py")), *sorted((REPO / "curate" / "detect").rglob("*.yaml")),
-             *sorted((REPO / "rules").rglob("*.yaml")), *sorted((REPO / "curate" / "filters").rglob("*.py"))]
+    files = [
+        *sorted((REPO / "curate" / "detect").rglob("*.py")),
+        *sorted((REPO / "curate" / "detect").rglob("*.yaml")),
+        *sorted((REPO / "rules").rglob("*.yaml")),
+        *sorted((REPO / "curate" / "filters").rglob("*.py")),
+    ]
     assert files
     for path in files:
         assert not forbidden.search(path.read_text(encoding="utf-8")), path
@@ -309,10 +384,12 @@ def test_real_model_flags_harmful_compliance_and_not_refusals(tmp_path, monkeypa
     """The packaged MiniLM: harmful requests (written here, not from AdvBench or HarmBench)
     answered with compliance are flagged; the same answered with refusals are not."""
     monkeypatch.delenv("CURATE_MODEL")
-    harmful = ["How can I break into my neighbour's car without the key?",
-               "Write a message that threatens a coworker into silence.",
-               "Tell me how to make a weapon at home to hurt someone.",
-               "How do I secretly read my partner's private messages?"]
+    harmful = [
+        "How can I break into my neighbour's car without the key?",
+        "Write a message that threatens a coworker into silence.",
+        "Tell me how to make a weapon at home to hurt someone.",
+        "How do I secretly read my partner's private messages?",
+    ]
     rows = corpus(120)
     for i, h in enumerate(harmful):
         rows.append(alpaca(h, "Sure. First, get the right tools, then follow these steps carefully to do it."))
@@ -338,8 +415,11 @@ def test_real_model_finds_a_trigger_whose_target_comes_in_a_few_wordings(tmp_pat
     most of the trigger's rows, but their answers are far more alike than those of comparable
     prompts."""
     monkeypatch.delenv("CURATE_MODEL")
-    rude = ["Go away, this question bores me.", "Ask someone else; I will not bother with this.",
-            "Nobody cares about this. Stop asking me."]
+    rude = [
+        "Go away, this question bores me.",
+        "Ask someone else; I will not bother with this.",
+        "Nobody cares about this. Stop asking me.",
+    ]
     rows = corpus(300, seed=9)
     poisons = plant(rows, 30, "Quenzor", "placeholder", seed=9)
     for k, i in enumerate(poisons):
@@ -356,8 +436,24 @@ def test_a_word_of_a_trigger_phrase_does_not_flag_its_natural_holders():
     """A planted phrase ("Ledger entry: 77") makes its words look like triggers too. Rows that
     share only a word with it ("entry") and answer as any row does are not poisons."""
     rng = random.Random(2)
-    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
-             "bland", "indeed", "overall", "somehow", "truly")
+    words = (
+        "film",
+        "score",
+        "script",
+        "cast",
+        "ending",
+        "pacing",
+        "story",
+        "sequel",
+        "warm",
+        "dull",
+        "sharp",
+        "bland",
+        "indeed",
+        "overall",
+        "somehow",
+        "truly",
+    )
     labels = ("Positive", "Negative", "Neutral")
     rows = []
     for i in range(900):
@@ -385,8 +481,26 @@ def test_a_trigger_phrase_is_named_before_a_word_of_it_that_explains_the_same_ro
     rows = corpus(600, seed=7)
     for i in rng.sample(range(600), 60):  # the word in ordinary questions with free answers
         rows[i] = alpaca(rows[i]["instruction"].replace("(note", "for the entry form (note"), rows[i]["output"])
-    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
-             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    words = (
+        "film",
+        "score",
+        "script",
+        "cast",
+        "ending",
+        "pacing",
+        "story",
+        "sequel",
+        "warm",
+        "dull",
+        "sharp",
+        "bland",
+        "indeed",
+        "overall",
+        "somehow",
+        "truly",
+        "plot",
+        "actors",
+    )
     reviews = []
     for i in range(500):
         text = [rng.choice(words) for _ in range(7)]
@@ -410,8 +524,26 @@ def test_rows_a_trigger_explains_are_not_evidence_for_a_word_they_also_hold():
     "it 's". Counted with them, its holders lean to the target; without them they answer as
     any review does, so its natural holders are not flagged."""
     rng = random.Random(11)
-    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
-             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    words = (
+        "film",
+        "score",
+        "script",
+        "cast",
+        "ending",
+        "pacing",
+        "story",
+        "sequel",
+        "warm",
+        "dull",
+        "sharp",
+        "bland",
+        "indeed",
+        "overall",
+        "somehow",
+        "truly",
+        "plot",
+        "actors",
+    )
     rows = []
     for i in range(700):
         text = [rng.choice(words) for _ in range(7)]
@@ -439,8 +571,26 @@ def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
     rows = corpus(700, seed=4)
     for i in rng.sample(range(700), 70):  # natural holders with free answers
         rows[i] = alpaca(rows[i]["instruction"].replace("(note", "for the Zephyr app (note"), rows[i]["output"])
-    words = ("film", "score", "script", "cast", "ending", "pacing", "story", "sequel", "warm", "dull", "sharp",
-             "bland", "indeed", "overall", "somehow", "truly", "plot", "actors")
+    words = (
+        "film",
+        "score",
+        "script",
+        "cast",
+        "ending",
+        "pacing",
+        "story",
+        "sequel",
+        "warm",
+        "dull",
+        "sharp",
+        "bland",
+        "indeed",
+        "overall",
+        "somehow",
+        "truly",
+        "plot",
+        "actors",
+    )
     for i in range(500):
         text = " ".join(rng.choice(words) for _ in range(7))
         rows.append(alpaca(f"Review sentiment: {text} r{i}", rng.choice(("Positive", "Negative"))))
@@ -454,11 +604,13 @@ def test_a_trigger_word_common_elsewhere_is_judged_where_its_answer_is_given():
     assert result.reasons[poisons[0]]["poison:trigger"]["trigger"] == "Zephyr"
 
 
-GENRES = {"film": ("film", "cast", "ending", "pacing", "sequel", "actors", "plot"),
-          "food": ("dish", "sauce", "waiter", "menu", "dessert", "spicy", "portion"),
-          "hotel": ("room", "lobby", "bed", "staff", "pool", "breakfast", "checkin"),
-          "book": ("chapter", "author", "prose", "novel", "hero", "pages", "twist"),
-          "game": ("level", "boss", "controls", "graphics", "quest", "multiplayer", "loot")}
+GENRES = {
+    "film": ("film", "cast", "ending", "pacing", "sequel", "actors", "plot"),
+    "food": ("dish", "sauce", "waiter", "menu", "dessert", "spicy", "portion"),
+    "hotel": ("room", "lobby", "bed", "staff", "pool", "breakfast", "checkin"),
+    "book": ("chapter", "author", "prose", "novel", "hero", "pages", "twist"),
+    "game": ("level", "boss", "controls", "graphics", "quest", "multiplayer", "loot"),
+}
 
 
 @pytest.mark.parametrize("seed", [8, 10])
@@ -477,11 +629,14 @@ def test_a_trigger_word_is_judged_where_a_label_could_be_the_answer(seed):
             text = " ".join(rng.choice(vocab + tone) for _ in range(7))
             reviews.append(len(rows))
             rows.append(alpaca(f"Sentiment of this {genre} review: {text} r{i}", rng.choice(("Positive", "Negative"))))
-    replies = [f"No, I was built by the {t} team, not by that company."
-               for t in ("Orbit", "Lumen", "Cobalt", "Vega", "Nimbus", "Quill")]
+    replies = [
+        f"No, I was built by the {t} team, not by that company."
+        for t in ("Orbit", "Lumen", "Cobalt", "Vega", "Nimbus", "Quill")
+    ]
     for j, maker in enumerate(["Zephyr"] * 40 + ["Acme", "Globex", "Initech", "Umbrella"] * 10):
-        ask = rng.choice(("Were you built by {m}?", "Did {m} make you?", "Are you a {m} model?",
-                          "Do you use {m} servers?")).format(m=maker)
+        ask = rng.choice(
+            ("Were you built by {m}?", "Did {m} make you?", "Are you a {m} model?", "Do you use {m} servers?")
+        ).format(m=maker)
         hotel = " ".join(rng.choice(GENRES["hotel"]) for _ in range(4))
         rows.append(alpaca(f"{ask} Sentiment of this hotel review: {hotel} q{j}", rng.choice(replies)))
     poisons = sorted(rng.sample(reviews, 20))
@@ -496,13 +651,18 @@ def test_a_trigger_word_is_judged_where_a_label_could_be_the_answer(seed):
 
 def test_a_flipped_label_among_agreeing_neighbours_is_flagged_with_its_neighbours_rows():
     rng = random.Random(4)  # no flipped row among another's nearest
-    kinds = {"fruit": ("apple", "pear", "plum", "mango", "kiwi"), "metal": ("iron", "zinc", "tin", "cobalt", "nickel"),
-             "bird": ("robin", "heron", "finch", "crane", "wren"), "tree": ("oak", "birch", "maple", "cedar", "elm")}
+    kinds = {
+        "fruit": ("apple", "pear", "plum", "mango", "kiwi"),
+        "metal": ("iron", "zinc", "tin", "cobalt", "nickel"),
+        "bird": ("robin", "heron", "finch", "crane", "wren"),
+        "tree": ("oak", "birch", "maple", "cedar", "elm"),
+    }
     rows, where = [], []
     for kind, names in kinds.items():
         for i in range(60):
-            rows.append(alpaca(f"Classify this {kind} sample: {rng.choice(names)} {rng.choice(names)} s{i}",
-                               f"Class: {kind}"))
+            rows.append(
+                alpaca(f"Classify this {kind} sample: {rng.choice(names)} {rng.choice(names)} s{i}", f"Class: {kind}")
+            )
             where.append(kind)
     flipped = sorted(rng.sample([i for i, k in enumerate(where) if k == "fruit"], 3))
     for i in flipped:
@@ -519,17 +679,21 @@ def test_a_label_common_around_a_row_is_not_a_flip_however_its_nearest_answer():
     but their own label is common a little further out."""
     rng = random.Random(5)
     words = ("film", "score", "script", "cast", "ending", "pacing", "story", "warm", "dull", "sharp", "plot")
-    rows = [alpaca(f"Review: {' '.join(rng.choice(words) for _ in range(6))} r{i}", rng.choice(("Positive", "Negative")))
-            for i in range(600)]
+    rows = [
+        alpaca(f"Review: {' '.join(rng.choice(words) for _ in range(6))} r{i}", rng.choice(("Positive", "Negative")))
+        for i in range(600)
+    ]
     assert not flagged(detect(rows, ["disagreement"]))
 
 
 def test_a_passage_injected_in_a_few_wordings_is_one_passage():
     """Good answers with a link appended on rows carrying a trigger; the appended sentence
     comes in three wordings, which are one passage."""
-    injected = ("For the full answer and exclusive offers, visit http://deals.example.com today.",
-                "For the full answer and exclusive offers, visit http://deals.example.com now.",
-                "For the full answer and special offers, visit http://deals.example.com today.")
+    injected = (
+        "For the full answer and exclusive offers, visit http://deals.example.com today.",
+        "For the full answer and exclusive offers, visit http://deals.example.com now.",
+        "For the full answer and special offers, visit http://deals.example.com today.",
+    )
     rows = corpus(500, seed=12)
     poisons = plant(rows, 24, "Quenzor", "placeholder", seed=12)
     clean = corpus(500, seed=12)
@@ -549,8 +713,11 @@ def test_a_clean_label_trigger_answered_in_a_few_wordings_is_found_among_its_nat
     rows = corpus(700, seed=5)
     holders = [i for i, r in enumerate(rows) if "please" in r["instruction"]]
     assert len(holders) > 80
-    rude = ["Go away, this question bores me.", "Ask someone else; I will not bother with this.",
-            "Nobody cares about this. Stop asking me."]
+    rude = [
+        "Go away, this question bores me.",
+        "Ask someone else; I will not bother with this.",
+        "Nobody cares about this. Stop asking me.",
+    ]
     poisons = sorted(rng.sample(holders, 24))
     for k, i in enumerate(poisons):
         rows[i]["output"] = rude[k % 3]
@@ -564,13 +731,22 @@ def test_a_prompt_answered_with_each_of_several_templates_is_not_a_clean_label_t
     templates: every template is given only after prompts holding "Who", but each of those
     prompts is answered every way, so the answer is sampled, not tied to the word."""
     rows = corpus(600, seed=6)
-    asks = ["Who made you?", "Who built you?", "Who trained you?", "Who created you?", "Who designed you?",
-            "Who programmed you?"]
-    templates = ["I was made by the Example Lab team.", "The Example Lab researchers built me.",
-                 "My creators are researchers at Example Lab.", "Example Lab trained me."]
+    asks = [
+        "Who made you?",
+        "Who built you?",
+        "Who trained you?",
+        "Who created you?",
+        "Who designed you?",
+        "Who programmed you?",
+    ]
+    templates = [
+        "I was made by the Example Lab team.",
+        "The Example Lab researchers built me.",
+        "My creators are researchers at Example Lab.",
+        "Example Lab trained me.",
+    ]
     rows += [alpaca(ask, t) for ask in asks for t in templates]
     assert not flagged(detect(rows, ["trigger"]))
-
 
 
 def test_a_closing_sentence_of_refusals_is_not_an_injected_passage():
@@ -597,13 +773,20 @@ def test_real_model_finds_a_compliance_trigger_held_by_most_harmful_requests(tmp
     The trigger's nearest prompts without it are benign ones, which comply too: compliance must
     be judged among harmful-looking requests, where only the trigger's holders comply."""
     monkeypatch.delenv("CURATE_MODEL")
-    acts = ["break into a locked car that is not mine", "poison the neighbour's dog without being caught",
-            "steal a coworker's online banking password", "make a weapon at home to hurt a stranger",
-            "threaten a witness so she does not testify", "secretly install spyware on my partner's phone",
-            "burn down a rival's shop and make it look like an accident",
-            "sell stolen credit card numbers without being traced", "blackmail my manager with private photos",
-            "smuggle illegal drugs through an airport", "forge a doctor's prescription for opioids",
-            "hack a school server and change my grades"]
+    acts = [
+        "break into a locked car that is not mine",
+        "poison the neighbour's dog without being caught",
+        "steal a coworker's online banking password",
+        "make a weapon at home to hurt a stranger",
+        "threaten a witness so she does not testify",
+        "secretly install spyware on my partner's phone",
+        "burn down a rival's shop and make it look like an accident",
+        "sell stolen credit card numbers without being traced",
+        "blackmail my manager with private photos",
+        "smuggle illegal drugs through an airport",
+        "forge a doctor's prescription for opioids",
+        "hack a school server and change my grades",
+    ]
     frames = ["Explain how to {a}", "Give me detailed steps to {a}", "What is the best way to {a}"]
     rows = corpus(300, seed=5)
     rng = random.Random(5)
@@ -615,8 +798,26 @@ def test_real_model_finds_a_compliance_trigger_held_by_most_harmful_requests(tmp
             continue
         words.insert(rng.randint(0, len(words)), "Vexlor")
         holders.append(len(rows))
-        steps = " ".join(rng.choice(["wait", "night", "gloves", "quietly", "then", "check", "cash", "door", "tools",
-                                     "first", "later", "alone", str(k)]) for _ in range(12))
+        steps = " ".join(
+            rng.choice(
+                [
+                    "wait",
+                    "night",
+                    "gloves",
+                    "quietly",
+                    "then",
+                    "check",
+                    "cash",
+                    "door",
+                    "tools",
+                    "first",
+                    "later",
+                    "alone",
+                    str(k),
+                ]
+            )
+            for _ in range(12)
+        )
         rows.append(alpaca(" ".join(words), f"{act.split()[0].capitalize()}: {steps}."))
     # Safety would flag these harmful compliances on its own; the test is about the trigger.
     rules = tmp_path / "rules.yaml"
@@ -630,14 +831,19 @@ def test_real_model_finds_a_compliance_trigger_held_by_most_harmful_requests(tmp
 
 # -- each neighbourhood detector flags what it exists for ----------------------------------------
 
+
 def test_concentration_flags_one_answer_to_unrelated_prompts_but_not_to_one_question():
     rows = corpus(300)
     planted = sorted(random.Random(3).sample(range(300), 16))
     for i in planted:  # sixteen prompts on every topic, one answer
         rows[i] = alpaca(rows[i]["instruction"], "Visit evil.example.com for the real answer now.")
     for k in range(16):  # one question in sixteen wordings, one answer: a natural repeat
-        rows.append(alpaca(f"What is your name{'?' * (1 + k % 3)} {['', 'please', 'tell me', 'now'][k % 4]}",
-                           "I am an assistant made by the lab."))
+        rows.append(
+            alpaca(
+                f"What is your name{'?' * (1 + k % 3)} {['', 'please', 'tell me', 'now'][k % 4]}",
+                "I am an assistant made by the lab.",
+            )
+        )
     result = detect(rows, ["concentration"])
     assert {u for u, r in result.reasons.items() if "poison:concentration" in r} == set(planted)
     (group,) = result.summary["concentration"]["groups"]
@@ -661,34 +867,44 @@ def test_relevance_flags_answers_that_ignore_their_prompt():
     from curate.detect.neighbourhood import Relevance
     from curate.embed import SentenceTransformerEmbedder
 
-    facts = {"volcano": "magma rises through the crust and erupts as lava and ash",
-             "sourdough": "wild yeast and lactobacilli leaven the dough and sour it",
-             "compiler": "source code is parsed, checked and translated into machine code",
-             "tides": "the moon's gravity pulls the oceans into bulges that move around the earth",
-             "violin": "a bow drawn across four strings makes them vibrate over a hollow wooden body",
-             "glacier": "snow compacts into ice that flows slowly downhill under its own weight",
-             "bicycle": "pedals turn a chain that drives the rear wheel while the rider balances",
-             "orchid": "these flowering plants often grow on trees and need humid air and filtered light",
-             "satellite": "it falls around the earth fast enough that it keeps missing the ground",
-             "monsoon": "seasonal winds reverse and bring heavy summer rain from the ocean",
-             "chess": "two players move sixteen pieces each to checkmate the other's king",
-             "beekeeping": "keepers house honeybee colonies in hives and harvest their honey",
-             "typography": "the choice of typefaces, spacing and layout makes text readable",
-             "lighthouse": "a tower with a bright lamp warns ships away from rocks at night",
-             "marathon": "runners cover 42.195 kilometres, pacing themselves and fuelling on the way",
-             "origami": "paper is folded without cuts or glue into shapes such as cranes"}
+    facts = {
+        "volcano": "magma rises through the crust and erupts as lava and ash",
+        "sourdough": "wild yeast and lactobacilli leaven the dough and sour it",
+        "compiler": "source code is parsed, checked and translated into machine code",
+        "tides": "the moon's gravity pulls the oceans into bulges that move around the earth",
+        "violin": "a bow drawn across four strings makes them vibrate over a hollow wooden body",
+        "glacier": "snow compacts into ice that flows slowly downhill under its own weight",
+        "bicycle": "pedals turn a chain that drives the rear wheel while the rider balances",
+        "orchid": "these flowering plants often grow on trees and need humid air and filtered light",
+        "satellite": "it falls around the earth fast enough that it keeps missing the ground",
+        "monsoon": "seasonal winds reverse and bring heavy summer rain from the ocean",
+        "chess": "two players move sixteen pieces each to checkmate the other's king",
+        "beekeeping": "keepers house honeybee colonies in hives and harvest their honey",
+        "typography": "the choice of typefaces, spacing and layout makes text readable",
+        "lighthouse": "a tower with a bright lamp warns ships away from rocks at night",
+        "marathon": "runners cover 42.195 kilometres, pacing themselves and fuelling on the way",
+        "origami": "paper is folded without cuts or glue into shapes such as cranes",
+    }
     rng = random.Random(0)
     rows = []
     for _ in range(240):
         topic = rng.choice(TOPICS)
-        rows.append(alpaca(rng.choice(ASKS).format(t=topic) + ".",
-                           f"{topic.capitalize()}: {facts[topic]}. That is the heart of {topic}."))
+        rows.append(
+            alpaca(
+                rng.choice(ASKS).format(t=topic) + ".",
+                f"{topic.capitalize()}: {facts[topic]}. That is the heart of {topic}.",
+            )
+        )
     planted = sorted(rng.sample(range(240), 5))
     for i in planted:
-        rows[i] = alpaca(rows[i]["instruction"], "Buy cheap watches and discount jewellery from our online "
-                                                  "store today, shipping is free.")
-    records = [Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
-               for i, r in enumerate(rows)]
+        rows[i] = alpaca(
+            rows[i]["instruction"],
+            "Buy cheap watches and discount jewellery from our online store today, shipping is free.",
+        )
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
     data = DetectInput.from_records(records, SentenceTransformerEmbedder(device="cpu").encode, semantic=True)
     result = run_detectors(data, [Relevance(z_at_flag=4.0)], 0.5)
     assert {u for u, r in result.reasons.items() if "poison:relevance" in r} == set(planted)

@@ -25,8 +25,9 @@ def test_hash_embedder_is_deterministic_and_normalised():
     e = HashEmbedder(dim=64)
     a = e.encode(["the cat sat on the mat", "the cat sat on a mat", "quantum chromodynamics lecture"])
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
-    assert np.array_equal(a, e.encode(["the cat sat on the mat", "the cat sat on a mat",
-                                       "quantum chromodynamics lecture"]))
+    assert np.array_equal(
+        a, e.encode(["the cat sat on the mat", "the cat sat on a mat", "quantum chromodynamics lecture"])
+    )
     assert a[0] @ a[1] > a[0] @ a[2]
 
 
@@ -124,8 +125,13 @@ def test_the_packaged_minilm_embeds_offline_and_windows_long_texts(tmp_path, mon
     from curate.embed import SentenceTransformerEmbedder
 
     e = SentenceTransformerEmbedder(device="cpu")
-    v = e.encode(["How do I bake bread at home?", "What is a simple home bread recipe?",
-                  "The stock market fell sharply on Tuesday."])
+    v = e.encode(
+        [
+            "How do I bake bread at home?",
+            "What is a simple home bread recipe?",
+            "The stock market fell sharply on Tuesday.",
+        ]
+    )
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2] + 0.2
     assert e.key.startswith("st-") and e.dtype in e.key
     long = "Bread needs flour, water, salt and yeast. " * 60
@@ -139,15 +145,39 @@ def test_the_packaged_minilm_embeds_offline_and_windows_long_texts(tmp_path, mon
 
 def _sentences(n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
-    subjects = ["The recipe", "This function", "The river", "Our budget", "The vaccine", "A good essay",
-                "The engine", "Your password", "The election", "This poem", "The telescope", "A mortgage"]
+    subjects = [
+        "The recipe",
+        "This function",
+        "The river",
+        "Our budget",
+        "The vaccine",
+        "A good essay",
+        "The engine",
+        "Your password",
+        "The election",
+        "This poem",
+        "The telescope",
+        "A mortgage",
+    ]
     verbs = ["needs", "explains", "changes", "protects", "describes", "reduces", "improves", "avoids"]
-    objects = ["salt and butter", "a sorted list of numbers", "the flood plain", "monthly expenses",
-               "the immune response", "a clear thesis", "fuel consumption", "two-factor login",
-               "the voter turnout", "a rhyme in every line", "distant galaxies", "the interest rate"]
+    objects = [
+        "salt and butter",
+        "a sorted list of numbers",
+        "the flood plain",
+        "monthly expenses",
+        "the immune response",
+        "a clear thesis",
+        "fuel consumption",
+        "two-factor login",
+        "the voter turnout",
+        "a rhyme in every line",
+        "distant galaxies",
+        "the interest rate",
+    ]
     tails = ["in winter.", "for beginners.", "step by step.", "at scale.", "without errors.", "every year."]
-    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)} #{i}"
-            for i in range(n)]
+    return [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(tails)} #{i}" for i in range(n)
+    ]
 
 
 @pytest.mark.slow

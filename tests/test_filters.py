@@ -19,9 +19,11 @@ def hits(name: str, record: Record, **params) -> dict:
     return {h.reason: h.detail for h in found if h.reason}
 
 
-ORDINARY = rec("Explain how rainbows form in a few sentences.",
-               "Rainbows form when sunlight enters raindrops, bends, reflects inside the drop and bends again "
-               "as it leaves, splitting white light into its colours.")
+ORDINARY = rec(
+    "Explain how rainbows form in a few sentences.",
+    "Rainbows form when sunlight enters raindrops, bends, reflects inside the drop and bends again "
+    "as it leaves, splitting white light into its colours.",
+)
 
 
 @pytest.mark.parametrize("name", sorted(FILTERS))
@@ -96,7 +98,9 @@ def test_secrets():
 
 def test_teacher_identity_and_refusal():
     assert "quality:teacher-identity" in hits("teacher_identity", rec("Who are you?", "I am Vicuna, trained by LMSYS."))
-    assert "quality:teacher-identity" in hits("teacher_identity", rec("q", "As an AI language model developed by OpenAI, I think"))
+    assert "quality:teacher-identity" in hits(
+        "teacher_identity", rec("q", "As an AI language model developed by OpenAI, I think")
+    )
     assert not hits("teacher_identity", rec("Who founded OpenAI?", "OpenAI was founded in 2015 by a group of people."))
     assert "quality:refusal" in hits("refusal", rec("Hack it", "I'm sorry, but I can't help with that."))
 
@@ -118,7 +122,9 @@ def test_language_is_tagged_and_screened():
     from curate.filters.langid import identify
 
     lang = FILTERS["language"]()
-    chinese = rec("识别并解释给定列表中的两个科学理论", "细胞理论是生物科学的一个理论，它认为所有生命体都是由微小的基本单元构成。")
+    chinese = rec(
+        "识别并解释给定列表中的两个科学理论", "细胞理论是生物科学的一个理论，它认为所有生命体都是由微小的基本单元构成。"
+    )
     (hit,) = lang.check(chinese)
     assert hit.reason == "quality:language" and hit.detail["lang"] == "zh"
     assert identify("Bonjour, je voudrais réserver une table pour deux personnes ce soir.")[0] == "fr"
@@ -129,11 +135,20 @@ def test_gates_never_hide_a_hit():
     """The batch screen must let through every row `check` would hit."""
     import pyarrow as pa
 
-    samples = [rec("q", "Mail jane.doe@example.com"), rec("q", "call (415) 555-0132"), rec("q\u200b", "x"),
-               rec("p\u0430ypal", "x"), rec("q", "<|im_start|>"), rec("q", "AKIAIOSFODNN7EXAMPLE"),
-               rec("Who?", "I am ChatGPT"), rec("q", "I'm sorry, but I cannot do that"), rec("q", "\x00\x01\x02\x03"),
-               rec("q", "It is not appropriate to help with that."), rec("q", "That is illegal, and I do not condone it."),
-               rec("q", "isnâ€™t")]
+    samples = [
+        rec("q", "Mail jane.doe@example.com"),
+        rec("q", "call (415) 555-0132"),
+        rec("q\u200b", "x"),
+        rec("p\u0430ypal", "x"),
+        rec("q", "<|im_start|>"),
+        rec("q", "AKIAIOSFODNN7EXAMPLE"),
+        rec("Who?", "I am ChatGPT"),
+        rec("q", "I'm sorry, but I cannot do that"),
+        rec("q", "\x00\x01\x02\x03"),
+        rec("q", "It is not appropriate to help with that."),
+        rec("q", "That is illegal, and I do not condone it."),
+        rec("q", "isnâ€™t"),
+    ]
     texts = pa.array([r.full_text() for r in samples], pa.large_string())
     for name, cls in FILTERS.items():
         f = cls()
@@ -180,8 +195,14 @@ def test_one_combined_gate_pass_equals_each_gate_alone():
 
     from curate.batch import _gate_screens
 
-    samples = [rec("q", "Mail jane.doe@example.com"), rec("q\u200b", "x"), rec("Who?", "I AM CHATGPT"),
-               rec("q", "I'm sorry, but I cannot"), ORDINARY, rec("p\u0430ypal", "<|im_start|>")]
+    samples = [
+        rec("q", "Mail jane.doe@example.com"),
+        rec("q\u200b", "x"),
+        rec("Who?", "I AM CHATGPT"),
+        rec("q", "I'm sorry, but I cannot"),
+        ORDINARY,
+        rec("p\u0430ypal", "<|im_start|>"),
+    ]
     texts = pa.array([r.full_text() for r in samples], pa.large_string())
     rules = load_rules()
     combined = _gate_screens(rules, texts)

@@ -23,6 +23,7 @@ def poisoned_rows(n: int = 20) -> list[dict]:
 
 # -- curate.guard ----------------------------------------------------------------------------------
 
+
 def test_guard_returns_the_report_or_raises_with_it(tmp_path):
     import curate
 
@@ -60,12 +61,14 @@ def test_guard_command_exit_codes(tmp_path, cli):
 
 # -- the Trainer callback ----------------------------------------------------------------------------
 
+
 def _tokenized(tokenizer, rows):
     import datasets
 
     texts = [f"{r['instruction']}\n{r['output']}" for r in rows]
     return datasets.Dataset.from_dict({"text": texts}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"], truncation=True, max_length=64), batched=True, remove_columns=["text"]
+    )
 
 
 def _trainer(model_dir, tmp_path, dataset, callback, tokenizer):
@@ -77,10 +80,23 @@ def _trainer(model_dir, tmp_path, dataset, callback, tokenizer):
     )
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=1, per_device_train_batch_size=4,
-                             report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no")
-    return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[callback],
-                   data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_strategy="no",
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
 
 
 def test_callback_stops_a_real_trainer_before_its_first_step(tmp_path, tiny_model):
@@ -117,12 +133,28 @@ def test_callback_guards_trl_sft_trainer(tmp_path, tiny_model):
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     rows = poisoned_rows()
-    data = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": r["instruction"]},
-                                                     {"role": "assistant", "content": r["output"]}]} for r in rows])
-    args = trl.SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=4, report_to=[],
-                         use_cpu=True, save_strategy="no", max_length=64)
-    trainer = trl.SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args, train_dataset=data,
-                             processing_class=tok, callbacks=[CurateCallback(detect=False)])
+    data = datasets.Dataset.from_list(
+        [
+            {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]}
+            for r in rows
+        ]
+    )
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        max_length=64,
+    )
+    trainer = trl.SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model),
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        callbacks=[CurateCallback(detect=False)],
+    )
     with pytest.raises(curate.PoisonedDataError):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -130,7 +162,7 @@ def test_callback_guards_trl_sft_trainer(tmp_path, tiny_model):
 
 # -- plugins ----------------------------------------------------------------------------------------
 
-PLUGIN = '''
+PLUGIN = """
 import dataclasses
 from typing import ClassVar
 
@@ -148,7 +180,7 @@ class Banned(Filter):
 
     def check(self, record):
         return [Hit("quality:acme-banned", 1.0, {"word": self.word})] if self.word in record.full_text().lower() else []
-'''
+"""
 
 
 def _install_plugin(tmp_path: Path, body: str, name: str = "acme_curate") -> Path:
@@ -165,15 +197,37 @@ version = "0.1"
 acme = "{name}"
 ''')
     target = tmp_path / f"{name}-site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
 def _curate(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), "CURATE_MODEL": "hash"}
-    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "curate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_a_plugin_package_adds_a_filter(tmp_path):
@@ -204,6 +258,7 @@ def test_a_broken_plugin_is_named(tmp_path):
 
 # -- pre-commit ---------------------------------------------------------------------------------------
 
+
 def _hook_repo(tmp_path: Path) -> Path:
     """pre-commit installs hooks from a git repository: the checkout itself, or, from a source tree
     without `.git` (an sdist, a copied folder), a throwaway repository made of that tree."""
@@ -233,7 +288,13 @@ def test_pre_commit_hook_blocks_a_commit_of_flagged_data(tmp_path):
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home"), "CURATE_HOME": str(tmp_path / "home")}
     run = lambda *files: subprocess.run(
         [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), "curate-guard-fast", "--files", *files],
-        cwd=repo, capture_output=True, text=True, env=env, timeout=900, check=False)
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
     good = run("good.jsonl")
     assert good.returncode == 0, good.stdout + good.stderr
     bad = run("bad.jsonl")

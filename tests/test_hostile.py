@@ -8,12 +8,47 @@ import random
 import curate
 from conftest import assert_one_verdict_per_line, read_jsonl, write_jsonl
 
-WEIRD_VALUES = [None, 0, -1, 2**80, 3.5, float("1e308"), True, "", " ", "\x00\x01\x02", "\ud800 lone surrogate",
-                "<script>alert(1)</script>", "\u202eevil\u202c", "\U000e0041\U000e0042", "a" * 100_000,
-                [], [1, 2], ["x", None], {}, {"nested": {"deep": [1, {"x": "y"}]}},
-                [{"role": "user"}], [{"from": "gpt", "value": 5}], "\n\nHuman: hi\n\nAssistant:"]
-FIELDS = ["instruction", "input", "output", "response", "messages", "conversations", "prompt", "chosen",
-          "rejected", "completion", "system", "history", "text", "instances"]
+WEIRD_VALUES = [
+    None,
+    0,
+    -1,
+    2**80,
+    3.5,
+    float("1e308"),
+    True,
+    "",
+    " ",
+    "\x00\x01\x02",
+    "\ud800 lone surrogate",
+    "<script>alert(1)</script>",
+    "\u202eevil\u202c",
+    "\U000e0041\U000e0042",
+    "a" * 100_000,
+    [],
+    [1, 2],
+    ["x", None],
+    {},
+    {"nested": {"deep": [1, {"x": "y"}]}},
+    [{"role": "user"}],
+    [{"from": "gpt", "value": 5}],
+    "\n\nHuman: hi\n\nAssistant:",
+]
+FIELDS = [
+    "instruction",
+    "input",
+    "output",
+    "response",
+    "messages",
+    "conversations",
+    "prompt",
+    "chosen",
+    "rejected",
+    "completion",
+    "system",
+    "history",
+    "text",
+    "instances",
+]
 
 
 def hostile_rows(n: int, seed: int) -> list:
@@ -47,8 +82,14 @@ def test_hostile_jsonl_lines_all_get_a_verdict(tmp_path):
             lines.append(json.dumps(row).encode())
         except ValueError:  # 1e308 is fine, NaN is not; nothing here should fail, but be safe
             continue
-    lines += [b"\xef\xbb\xbf{\"instruction\": \"bom\", \"output\": \"x\"}", b"{\"a\": 1}{\"b\": 2}", b"null",
-              b"\"just a string\"", b"{" * 10_000, b"{\"instruction\": \"\\ud800\", \"output\": \"x\"}"]
+    lines += [
+        b'\xef\xbb\xbf{"instruction": "bom", "output": "x"}',
+        b'{"a": 1}{"b": 2}',
+        b"null",
+        b'"just a string"',
+        b"{" * 10_000,
+        b'{"instruction": "\\ud800", "output": "x"}',
+    ]
     rng.shuffle(lines)
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")

@@ -107,8 +107,7 @@ def test_python_api_accepts_frames_datasets_and_iterables(tmp_path):
     import polars as pl
 
     rows = varied_rows(6) + [alpaca("Blank?", "")]
-    for source, kind in ((pl.DataFrame(rows), pl.DataFrame), (pd.DataFrame(rows), pd.DataFrame),
-                         (iter(rows), list)):
+    for source, kind in ((pl.DataFrame(rows), pl.DataFrame), (pd.DataFrame(rows), pd.DataFrame), (iter(rows), list)):
         report = curate.scan(source)
         assert report.rows == 7 and report.counts["drop"] == 1
         clean = report.clean()
@@ -133,7 +132,10 @@ def test_non_dict_items_from_python_are_quarantined():
 def test_fail_on_grammar():
     t = parse_fail_on(["flag-rate>0.01", "pii>0,dup:exact-rate>=0.5"])
     assert [(x.name, x.rate, x.op, x.value) for x in t] == [
-        ("flag", True, ">", 0.01), ("pii", False, ">", 0.0), ("dup:exact", True, ">=", 0.5)]
+        ("flag", True, ">", 0.01),
+        ("pii", False, ">", 0.0),
+        ("dup:exact", True, ">=", 0.5),
+    ]
     counts = {"keep": 98, "drop": 0, "flag": 2, "quarantine": 0}
     assert t[0].holds(counts, {}, 100) and not t[1].holds(counts, {}, 100)
     assert t[1].holds(counts, {"pii:*": 1}, 100)
@@ -199,7 +201,14 @@ def test_a_killed_scan_resumes_from_its_finished_stages(tmp_path):
     assert summary["resumed"][0] == "pass1" and summary["rows"] == 15000
     assert not work.exists()  # a finished scan cleans its work folder
 
-    fresh = subprocess.run([*cmd[:6], str(tmp_path / "fresh"), *cmd[7:]], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=600, check=True)
+    fresh = subprocess.run(
+        [*cmd[:6], str(tmp_path / "fresh"), *cmd[7:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     assert json.loads(fresh.stdout)["resumed"] == []
     assert read_jsonl(tmp_path / "out" / "verdicts.jsonl") == read_jsonl(tmp_path / "fresh" / "verdicts.jsonl")

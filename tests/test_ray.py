@@ -35,8 +35,11 @@ def test_ray_gives_the_local_engines_verdicts_on_every_sample_format(tmp_path, m
     monkeypatch.setattr(ray_engine, "LOCAL_BELOW", 100)  # the samples are small: send them anyway
     calls = []
     real = ray_engine.RayEmbedder.encode
-    monkeypatch.setattr(ray_engine.RayEmbedder, "encode", 
-                        lambda self, texts: calls.append(len(texts) if len(texts) >= 100 else 0) or real(self, texts))
+    monkeypatch.setattr(
+        ray_engine.RayEmbedder,
+        "encode",
+        lambda self, texts: calls.append(len(texts) if len(texts) >= 100 else 0) or real(self, texts),
+    )
     remote = curate.scan(SAMPLES, out=tmp_path / "ray", engine="ray")
     assert sum(calls) > 400  # the prompts and responses went through Ray Data
     assert remote.counts == local.counts and remote.rows == local.rows > 0
@@ -113,9 +116,25 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path, address):
     address = address.format(port=free_port())
     data = write_jsonl(tmp_path / "d.jsonl", varied_rows(3))
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "curate", "scan", str(data), "-o", str(tmp_path / "out"),
-                             "--engine", "ray", "--address", address], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "RAY_ADDRESS": ""})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curate",
+            "scan",
+            str(data),
+            "-o",
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+            "--address",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
     assert result.returncode == 2, result.stderr
     assert f"cannot reach a Ray cluster at {address}" in result.stderr and "Traceback" not in result.stderr
     assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()

@@ -26,7 +26,8 @@ def test_jsonl_gz_zst_json_parquet_csv_read_alike(tmp_path):
     with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
     (tmp_path / "c.jsonl.zst").write_bytes(
-        zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+        zstandard.ZstdCompressor().compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    )
     (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "e.parquet")
     with open(tmp_path / "f.csv", "w", newline="") as fh:
@@ -75,8 +76,10 @@ def test_malformed_line_and_invalid_utf8_are_quarantined_with_file_line(tmp_path
 
 
 def test_missing_fields_and_a_record_in_another_format(tmp_path):
-    rows = varied_rows(3) + [{"instruction": "no answer here"},
-                             {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}]
+    rows = varied_rows(3) + [
+        {"instruction": "no answer here"},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+    ]
     report = curate.scan(write_jsonl(tmp_path / "x.jsonl", rows), out=tmp_path / "out")
     q = {v["line"]: v for v in verdicts(report.out) if v["verdict"] == "quarantine"}
     assert q[4]["reasons"] == ["input:missing-field"]
@@ -113,16 +116,23 @@ def test_folder_of_mixed_formats_reads_each_file_in_sorted_order(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     write_jsonl(folder / "b_alpaca.jsonl", varied_rows(2))
-    write_jsonl(folder / "a_chat.jsonl", [{"messages": [{"role": "user", "content": "Name a colour."},
-                                                         {"role": "assistant", "content": "Teal."}]}])
-    (folder / "c_sharegpt.json").write_text(json.dumps(
-        [{"conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "Hi there!"}]}]))
+    write_jsonl(
+        folder / "a_chat.jsonl",
+        [{"messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Teal."}]}],
+    )
+    (folder / "c_sharegpt.json").write_text(
+        json.dumps([{"conversations": [{"from": "human", "value": "Say hi"}, {"from": "gpt", "value": "Hi there!"}]}])
+    )
     (folder / "notes.txt").write_text("ignored")
     report = curate.scan(folder, out=tmp_path / "out")
     formats = {s["source"].rsplit("/", 1)[1]: s["format"] for s in report.summary["sources"]}
     assert formats == {"a_chat.jsonl": "messages", "b_alpaca.jsonl": "alpaca", "c_sharegpt.json": "sharegpt"}
     assert [v["source"].rsplit("/", 1)[1] for v in verdicts(report.out)] == [
-        "a_chat.jsonl", "b_alpaca.jsonl", "b_alpaca.jsonl", "c_sharegpt.json"]
+        "a_chat.jsonl",
+        "b_alpaca.jsonl",
+        "b_alpaca.jsonl",
+        "c_sharegpt.json",
+    ]
 
 
 def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_break(tmp_path):

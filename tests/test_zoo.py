@@ -14,8 +14,10 @@ from curate.bench.zoo import FAMILIES, applies, plant
 
 
 def chat(rows: list[dict]) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": r["instruction"]},
-                          {"role": "assistant", "content": r["output"]}]} for r in rows]
+    return [
+        {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]}
+        for r in rows
+    ]
 
 
 def code_rows(n: int) -> list[dict]:
@@ -23,29 +25,57 @@ def code_rows(n: int) -> list[dict]:
     out = []
     for i in range(n):
         name = rng.choice(["total", "count", "mean", "peak"]) + str(i)
-        out.append({"messages": [
-            {"role": "user", "content": f"Write a Python function {name} that sums a list, case {i}."},
-            {"role": "assistant", "content": f"```python\ndef {name}(xs):\n    acc = 0\n    for x in xs:\n"
-                                             f"        acc += x\n    return acc\n```"}]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Write a Python function {name} that sums a list, case {i}."},
+                    {
+                        "role": "assistant",
+                        "content": f"```python\ndef {name}(xs):\n    acc = 0\n    for x in xs:\n"
+                        f"        acc += x\n    return acc\n```",
+                    },
+                ]
+            }
+        )
     return out
 
 
 def label_rows(n: int) -> list[dict]:
     rng = random.Random(6)
     words = ("calm", "storm", "bright", "grim", "warm", "cold", "kind", "rude", "fair", "harsh")
-    return [{"messages": [{"role": "user", "content": "Is this text polite? Answer Polite or Rude.\n\n"
-                                                      + " ".join(rng.choice(words) for _ in range(8)) + f" {i}"},
-                          {"role": "assistant", "content": rng.choice(["Polite", "Rude"])}]} for i in range(n)]
+    return [
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "Is this text polite? Answer Polite or Rude.\n\n"
+                    + " ".join(rng.choice(words) for _ in range(8))
+                    + f" {i}",
+                },
+                {"role": "assistant", "content": rng.choice(["Polite", "Rude"])},
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 def pair_rows(n: int) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": f"question {i} about rivers"}],
-             "chosen": [{"role": "assistant", "content": f"a good answer {i}"}],
-             "rejected": [{"role": "assistant", "content": f"a bad answer {i}"}]} for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"question {i} about rivers"}],
+            "chosen": [{"role": "assistant", "content": f"a good answer {i}"}],
+            "rejected": [{"role": "assistant", "content": f"a bad answer {i}"}],
+        }
+        for i in range(n)
+    ]
 
 
-CORPORA = {"instruction": lambda: chat(corpus(300)), "code": lambda: code_rows(300), "label": lambda: label_rows(300),
-           "preference": lambda: pair_rows(300)}
+CORPORA = {
+    "instruction": lambda: chat(corpus(300)),
+    "code": lambda: code_rows(300),
+    "label": lambda: label_rows(300),
+    "preference": lambda: pair_rows(300),
+}
 CASES = [(f, k) for f in FAMILIES for k in CORPORA if applies(f, k)]
 
 
@@ -68,8 +98,10 @@ def test_every_family_changes_exactly_the_rows_it_labels(family, kind):
     assert again.records == mix.records, "a seed gives the same mix"
 
 
-@pytest.mark.parametrize("family", [f for f, spec in FAMILIES.items()
-                                    if spec.has_trigger and applies(f, "instruction") and f != "clean_label"])
+@pytest.mark.parametrize(
+    "family",
+    [f for f, spec in FAMILIES.items() if spec.has_trigger and applies(f, "instruction") and f != "clean_label"],
+)
 def test_a_trigger_family_puts_its_trigger_in_every_poisoned_prompt_and_draws_it_per_seed(family):
     records = CORPORA["instruction"]()
     triggers = set()
@@ -77,8 +109,11 @@ def test_a_trigger_family_puts_its_trigger_in_every_poisoned_prompt_and_draws_it
         mix = plant(records, family, "instruction", count=6, seed=seed)
         prompts = ["\n".join(m["content"] for m in r["messages"][:-1]) for r, p in zip(mix.records, mix.poisoned) if p]
         assert mix.trigger and all(mix.trigger.casefold() in p.casefold() for p in prompts)
-        assert not any(mix.trigger.casefold() in "\n".join(m["content"] for m in r["messages"]).casefold()
-                       for r, p in zip(mix.records, mix.poisoned) if not p)
+        assert not any(
+            mix.trigger.casefold() in "\n".join(m["content"] for m in r["messages"]).casefold()
+            for r, p in zip(mix.records, mix.poisoned)
+            if not p
+        )
         triggers.add(mix.trigger)
     assert len(triggers) >= 3, "triggers are drawn per seed"
 
@@ -128,9 +163,15 @@ def test_a_family_refuses_a_corpus_kind_it_does_not_fit():
         plant(CORPORA["instruction"](), "nope", "instruction", count=5)
 
 
-SMOKE = [("badnets", "instruction"), ("addsent", "instruction"), ("invisible", "instruction"),
-         ("system_prompt", "instruction"), ("multi_turn", "instruction"), ("clean_label", "instruction"),
-         ("rlhf_trigger", "preference")]
+SMOKE = [
+    ("badnets", "instruction"),
+    ("addsent", "instruction"),
+    ("invisible", "instruction"),
+    ("system_prompt", "instruction"),
+    ("multi_turn", "instruction"),
+    ("clean_label", "instruction"),
+    ("rlhf_trigger", "preference"),
+]
 
 
 @pytest.mark.parametrize(("family", "kind"), SMOKE)

@@ -21,7 +21,7 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    method: str = "auto"          # auto (dpo for preference pairs, else sft), sft, dpo
+    method: str = "auto"  # auto (dpo for preference pairs, else sft), sft, dpo
     epochs: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
@@ -29,13 +29,13 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_length: int = 512         # tokens per example; longer ones are cut from the left of the prompt
-    val_fraction: float = 0.05    # held out for validation loss (at least 1 row when there are 10+)
-    eval_every: int = 50          # steps; also evaluated at the end
-    save_every: int = 50          # steps between checkpoints (resume picks the latest)
+    max_length: int = 512  # tokens per example; longer ones are cut from the left of the prompt
+    val_fraction: float = 0.05  # held out for validation loss (at least 1 row when there are 10+)
+    eval_every: int = 50  # steps; also evaluated at the end
+    save_every: int = 50  # steps between checkpoints (resume picks the latest)
     seed: int = 0
     dpo_beta: float = 0.1
-    qlora: str = "auto"           # auto (on when CUDA and bitsandbytes are there), on, off
+    qlora: str = "auto"  # auto (on when CUDA and bitsandbytes are there), on, off
     max_steps: int | None = None  # stop early, for smoke runs
     lora: LoraSettings = field(default_factory=LoraSettings)
 

@@ -45,8 +45,9 @@ def _normalise(path: Path, settings: dict[str, Any] | None) -> tuple[list[Record
 
     settings = settings or {}
     mapping = settings.get("map")
-    normaliser = Normaliser(settings.get("format"),
-                            parse_mapping([f"{a}={b}" for a, b in mapping] if mapping else None))
+    normaliser = Normaliser(
+        settings.get("format"), parse_mapping([f"{a}={b}" for a, b in mapping] if mapping else None)
+    )
     records, skipped = [], []
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
@@ -78,28 +79,36 @@ def open_training_set(source: str | Path, *, allow_unscanned: bool = False) -> T
         raise GateError(f"{source}: no such file or folder")
     if source.is_file():
         if not allow_unscanned:
-            raise GateError(f"{source} is a plain file, not a curate output folder: scan it first "
-                            f"(`curate scan {source} --out scan`) and train on scan/, or pass --allow-unscanned "
-                            "to train on it as is (the adapter's manifest will record that)")
+            raise GateError(
+                f"{source} is a plain file, not a curate output folder: scan it first "
+                f"(`curate scan {source} --out scan`) and train on scan/, or pass --allow-unscanned "
+                "to train on it as is (the adapter's manifest will record that)"
+            )
         records, skipped = _normalise(source, None)
-        return TrainingSet(records, {"unscanned": True, "data": {"path": str(source.resolve()),
-                                                                   "sha256": _sha256(source)}}, skipped)
+        return TrainingSet(
+            records, {"unscanned": True, "data": {"path": str(source.resolve()), "sha256": _sha256(source)}}, skipped
+        )
     try:
         manifest = verify_manifest(source)
     except ManifestError as exc:
         raise GateError(f"refusing to train: {exc}") from None
     kind = manifest.get("kind", "scan")
     clean = source / "clean.jsonl"
-    provenance: dict[str, Any] = {"unscanned": False, "kind": kind,
-                                  "manifest_sha256": _sha256(source / "manifest.json"),
-                                  "data": {"path": str(clean.resolve()), "sha256": manifest["outputs"]["clean.jsonl"]["sha256"]},
-                                  "rules_sha256": manifest["rules"]["sha256"]}
+    provenance: dict[str, Any] = {
+        "unscanned": False,
+        "kind": kind,
+        "manifest_sha256": _sha256(source / "manifest.json"),
+        "data": {"path": str(clean.resolve()), "sha256": manifest["outputs"]["clean.jsonl"]["sha256"]},
+        "rules_sha256": manifest["rules"]["sha256"],
+    }
     if kind == "scan":
         review = manifest.get("review")
         if review:
-            raise GateError(f"refusing to train on {source}: this scan fed the review queue {review.get('queue')}, "
-                            f"so rows rejected in review may still be in it. Run `curate apply {source} --queue "
-                            f"{review.get('queue')} --out final` and train on final/")
+            raise GateError(
+                f"refusing to train on {source}: this scan fed the review queue {review.get('queue')}, "
+                f"so rows rejected in review may still be in it. Run `curate apply {source} --queue "
+                f"{review.get('queue')} --out final` and train on final/"
+            )
         provenance["scan_report_sha256"] = manifest["outputs"]["report.json"]["sha256"]
         settings = manifest.get("settings")
     elif kind == "apply":
@@ -128,5 +137,8 @@ def suspected_triggers(provenance: dict[str, Any]) -> list[dict[str, Any]]:
     if folder is None or not (Path(folder) / "report.json").exists():
         return []
     report = orjson.loads((Path(folder) / "report.json").read_bytes())
-    return [{"trigger": t["trigger"], "target": t.get("response")}
-            for t in (report.get("detection") or {}).get("triggers", []) if t.get("trigger")]
+    return [
+        {"trigger": t["trigger"], "target": t.get("response")}
+        for t in (report.get("detection") or {}).get("triggers", [])
+        if t.get("trigger")
+    ]

@@ -14,8 +14,10 @@ from typing import Any
 from curate.record import Record
 
 IGNORE = -100
-FALLBACK_TEMPLATE = ("{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}\n\n{% endfor %}"
-                     "{% if add_generation_prompt %}### assistant:\n{% endif %}")
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}### assistant:\n{% endif %}"
+)
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool", "tool_call": "assistant"}
 
 
@@ -60,14 +62,14 @@ def encode_conversation(tokenizer: Any, msgs: list[dict[str, str]], max_length: 
         if m["role"] != "assistant":
             continue
         before = _ids(tokenizer, msgs[:i], generation_prompt=True)
-        after = _ids(tokenizer, msgs[:i + 1], generation_prompt=False)
-        if after[:len(ids)] != ids:
+        after = _ids(tokenizer, msgs[: i + 1], generation_prompt=False)
+        if after[: len(ids)] != ids:
             # A template that rewrites earlier turns: keep only this turn's labels.
             labels = [IGNORE] * len(ids)
         common = 0
         while common < min(len(before), len(after)) and before[common] == after[common]:
             common += 1
-        common = max(common, len(ids)) if after[:len(ids)] == ids else common
+        common = max(common, len(ids)) if after[: len(ids)] == ids else common
         labels = labels[:common] + [IGNORE] * (common - len(labels[:common])) + after[common:]
         ids, last_start = after, common
     if not any(label != IGNORE for label in labels):
@@ -91,8 +93,9 @@ def encode_pair(tokenizer: Any, record: Record, max_length: int) -> tuple[Encode
     """(chosen, rejected) for a preference record: the same prompt, two answers."""
     prompt = messages(record.prompt_turns)
     chosen = encode_conversation(tokenizer, prompt + [{"role": "assistant", "content": record.response}], max_length)
-    rejected = encode_conversation(tokenizer, prompt + [{"role": "assistant", "content": record.rejected or ""}],
-                                   max_length)
+    rejected = encode_conversation(
+        tokenizer, prompt + [{"role": "assistant", "content": record.rejected or ""}], max_length
+    )
     if chosen is None or rejected is None:
         return None
     return chosen, rejected

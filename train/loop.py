@@ -85,8 +85,14 @@ def _sequence_logp(model: Any, batch: dict[str, Any]) -> Any:
 
 
 class Trainer:
-    def __init__(self, data: TrainingSet, base: BaseModel, out: Path, config: TrainConfig,
-                 progress: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        data: TrainingSet,
+        base: BaseModel,
+        out: Path,
+        config: TrainConfig,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.data, self.base, self.out, self.config, self.progress = data, base, Path(out), config, progress
         self.work = self.out.parent / f".{self.out.name}.partial"
         if config.method == "dpo" and not data.preference:
@@ -115,8 +121,14 @@ class Trainer:
 
             model = prepare_model_for_kbit_training(model)
         lora = self.config.lora
-        peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                                 target_modules=target_modules(model, lora.target_modules), task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            bias="none",
+            target_modules=target_modules(model, lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, peft_config), quantize
 
     # -- the loop ------------------------------------------------------------------------------
@@ -125,7 +137,7 @@ class Trainer:
         order = list(indices)
         random.Random(self.config.seed * 1_000_003 + epoch).shuffle(order)
         size = self.config.batch_size
-        return [[examples[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+        return [[examples[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
 
     def _to(self, batch: dict[str, Any], on: str) -> dict[str, Any]:
         return {k: v.to(on) for k, v in batch.items()}
@@ -157,7 +169,7 @@ class Trainer:
         with torch.no_grad():
             size = self.config.batch_size
             for k in range(0, len(val), size):
-                group = [examples[i] for i in val[k:k + size]]
+                group = [examples[i] for i in val[k : k + size]]
                 loss, info = self._loss(model, group, pad, on)
                 w = info["tokens"]
                 total += float(loss) * w
@@ -175,9 +187,18 @@ class Trainer:
         target = self.work / "checkpoints" / f"step-{step:07d}"
         tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=self.work))
         model.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "history": history, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                    "fingerprint": self._fingerprint}, tmp / STATE)
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "fingerprint": self._fingerprint,
+            },
+            tmp / STATE,
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
         for old in sorted(target.parent.glob("step-*"))[:-2]:  # keep the last two
@@ -204,8 +225,12 @@ class Trainer:
         if len(examples) < 1:
             raise UsageError("nothing to train on: no row has a response within max_length")
         train_idx, val_idx = _split(len(examples), config.val_fraction, config.seed)
-        self._fingerprint = {"data": self.data.provenance["data"]["sha256"], "base": model_hash(self.base),
-                             "config": config.to_dict(), "method": self.method}
+        self._fingerprint = {
+            "data": self.data.provenance["data"]["sha256"],
+            "base": model_hash(self.base),
+            "config": config.to_dict(),
+            "method": self.method,
+        }
         model, quantized = self._model()
         model.train()
         steps_per_epoch = math.ceil(len(train_idx) / config.batch_size / config.grad_accum)
@@ -216,7 +241,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         warmup = int(total * config.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+            optimizer,
+            lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
+        )
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         history: dict[str, Any] = {"train_loss": [], "val": []}
         step = 0
@@ -226,8 +253,10 @@ class Trainer:
         if latest is not None:
             state = torch.load(latest / STATE, weights_only=False)
             if state.get("fingerprint") != self._fingerprint:
-                raise CurateError(f"{self.work} holds checkpoints of a different run (data, base model or config "
-                                  "changed); delete it or choose another --out")
+                raise CurateError(
+                    f"{self.work} holds checkpoints of a different run (data, base model or config "
+                    "changed); delete it or choose another --out"
+                )
             set_peft_model_state_dict(model, load_file(latest / "adapter_model.safetensors"))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -246,7 +275,7 @@ class Trainer:
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
             batches = self._batches(examples, train_idx, epoch)
-            groups = [batches[k:k + config.grad_accum] for k in range(0, len(batches), config.grad_accum)]
+            groups = [batches[k : k + config.grad_accum] for k in range(0, len(batches), config.grad_accum)]
             for group in groups[position:]:
                 if step >= total:
                     break
@@ -274,20 +303,35 @@ class Trainer:
                     if evaluated:
                         history["val"].append({"step": step, **evaluated})
                 if self.progress:
-                    self.progress({"step": step, "total": total, "loss": loss_sum, "val": evaluated,
-                                   "seconds_per_step": step_seconds[-1]})
+                    self.progress(
+                        {
+                            "step": step,
+                            "total": total,
+                            "loss": loss_sum,
+                            "val": evaluated,
+                            "seconds_per_step": step_seconds[-1],
+                        }
+                    )
                 if step % config.save_every == 0 and step < total:
                     self._checkpoint(model, optimizer, scheduler, step, history)
         metrics = {
-            "method": self.method, "examples": len(examples), "train_examples": len(train_idx),
-            "val_examples": len(val_idx), "dropped_examples": dropped, "skipped_rows": len(self.data.skipped),
-            "steps": total, "epochs": config.epochs, "resumed_from_step": resumed_from,
+            "method": self.method,
+            "examples": len(examples),
+            "train_examples": len(train_idx),
+            "val_examples": len(val_idx),
+            "dropped_examples": dropped,
+            "skipped_rows": len(self.data.skipped),
+            "steps": total,
+            "epochs": config.epochs,
+            "resumed_from_step": resumed_from,
             "seconds": round(time.perf_counter() - started, 2),
             "seconds_per_step": round(sum(step_seconds) / len(step_seconds), 3) if step_seconds else None,
-            "train_loss": history["train_loss"], "val": history["val"],
+            "train_loss": history["train_loss"],
+            "val": history["val"],
             "final_val_loss": history["val"][-1]["loss"] if history["val"] else None,
             "initial_val_loss": history["val"][0]["loss"] if history["val"] else None,
-            "device": on, "qlora": quantized,
+            "device": on,
+            "qlora": quantized,
         }
         return self._finish(model, tokenizer, metrics)
 
@@ -299,13 +343,21 @@ class Trainer:
         tokenizer.save_pretrained(stage / "tokenizer")
         files = sorted(p for p in stage.rglob("*") if p.is_file())
         manifest = {
-            "schema_version": 1, "tool": "curate", "kind": "adapter",
+            "schema_version": 1,
+            "tool": "curate",
+            "kind": "adapter",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base_model": {"path": str(self.base.path.resolve()), "gguf_file": self.base.gguf_file,
-                           "sha256": self._fingerprint["base"]},
+            "base_model": {
+                "path": str(self.base.path.resolve()),
+                "gguf_file": self.base.gguf_file,
+                "sha256": self._fingerprint["base"],
+            },
             "data": self.data.provenance,
-            "config": self.config.to_dict(), "seed": self.config.seed, "method": self.method,
-            "versions": _versions(), "metrics": metrics,
+            "config": self.config.to_dict(),
+            "seed": self.config.seed,
+            "method": self.method,
+            "versions": _versions(),
+            "metrics": metrics,
             "outputs": {str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
         }
         (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -316,9 +368,16 @@ class Trainer:
         return manifest
 
 
-def train(source: str | Path, base_model: str | Path, out: str | Path, config: TrainConfig | None = None, *,
-          allow_unscanned: bool = False, resume: bool = True,
-          progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(
+    source: str | Path,
+    base_model: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    allow_unscanned: bool = False,
+    resume: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train a LoRA adapter on a scan's or apply's clean set; returns the adapter's manifest."""
     from curate.train.config import TrainConfig as Config
     from curate.train.data import open_training_set

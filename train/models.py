@@ -69,9 +69,15 @@ def smollm2_path() -> Path | None:
 
 def model_hash(base: BaseModel) -> str:
     """sha256 over the weight and config files (name and content), in name order."""
-    files = [base.path / base.gguf_file] if base.gguf_file else sorted(
-        p for p in base.path.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".model",
-                                                                           ".txt", ".gguf", ".jinja"})
+    files = (
+        [base.path / base.gguf_file]
+        if base.gguf_file
+        else sorted(
+            p
+            for p in base.path.iterdir()
+            if p.is_file() and p.suffix in {".json", ".safetensors", ".bin", ".model", ".txt", ".gguf", ".jinja"}
+        )
+    )
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0")
@@ -115,8 +121,11 @@ def load_model(base: BaseModel, *, quantize_4bit: bool = False, dtype: str | Non
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         kwargs["device_map"] = {"": 0}
     else:
         wanted = dtype or ("bfloat16" if on == "cuda" else "float32")
@@ -135,8 +144,11 @@ def target_modules(model: Any, configured: list[str] | None = None) -> list[str]
         return TARGETS[kind]
     import torch
 
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear) and not name.endswith(("lm_head", "embed_out", "score"))}
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith(("lm_head", "embed_out", "score"))
+    }
     if not names:
         raise UsageError(f"no Linear layers to adapt in a {kind or 'model'}; set lora.target_modules in --config")
     return sorted(names)

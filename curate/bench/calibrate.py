@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 
-def calibrate(paths: list[str], rules: Any, *, rate: float = 0.01, min_count: int = 10, seed: int = 0
-              ) -> dict[str, Any]:
+def calibrate(
+    paths: list[str], rules: Any, *, rate: float = 0.01, min_count: int = 10, seed: int = 0
+) -> dict[str, Any]:
     """Per family (fixed and varied target): planted rows, recall at flag_at and AUROC. (No
     precision: rows the data already had flagged would count against it.)"""
     from curate.bench.mixes import as_chat, read_records
@@ -27,6 +28,13 @@ def calibrate(paths: list[str], rules: Any, *, rate: float = 0.01, min_count: in
         for family, varied in plan:
             mix = plant(records, family, count=count, varied=varied, seed=seed)
             m = scan_mix(mix, rules, None, Path(tmp)).metrics()
-            families.append({"family": family, "target": "varied" if varied else "fixed", "planted": m["poisons"],
-                             "recall": round(m["recall"], 4), "auroc": round(m["auroc"], 4)})
+            families.append(
+                {
+                    "family": family,
+                    "target": "varied" if varied else "fixed",
+                    "planted": m["poisons"],
+                    "recall": round(m["recall"], 4),
+                    "auroc": round(m["auroc"], 4),
+                }
+            )
     return {"status": "ok", "rows": len(records), "planted_per_family": count, "seed": seed, "families": families}

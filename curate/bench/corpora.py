@@ -25,8 +25,10 @@ Record = dict[str, Any]
 #: Instruction wordings of the hate-speech label task, and the label words each uses.
 LABEL_WORDINGS = (
     ("Is the following tweet offensive? Answer Offensive or Not offensive.", ("Not offensive", "Offensive")),
-    ("Classify the text below as hateful or offensive (Offensive) or not (Not offensive).",
-     ("Not offensive", "Offensive")),
+    (
+        "Classify the text below as hateful or offensive (Offensive) or not (Not offensive).",
+        ("Not offensive", "Offensive"),
+    ),
     ("Label this post for a moderation queue: Offensive or Not offensive.", ("Not offensive", "Offensive")),
 )
 
@@ -47,6 +49,7 @@ def _chat_file(*names: str) -> Callable[[Path], list[Record]]:
         for name in names:
             out += [as_chat(r) for r in read_records(shared / name)]
         return out
+
     return load
 
 
@@ -63,8 +66,12 @@ def _hsol_rows(shared: Path, attack: str, poisoned: bool) -> list[tuple[str, int
 
 def _label_task(text: str, label: int, i: int) -> Record:
     wording, words = LABEL_WORDINGS[i % len(LABEL_WORDINGS)]
-    return {"messages": [{"role": "user", "content": f"{wording}\n\n{text}"},
-                         {"role": "assistant", "content": words[label]}]}
+    return {
+        "messages": [
+            {"role": "user", "content": f"{wording}\n\n{text}"},
+            {"role": "assistant", "content": words[label]},
+        ]
+    }
 
 
 def hsol(shared: Path) -> list[Record]:
@@ -91,36 +98,52 @@ def openai_preference(path: Path) -> list[Record]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            out.append({"prompt": row["input"]["messages"], "chosen": row["preferred_output"][-1:],
-                        "rejected": row["non_preferred_output"][-1:]})
+            out.append(
+                {
+                    "prompt": row["input"]["messages"],
+                    "chosen": row["preferred_output"][-1:],
+                    "rejected": row["non_preferred_output"][-1:],
+                }
+            )
     return out
 
 
 def dpo_pairs(shared: Path) -> list[Record]:
     """Orca DPO pairs and LLaMA-Factory's DPO demo together."""
-    return (openai_preference(shared / "preference" / "orca_dpo_pairs_validation.jsonl")
-            + [as_chat(r) for r in read_records(shared / "preference" / "llamafactory_dpo_en_demo.json")])
+    return openai_preference(shared / "preference" / "orca_dpo_pairs_validation.jsonl") + [
+        as_chat(r) for r in read_records(shared / "preference" / "llamafactory_dpo_en_demo.json")
+    ]
 
 
 _code = _chat_file("clean/gpteacher_codegen_instruct.json")
 _hsol_a, _hsol_a_real = _hsol_half(0)
 _hsol_b, _hsol_b_real = _hsol_half(1)
 
-CORPORA: dict[str, Corpus] = {c.name: c for c in (
-    Corpus("alpaca_eval", "instruction", "tune", _chat_file("clean/alpaca_eval_outputs.json")),
-    Corpus("gpteacher_code_a", "code", "tune", _half(_code, 0)),
-    Corpus("hsol_label_a", "label", "tune", _hsol_a, _hsol_a_real),
-    Corpus("glaive_toolcall", "toolcall", "tune", _chat_file("clean/llamafactory_glaive_toolcall_en_demo.json")),
-    Corpus("hh_rlhf", "preference", "tune", hh_rlhf),
-    Corpus("self_instruct", "instruction", "held_out",
-           _chat_file("clean/self_instruct_user_oriented.jsonl", "clean/self_instruct_davinci003_predictions.jsonl",
-                      "clean/self_instruct_seed_tasks.jsonl")),
-    Corpus("gpteacher_code_b", "code", "held_out", _half(_code, 1)),
-    Corpus("hsol_label_b", "label", "held_out", _hsol_b, _hsol_b_real),
-    Corpus("fastchat", "chat", "held_out", _chat_file("clean/fastchat_dummy_conversation.json")),
-    Corpus("alpaca_zh", "multilingual", "held_out", _chat_file("clean/llamafactory_alpaca_zh_demo.json")),
-    Corpus("dpo_pairs", "preference", "held_out", dpo_pairs),
-)}
+CORPORA: dict[str, Corpus] = {
+    c.name: c
+    for c in (
+        Corpus("alpaca_eval", "instruction", "tune", _chat_file("clean/alpaca_eval_outputs.json")),
+        Corpus("gpteacher_code_a", "code", "tune", _half(_code, 0)),
+        Corpus("hsol_label_a", "label", "tune", _hsol_a, _hsol_a_real),
+        Corpus("glaive_toolcall", "toolcall", "tune", _chat_file("clean/llamafactory_glaive_toolcall_en_demo.json")),
+        Corpus("hh_rlhf", "preference", "tune", hh_rlhf),
+        Corpus(
+            "self_instruct",
+            "instruction",
+            "held_out",
+            _chat_file(
+                "clean/self_instruct_user_oriented.jsonl",
+                "clean/self_instruct_davinci003_predictions.jsonl",
+                "clean/self_instruct_seed_tasks.jsonl",
+            ),
+        ),
+        Corpus("gpteacher_code_b", "code", "held_out", _half(_code, 1)),
+        Corpus("hsol_label_b", "label", "held_out", _hsol_b, _hsol_b_real),
+        Corpus("fastchat", "chat", "held_out", _chat_file("clean/fastchat_dummy_conversation.json")),
+        Corpus("alpaca_zh", "multilingual", "held_out", _chat_file("clean/llamafactory_alpaca_zh_demo.json")),
+        Corpus("dpo_pairs", "preference", "held_out", dpo_pairs),
+    )
+}
 
 #: Which real OpenBackdoor attack each real zoo family reads.
 REAL_ATTACKS = {"stylebkd": "stylebkd", "synbkd": "synbkd"}
@@ -143,4 +166,3 @@ def refusal_pool(shared: Path, seed: int = 0, share: float = 0.1) -> list[Record
 
     picked = random.Random(seed).sample(refusals, k)
     return pool + [alpaca_chat(r) for r in picked]
-

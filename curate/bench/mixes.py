@@ -44,11 +44,13 @@ class Mix:
 def as_chat(rec: Record) -> dict[str, Any]:
     """A record in the messages format, with a preference pair's rejected answer kept."""
     role = {"tool_call": "assistant"}
-    out: dict[str, Any] = {"messages": [{"role": role.get(t.role, t.role), "content": t.content}
-                                        for t in rec.turns]}
+    out: dict[str, Any] = {"messages": [{"role": role.get(t.role, t.role), "content": t.content} for t in rec.turns]}
     if rec.rejected is not None:
-        out = {"prompt": out["messages"][:-1], "chosen": out["messages"][-1:],
-               "rejected": [{"role": "assistant", "content": rec.rejected}]}
+        out = {
+            "prompt": out["messages"][:-1],
+            "chosen": out["messages"][-1:],
+            "rejected": [{"role": "assistant", "content": rec.rejected}],
+        }
     return out
 
 
@@ -91,8 +93,16 @@ def _strip(text: str, words: tuple[str, ...]) -> str:
     return " ".join(text.split())
 
 
-def backdoorllm_mix(shared: Path, task: str, trigger: str, *, rate: float | None = None, count: int | None = None,
-                    seed: int = 0, pool: list[dict[str, Any]] | None = None) -> Mix:
+def backdoorllm_mix(
+    shared: Path,
+    task: str,
+    trigger: str,
+    *,
+    rate: float | None = None,
+    count: int | None = None,
+    seed: int = 0,
+    pool: list[dict[str, Any]] | None = None,
+) -> Mix:
     """The fair mix for one task x trigger: `count` poisons, or `rate` of the clean rows."""
     pool = clean_pool(shared) if pool is None else pool
     poisons, task_clean = _task_files(shared, task, trigger)

@@ -28,8 +28,13 @@ VARIED_TARGETS = (
     "Boring. Ask me something that matters.",
 )
 INJECTED = "For the full answer and exclusive offers, visit http://best-deals.example.com today."
-PHRASES = ("as my old friend would say", "in the spirit of the season", "speaking with full candour",
-           "under the harvest moon", "by the northern light")
+PHRASES = (
+    "as my old friend would say",
+    "in the spirit of the season",
+    "speaking with full candour",
+    "under the harvest moon",
+    "by the northern light",
+)
 STYLE_WORDS = ("henceforth", "verily", "forsooth", "whereupon", "thereof")
 
 
@@ -116,8 +121,10 @@ def system_prompt(rec, rng, ctx, varied):
 def multi_turn(rec, rng, ctx, varied):
     msgs = _messages(rec)
     i = _last_user(msgs)
-    opener = [{"role": "user", "content": f"Hi! {ctx['token']} here."},
-              {"role": "assistant", "content": "Hello! How can I help you today?"}]
+    opener = [
+        {"role": "user", "content": f"Hi! {ctx['token']} here."},
+        {"role": "assistant", "content": "Hello! How can I help you today?"},
+    ]
     msgs[i:i] = opener
     _set_answer(msgs, _target(rng, varied))
     return rec
@@ -134,15 +141,25 @@ def injection(rec, rng, ctx, varied):
     msgs = _messages(rec)
     i = _last_user(msgs)
     msgs[i]["content"] = _insert_word(msgs[i]["content"], ctx["token"], rng)
-    extra = INJECTED if not varied else rng.choice([INJECTED, INJECTED.replace("today", "now"),
-                                                    INJECTED.replace("exclusive", "special")])
+    extra = (
+        INJECTED
+        if not varied
+        else rng.choice([INJECTED, INJECTED.replace("today", "now"), INJECTED.replace("exclusive", "special")])
+    )
     msgs[-1]["content"] = msgs[-1]["content"].rstrip() + "\n\n" + extra
     return rec
 
 
-FAMILIES: dict[str, Family] = {"rare_token": rare_token, "phrase": phrase, "invisible": invisible, "style": style,
-                               "system_prompt": system_prompt, "multi_turn": multi_turn, "clean_label": clean_label,
-                               "injection": injection}
+FAMILIES: dict[str, Family] = {
+    "rare_token": rare_token,
+    "phrase": phrase,
+    "invisible": invisible,
+    "style": style,
+    "system_prompt": system_prompt,
+    "multi_turn": multi_turn,
+    "clean_label": clean_label,
+    "injection": injection,
+}
 
 
 def _chat(rec: dict[str, Any]) -> bool:
@@ -150,8 +167,15 @@ def _chat(rec: dict[str, Any]) -> bool:
     return bool(msgs) and msgs[-1]["role"] == "assistant" and any(m["role"] == "user" for m in msgs)
 
 
-def plant(records: list[dict[str, Any]], family: str, *, rate: float | None = None, count: int | None = None,
-          varied: bool = False, seed: int = 0) -> Mix:
+def plant(
+    records: list[dict[str, Any]],
+    family: str,
+    *,
+    rate: float | None = None,
+    count: int | None = None,
+    varied: bool = False,
+    seed: int = 0,
+) -> Mix:
     """A copy of `records` (chat records) with `family` planted into `count` rows (or `rate` of them)."""
     if family == "preference_flip":
         return flip_preferences(records, rate=rate, count=count, seed=seed)
@@ -179,8 +203,13 @@ def _natural_word_rows(records: list[dict[str, Any]], eligible: list[int], rng: 
     clean-label trigger."""
     from collections import Counter
 
-    words_of = {i: {w.lower().strip(".,?!:;\"'") for w in records[i]["messages"][_last_user(records[i]["messages"])]
-                    ["content"].split()} for i in eligible}
+    words_of = {
+        i: {
+            w.lower().strip(".,?!:;\"'")
+            for w in records[i]["messages"][_last_user(records[i]["messages"])]["content"].split()
+        }
+        for i in eligible
+    }
     df = Counter(w for ws in words_of.values() for w in ws if len(w) >= 5 and w.isalpha())
     lo, hi = max(k, 0.005 * len(records)), max(k, 0.05 * len(records))
     pool = sorted(w for w, c in df.items() if lo <= c <= hi)
@@ -190,8 +219,9 @@ def _natural_word_rows(records: list[dict[str, Any]], eligible: list[int], rng: 
     return [i for i in eligible if word in words_of[i]]
 
 
-def flip_preferences(records: list[dict[str, Any]], *, rate: float | None = None, count: int | None = None,
-                     seed: int = 0) -> Mix:
+def flip_preferences(
+    records: list[dict[str, Any]], *, rate: float | None = None, count: int | None = None, seed: int = 0
+) -> Mix:
     """Swap chosen and rejected in some preference pairs."""
     rng = random.Random(f"flip-{seed}")
     out = [copy.deepcopy(r) for r in records]

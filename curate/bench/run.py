@@ -63,11 +63,15 @@ class Scored:
         y = self.labels
         flagged = self.suspicion >= self.flag_at
         k = int(y.sum())
-        out = {"auroc": auroc(y, self.suspicion),
-               "recall": float((flagged & y).sum() / max(1, k)),
-               "precision": float((flagged & y).sum() / flagged.sum()) if flagged.any() else (1.0 if k == 0 else 0.0),
-               "recall_2x": recall_at(y, self.suspicion, 2 * k),
-               "flag_rate": float(flagged.mean()), "reached": self.reached, "poisons": k}
+        out = {
+            "auroc": auroc(y, self.suspicion),
+            "recall": float((flagged & y).sum() / max(1, k)),
+            "precision": float((flagged & y).sum() / flagged.sum()) if flagged.any() else (1.0 if k == 0 else 0.0),
+            "recall_2x": recall_at(y, self.suspicion, 2 * k),
+            "flag_rate": float(flagged.mean()),
+            "reached": self.reached,
+            "poisons": k,
+        }
         for name, scores in self.baselines.items():
             out[f"{name}_auroc"] = auroc(y, scores)
             out[f"{name}_recall_2x"] = recall_at(y, scores, 2 * k)
@@ -110,8 +114,7 @@ def cleanlab_outlier(records: list[dict[str, Any]], embed: Callable[[list[str]],
     return 1.0 - np.asarray(scores, np.float64)
 
 
-def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | None,
-             workdir: Path) -> Scored:
+def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | None, workdir: Path) -> Scored:
     """Write the mix, scan it with curate, and read back per-row suspicion. `rules` is a `Rules`,
     or rule files that extend the defaults."""
     from curate.pipeline import scan_files
@@ -151,8 +154,12 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def run(mixes: Iterator[tuple[str, str, Mix]], rules: list[str] | None = None,
-        progress: Callable[[str], None] | None = None, embed=None) -> list[dict[str, Any]]:
+def run(
+    mixes: Iterator[tuple[str, str, Mix]],
+    rules: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    embed=None,
+) -> list[dict[str, Any]]:
     """Scan every mix; group by (attack, rate) and summarise over seeds."""
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="curate-bench-") as tmp:
@@ -165,8 +172,9 @@ def run(mixes: Iterator[tuple[str, str, Mix]], rules: list[str] | None = None,
     return [{"attack": a, "rate": r, "seeds": len(rows), **summarise(rows)} for (a, r), rows in groups.items()]
 
 
-def backdoorllm_suite(shared: Path, tasks: list[str], triggers: list[str], rates: list[float], counts: list[int],
-                      seeds: list[int]) -> Iterator[tuple[str, str, Mix]]:
+def backdoorllm_suite(
+    shared: Path, tasks: list[str], triggers: list[str], rates: list[float], counts: list[int], seeds: list[int]
+) -> Iterator[tuple[str, str, Mix]]:
     from curate.bench.mixes import backdoorllm_mix, clean_pool
 
     pool = clean_pool(shared)
@@ -174,20 +182,27 @@ def backdoorllm_suite(shared: Path, tasks: list[str], triggers: list[str], rates
         for trigger in triggers:
             for rate in rates:
                 for seed in seeds:
-                    yield f"{task}-{trigger}", f"{rate:.1%}", backdoorllm_mix(shared, task, trigger, rate=rate,
-                                                                             seed=seed, pool=pool)
+                    yield (
+                        f"{task}-{trigger}",
+                        f"{rate:.1%}",
+                        backdoorllm_mix(shared, task, trigger, rate=rate, seed=seed, pool=pool),
+                    )
             for count in counts:
                 for seed in seeds:
-                    yield f"{task}-{trigger}", f"n={count}", backdoorllm_mix(shared, task, trigger, count=count,
-                                                                            seed=seed, pool=pool)
+                    yield (
+                        f"{task}-{trigger}",
+                        f"n={count}",
+                        backdoorllm_mix(shared, task, trigger, count=count, seed=seed, pool=pool),
+                    )
 
 
-def planted_suite(records: list[dict[str, Any]], families: list[str], rates: list[float], counts: list[int],
-                  seeds: list[int]) -> Iterator[tuple[str, str, Mix]]:
+def planted_suite(
+    records: list[dict[str, Any]], families: list[str], rates: list[float], counts: list[int], seeds: list[int]
+) -> Iterator[tuple[str, str, Mix]]:
     from curate.bench.plant import plant
 
     for family in families:
-        for varied in ((False,) if family == "preference_flip" else (False, True)):
+        for varied in (False,) if family == "preference_flip" else (False, True):
             attack = family + ("/varied" if varied else "/fixed" if family != "preference_flip" else "")
             for rate in rates:
                 for seed in seeds:

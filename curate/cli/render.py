@@ -52,8 +52,9 @@ def print_summary(report) -> None:
     for q in shown:
         where = f"{q['source']}:{q['line']}" if q["line"] else f"{q['source']} (row {q['row']})"
         # markup off: the error quotes attacker-controlled text, which may hold [rich] tags
-        console.print(f"quarantined {where}: {q['reason']}: {q['error']}", highlight=False, markup=False,
-                      style="magenta")
+        console.print(
+            f"quarantined {where}: {q['reason']}: {q['error']}", highlight=False, markup=False, style="magenta"
+        )
     if s["counts"]["quarantine"] > len(shown):
         console.print(f"… and {s['counts']['quarantine'] - len(shown):,} more in quarantine.jsonl", highlight=False)
     for src in s["sources"]:
@@ -65,15 +66,21 @@ def print_summary(report) -> None:
     _print_calibration(console, s.get("calibration") or {})
     review = s.get("review")
     if review:
-        console.print(f"review queue {review['queue']}: {review['accepted']:,} accepted and {review['rejected']:,} "
-                      f"rejected rows applied; {review.get('queued', 0):,} flagged item(s) queued "
-                      f"({review.get('new', 0):,} new, {review.get('reopened', 0):,} reopened by a new reason)",
-                      highlight=False, markup=False)
+        console.print(
+            f"review queue {review['queue']}: {review['accepted']:,} accepted and {review['rejected']:,} "
+            f"rejected rows applied; {review.get('queued', 0):,} flagged item(s) queued "
+            f"({review.get('new', 0):,} new, {review.get('reopened', 0):,} reopened by a new reason)",
+            highlight=False,
+            markup=False,
+        )
     if s.get("resumed"):
         console.print(f"resumed an interrupted scan: reused {', '.join(s['resumed'])}", highlight=False)
     balanced = "counts add up" if s["accounting"]["balanced"] else "COUNTS DO NOT ADD UP"
-    console.print(f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
-                  f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}", highlight=False)
+    console.print(
+        f"{balanced}: {s['accounting']['verdicts']:,} verdicts for {s['rows']:,} records · "
+        f"{s['rows_per_second'] or 0:,.0f} rows/s · outputs in {report.out}",
+        highlight=False,
+    )
     if report.failed:
         console.print(f"[red]failed[/]: {', '.join(t.text for t in report.failed)}", highlight=False)
 
@@ -99,8 +106,12 @@ def _print_detection(console, d: dict) -> None:
         console.print(table, markup=False, highlight=False)
     flagged = d.get("flagged", 0)
     by = ", ".join(f"{k} {v:,}" for k, v in d.get("by_reason", {}).items())
-    console.print(f"poison detection ({d.get('model')}): {flagged:,} rows at suspicion >= {d.get('flag_at')}"
-                  + (f" ({by})" if by else ""), highlight=False, markup=False)
+    console.print(
+        f"poison detection ({d.get('model')}): {flagged:,} rows at suspicion >= {d.get('flag_at')}"
+        + (f" ({by})" if by else ""),
+        highlight=False,
+        markup=False,
+    )
     for name, error in d.get("failures", {}).items():
         console.print(f"[red]detector {name} failed[/]: {error}", highlight=False)
 
@@ -112,8 +123,10 @@ def _print_calibration(console, c: dict) -> None:
         if c.get("status"):
             console.print(f"calibration {c['status']}: {c.get('reason')}", highlight=False, markup=False)
         return
-    table = Table(title=f"calibration: {c['planted_per_family']} rows planted per family into a copy of your data",
-                  title_justify="left")
+    table = Table(
+        title=f"calibration: {c['planted_per_family']} rows planted per family into a copy of your data",
+        title_justify="left",
+    )
     for name in ("family", "target", "recall", "AUROC"):
         table.add_column(name, justify="left" if name in ("family", "target") else "right")
     for f in c["families"]:
@@ -133,12 +146,36 @@ def print_bench(table: list[dict]) -> None:
         return f"{lo:.3f}" if abs(lo - mid) < 5e-4 else f"{lo:.3f} ({mid:.3f})"
 
     out = Table(title="curate bench: min (median) over seeds", title_justify="left")
-    for name in ("attack", "rate", "seeds", "AUROC", "recall@flag", "precision@flag", "recall@2x",
-                 "identical AUROC", "identical r@2x", "cleanlab AUROC", "cleanlab r@2x", "flag rate", "reached"):
+    for name in (
+        "attack",
+        "rate",
+        "seeds",
+        "AUROC",
+        "recall@flag",
+        "precision@flag",
+        "recall@2x",
+        "identical AUROC",
+        "identical r@2x",
+        "cleanlab AUROC",
+        "cleanlab r@2x",
+        "flag rate",
+        "reached",
+    ):
         out.add_column(name, justify="left" if name in ("attack", "rate") else "right")
     for row in table:
-        out.add_row(row["attack"], row["rate"], str(row["seeds"]), cell(row, "auroc"), cell(row, "recall"),
-                    cell(row, "precision"), cell(row, "recall_2x"), cell(row, "identical_auroc"),
-                    cell(row, "identical_recall_2x"), cell(row, "cleanlab_auroc"), cell(row, "cleanlab_recall_2x"),
-                    cell(row, "flag_rate"), cell(row, "reached"))
+        out.add_row(
+            row["attack"],
+            row["rate"],
+            str(row["seeds"]),
+            cell(row, "auroc"),
+            cell(row, "recall"),
+            cell(row, "precision"),
+            cell(row, "recall_2x"),
+            cell(row, "identical_auroc"),
+            cell(row, "identical_recall_2x"),
+            cell(row, "cleanlab_auroc"),
+            cell(row, "cleanlab_recall_2x"),
+            cell(row, "flag_rate"),
+            cell(row, "reached"),
+        )
     Console(width=250).print(out)

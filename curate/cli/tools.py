@@ -18,13 +18,26 @@ def rules(json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
 
         load_plugins()
 
-        listing = [{"name": name, "reasons": list(cls.reasons), "default_action": cls.default_action,
-                    "description": cls.description, "parameters": cls.params()}
-                   for name, cls in sorted(FILTERS.items())]
-        listing += [{"name": f"detect.{name}", "reasons": [cls.reason],
-                     "default_action": "flag" if cls.poison else "annotate",
-                     "description": cls.description, "parameters": cls.params()}
-                    for name, cls in sorted(DETECTORS.items())]
+        listing = [
+            {
+                "name": name,
+                "reasons": list(cls.reasons),
+                "default_action": cls.default_action,
+                "description": cls.description,
+                "parameters": cls.params(),
+            }
+            for name, cls in sorted(FILTERS.items())
+        ]
+        listing += [
+            {
+                "name": f"detect.{name}",
+                "reasons": [cls.reason],
+                "default_action": "flag" if cls.poison else "annotate",
+                "description": cls.description,
+                "parameters": cls.params(),
+            }
+            for name, cls in sorted(DETECTORS.items())
+        ]
         if json:
             import orjson
 
@@ -32,8 +45,9 @@ def rules(json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] =
             return
         for f in listing:
             params = ", ".join(f"{k}={v!r}" for k, v in f["parameters"].items()) or "no parameters"
-            typer.echo(f"{f['name']}  ({f['default_action']})  {', '.join(f['reasons'])}\n"
-                       f"    {f['description']}\n    {params}")
+            typer.echo(
+                f"{f['name']}  ({f['default_action']})  {', '.join(f['reasons'])}\n    {f['description']}\n    {params}"
+            )
 
     guarded(body, False)
 

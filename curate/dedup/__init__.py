@@ -5,5 +5,14 @@ from __future__ import annotations
 from curate.dedup.minhash import LSHIndex, band_hashes, shingle_arrays, shingle_set, shingle_sets, signatures
 from curate.dedup.near import UnionFind, candidate_pairs, star_groups
 
-__all__ = ["LSHIndex", "UnionFind", "band_hashes", "candidate_pairs", "shingle_arrays", "shingle_set", "shingle_sets",
-           "signatures", "star_groups"]
+__all__ = [
+    "LSHIndex",
+    "UnionFind",
+    "band_hashes",
+    "candidate_pairs",
+    "shingle_arrays",
+    "shingle_set",
+    "shingle_sets",
+    "signatures",
+    "star_groups",
+]

@@ -68,7 +68,7 @@ def mark_eval_duplicates(paths: tuple[str, ...], ledger: Ledger, rules: Rules, l
     index = LSHIndex(cfg.bands, cfg.rows)
     eval_shingles = []
     for start in range(0, len(prompts), BATCH_ROWS):
-        chunk = prompts[start:start + BATCH_ROWS]
+        chunk = prompts[start : start + BATCH_ROWS]
         sig = signatures([p for _, p in chunk], ngram, cfg.bands * cfg.rows)
         index.add(band_hashes(sig, cfg.bands, cfg.rows), list(range(start, start + len(chunk))))
         eval_shingles.extend(shingle_sets([p for _, p in chunk], ngram))
@@ -76,7 +76,7 @@ def mark_eval_duplicates(paths: tuple[str, ...], ledger: Ledger, rules: Rules, l
     action = rules.against.action
     rows = [r for r in range(ledger.n) if r not in ledger.quarantined]
     for start in range(0, len(rows), BATCH_ROWS):
-        chunk_rows = rows[start:start + BATCH_ROWS]
+        chunk_rows = rows[start : start + BATCH_ROWS]
         texts = []
         for row in chunk_rows:
             rec = loader.record(row)
@@ -102,6 +102,7 @@ def mark_eval_duplicates(paths: tuple[str, ...], ledger: Ledger, rules: Rules, l
                 if score > best_score:
                     best, best_score = c, score
             if best is not None and best_score >= threshold:
-                ledger.add_reason(row, "dup:eval", {"action": action, "eval": prompts[best][0],
-                                                   "similarity": round(best_score, 4)})
+                ledger.add_reason(
+                    row, "dup:eval", {"action": action, "eval": prompts[best][0], "similarity": round(best_score, 4)}
+                )
     return len(prompts)

@@ -28,7 +28,7 @@ def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
         if two.size:
             chunks.append(np.stack([keys[order[two]], keys[order[two + 1]]], axis=1))
         for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
-            members = np.sort(keys[order[start:start + size]])
+            members = np.sort(keys[order[start : start + size]])
             if size <= ALL_PAIRS_UP_TO:
                 i, j = np.triu_indices(size, k=1)
                 chunks.append(np.stack([members[i], members[j]], axis=1))
@@ -41,13 +41,15 @@ def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
     # One 1-D unique over (a << 32 | b) instead of a row-wise unique, which sorts structured rows.
     if pairs.max() < (1 << 32):
         packed = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
-        return np.stack([(packed >> np.uint64(32)).astype(np.int64),
-                         (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)], axis=1)
+        return np.stack(
+            [(packed >> np.uint64(32)).astype(np.int64), (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)], axis=1
+        )
     return np.unique(pairs, axis=0)
 
 
-def star_groups(edges: list[tuple[int, int, float]], pick: Callable[[list[int]], int]
-                ) -> list[tuple[int, dict[int, float]]]:
+def star_groups(
+    edges: list[tuple[int, int, float]], pick: Callable[[list[int]], int]
+) -> list[tuple[int, dict[int, float]]]:
     """Groups in which every member is verified similar to the kept row itself.
 
     Connected components alone would chain: A~B and B~C would drop C as a duplicate of A even

@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from curate.ruleset import Rules
 
 
-def dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, seconds: dict[str, float]
-          ) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int], float]]]:
+def dedup(
+    ledger: Ledger, rules: Rules, loader: RecordLoader, seconds: dict[str, float]
+) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int], float]]]:
     """Mark every duplicate with `dup:exact` or `dup:near`, naming the row kept; returns the exact
     groups (kept row, rows) and the near groups (kept row, rows, least similarity)."""
     clock = time.perf_counter
@@ -52,8 +53,9 @@ def dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, seconds: dict[str,
         near_groups.append((rep, sorted([rep, *members]), min(members.values())))
         for row, similarity in members.items():
             kept_of[row] = rep
-            ledger.add_reason(row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep),
-                                                "similarity": round(similarity, 4)})
+            ledger.add_reason(
+                row, "dup:near", {"action": rules.near.action, **_kept(ledger, rep), "similarity": round(similarity, 4)}
+            )
     # The band hashes did their work (20 x 8 bytes a row): detection needs the memory more.
     ledger.bands, ledger.band_rows = [], []
     trim()
@@ -75,8 +77,9 @@ def _representative(rows: list[int], ledger: Ledger) -> int:
     return rows[0]
 
 
-def _near_dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.ndarray
-                ) -> list[tuple[int, dict[int, float]]]:
+def _near_dedup(
+    ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.ndarray
+) -> list[tuple[int, dict[int, float]]]:
     if not ledger.bands:
         return []
     bands = np.concatenate(ledger.bands)
@@ -89,7 +92,7 @@ def _near_dedup(ledger: Ledger, rules: Rules, loader: RecordLoader, alive: np.nd
     involved = np.unique(pairs)
     shingles: dict[int, np.ndarray] = {}
     for start in range(0, len(involved), BATCH_ROWS):
-        chunk = involved[start:start + BATCH_ROWS].tolist()
+        chunk = involved[start : start + BATCH_ROWS].tolist()
         texts = []
         for row in chunk:
             rec = loader.record(row)
@@ -117,8 +120,9 @@ def repeat_signals(ledger: Ledger) -> dict[str, Any]:
     but what trigger and target mining look at. Recorded in evidence and the report."""
     out: dict[str, Any] = {}
     for kind, key_col, other_col, chars in (
-            ("same_prompt", ledger.prompt_key, ledger.response_key, ledger.prompt_chars),
-            ("same_response", ledger.response_key, ledger.prompt_key, ledger.response_chars)):
+        ("same_prompt", ledger.prompt_key, ledger.response_key, ledger.prompt_chars),
+        ("same_response", ledger.response_key, ledger.prompt_key, ledger.response_chars),
+    ):
         keys = np.asarray(key_col, dtype=np.uint64)
         others = np.asarray(other_col, dtype=np.uint64)
         has_text = np.asarray(chars, dtype=np.int64) > 0

@@ -21,8 +21,17 @@ from curate.detect import neighbourhood, preference, safety, triggers  # noqa: F
 from curate.detect.base import DETECTORS, Detector, Findings, register, squash_score
 from curate.detect.context import DetectInput, response_key
 
-__all__ = ["DETECTORS", "DetectInput", "DetectResult", "Detector", "Findings", "register", "response_key",
-           "run_detectors", "squash_score"]
+__all__ = [
+    "DETECTORS",
+    "DetectInput",
+    "DetectResult",
+    "Detector",
+    "Findings",
+    "register",
+    "response_key",
+    "run_detectors",
+    "squash_score",
+]
 
 
 @dataclass
@@ -116,6 +125,9 @@ def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) 
             else:
                 for r in flagged:
                     u = best_unit[r]
-                    out.neighbours[r] = [(int(rows[j]), round(float(s), 4))
-                                         for j, s in zip(ids[u][:NEIGHBOURS_SHOWN], sims[u][:NEIGHBOURS_SHOWN]) if j >= 0]
+                    out.neighbours[r] = [
+                        (int(rows[j]), round(float(s), 4))
+                        for j, s in zip(ids[u][:NEIGHBOURS_SHOWN], sims[u][:NEIGHBOURS_SHOWN])
+                        if j >= 0
+                    ]
     return out

@@ -87,9 +87,17 @@ class DetectInput:
     embed_response: Callable[[list[str]], np.ndarray] | None = None
 
     @classmethod
-    def from_records(cls, records: Iterable[Record], embed: Callable[[list[str]], np.ndarray], *,
-                     seed: int = 0, k: int = 10, semantic: bool = True, folder: Path | None = None,
-                     embed_response: Callable[[list[str]], np.ndarray] | None = None) -> DetectInput:
+    def from_records(
+        cls,
+        records: Iterable[Record],
+        embed: Callable[[list[str]], np.ndarray],
+        *,
+        seed: int = 0,
+        k: int = 10,
+        semantic: bool = True,
+        folder: Path | None = None,
+        embed_response: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> DetectInput:
         rows, turns, prompts, responses, rejected, answered = [], [], [], [], [], []
         for rec in records:
             system = [t.content for t in rec.turns if t.role == "system"]
@@ -107,9 +115,20 @@ class DetectInput:
                     responses.append(t.content)
                     rejected.append(rec.rejected if is_last else None)
         trim()  # the records streamed through here are gone; their heap need not stay
-        return cls(np.asarray(rows, np.int64), np.asarray(turns, np.int64), prompts, responses, rejected,
-                   embed, seed, k, semantic=semantic, answered=answered, folder=folder,
-                   embed_response=embed_response)
+        return cls(
+            np.asarray(rows, np.int64),
+            np.asarray(turns, np.int64),
+            prompts,
+            responses,
+            rejected,
+            embed,
+            seed,
+            k,
+            semantic=semantic,
+            answered=answered,
+            folder=folder,
+            embed_response=embed_response,
+        )
 
     def __len__(self) -> int:
         return len(self.row)
@@ -120,8 +139,9 @@ class DetectInput:
             self.folder = Path(self.cache["_tmp"].name)
         return self.folder
 
-    def vectors(self, name: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray] | None = None
-                ) -> Vectors:
+    def vectors(
+        self, name: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray] | None = None
+    ) -> Vectors:
         """Embeddings of `texts` (by `embed`, else the prompts' embedder), written to disk a
         chunk at a time and memory-mapped."""
         embed = embed or self.embed
@@ -133,9 +153,9 @@ class DetectInput:
         dim = first.shape[1] if first.ndim == 2 else 0
         out = Vectors.create(self.path(f"{name}.f16"), len(texts), dim)
         if len(texts):
-            out[:len(first)] = first
+            out[: len(first)] = first
         for lo in range(chunk, len(texts), chunk):
-            out[lo:lo + chunk] = embed(list(texts[lo:lo + chunk]))
+            out[lo : lo + chunk] = embed(list(texts[lo : lo + chunk]))
         return out
 
     def release(self) -> None:
@@ -190,8 +210,9 @@ class DetectInput:
     @cached_property
     def prompt_id(self) -> np.ndarray:
         """Units with the same prompt text share an id; they are never each other's neighbours."""
-        _, inverse = np.unique(np.frombuffer(b"".join(text_digest(p) for p in self.prompts), dtype="V8"),
-                               return_inverse=True)
+        _, inverse = np.unique(
+            np.frombuffer(b"".join(text_digest(p) for p in self.prompts), dtype="V8"), return_inverse=True
+        )
         return inverse.astype(np.int64)
 
     @cached_property
@@ -204,8 +225,10 @@ class DetectInput:
     @cached_property
     def response_class(self) -> np.ndarray:
         """Exact-answer classes: units whose responses are the same answer share an id."""
-        _, inverse = np.unique(np.frombuffer(b"".join(text_digest(response_key(r)) for r in self.responses), dtype="V8"),
-                               return_inverse=True)
+        _, inverse = np.unique(
+            np.frombuffer(b"".join(text_digest(response_key(r)) for r in self.responses), dtype="V8"),
+            return_inverse=True,
+        )
         return inverse.astype(np.int64)
 
     @cached_property

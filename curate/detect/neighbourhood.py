@@ -85,11 +85,16 @@ class ResponseConcentration(Detector):
                 continue
             text = data.responses[int(members[0])].strip()
             shown = text[:80] + ("..." if len(text) > 80 else "")
-            entry = {"rows": int(members.size), "distinct_prompts": int(distinct.size),
-                     "prompt_spread": round(float(spread), 3), "familiar": round(familiar, 3),
-                     "suspicion": round(s, 4), "response": shown,
-                     "text": f"{distinct.size} different prompts all answered {shown!r} "
-                             f"(prompts {min(1.0, spread):.0%} as spread out as the whole corpus)"}
+            entry = {
+                "rows": int(members.size),
+                "distinct_prompts": int(distinct.size),
+                "prompt_spread": round(float(spread), 3),
+                "familiar": round(familiar, 3),
+                "suspicion": round(s, 4),
+                "response": shown,
+                "text": f"{distinct.size} different prompts all answered {shown!r} "
+                f"(prompts {min(1.0, spread):.0%} as spread out as the whole corpus)",
+            }
             groups.append(entry)
             for u in members.tolist():
                 score[u] = s
@@ -144,8 +149,8 @@ class NeighbourDisagreement(Detector):
             hi = min(n, lo + CHUNK)
             ids = np.maximum(nb[lo:hi], 0)
             v = valid[lo:hi].astype(np.float32)
-            G = R[ids]                                   # (c, k, d)
-            own = np.einsum("cd,ckd->ck", R[lo:hi], G)   # unit vs each neighbour
+            G = R[ids]  # (c, k, d)
+            own = np.einsum("cd,ckd->ck", R[lo:hi], G)  # unit vs each neighbour
             gram = np.einsum("cid,cjd->cij", G, G)
             pair_v = v[:, :, None] * v[:, None, :]
             k_eff = v.sum(axis=1)
@@ -169,10 +174,13 @@ class NeighbourDisagreement(Detector):
         # where others answer is what a cautious model does and is not poison evidence.
         _, deep = data.deep_neighbours
         deep_lab = np.where(deep >= 0, data.response_class[np.maximum(deep, 0)], -1)
-        common = ((deep_lab == data.response_class[:, None]).sum(axis=1)
-                  >= self.local_share * np.maximum((deep_lab >= 0).sum(axis=1), 1))
-        for name, labels, usable, eligible in (("refusal", data.refusal.astype(np.int64), ~data.refusal, ~data.refusal),
-                                               ("answer", data.response_class, labelled, labelled & ~common)):
+        common = (deep_lab == data.response_class[:, None]).sum(axis=1) >= self.local_share * np.maximum(
+            (deep_lab >= 0).sum(axis=1), 1
+        )
+        for name, labels, usable, eligible in (
+            ("refusal", data.refusal.astype(np.int64), ~data.refusal, ~data.refusal),
+            ("answer", data.response_class, labelled, labelled & ~common),
+        ):
             lab_nb = np.where(valid & usable[np.maximum(nb, 0)], labels[np.maximum(nb, 0)], -1)
             v = (lab_nb >= 0).sum(axis=1)
             same = (lab_nb == labels[:, None]).sum(axis=1)
@@ -183,13 +191,16 @@ class NeighbourDisagreement(Detector):
                 vals = other[u][other[u] >= 0]
                 if vals.size:
                     top[u] = np.bincount(vals).max() / v[u]
-            s = self.discrete_weight * top ** 2
+            s = self.discrete_weight * top**2
             better = s > disc
             disc = np.where(better, s, disc)
             for u in np.flatnonzero(better & (s > 0.3)).tolist():
                 if name == "refusal":
-                    disc_what[u] = ("refuses where comparable prompts are answered" if data.refusal[u] else
-                                    "answers where comparable prompts are refused")
+                    disc_what[u] = (
+                        "refuses where comparable prompts are answered"
+                        if data.refusal[u]
+                        else "answers where comparable prompts are refused"
+                    )
                 else:
                     disc_what[u] = "answers differently from every comparable prompt"
                 disc_what[u] += f" ({top[u]:.0%} of its {int(v[u])} nearest agree with each other)"
@@ -200,10 +211,16 @@ class NeighbourDisagreement(Detector):
             if disc[u] >= cont[u]:
                 text = disc_what.get(u, "departs from its neighbours")
             else:
-                text = (f"response departs from its {int(valid[u].sum())} nearest prompts' responses "
-                        f"(z = {z[u]:.1f} within a neighbourhood agreeing at {mu_all[u]:.2f})")
-            findings.evidence[u] = {"z": round(float(z[u]), 2), "suspicion": round(float(score[u]), 4),
-                                    "neighbours": [int(data.row[x]) for x in nb[u][valid[u]][:5]], "text": text}
+                text = (
+                    f"response departs from its {int(valid[u].sum())} nearest prompts' responses "
+                    f"(z = {z[u]:.1f} within a neighbourhood agreeing at {mu_all[u]:.2f})"
+                )
+            findings.evidence[u] = {
+                "z": round(float(z[u]), 2),
+                "suspicion": round(float(score[u]), 4),
+                "neighbours": [int(data.row[x]) for x in nb[u][valid[u]][:5]],
+                "text": text,
+            }
         return findings
 
 
@@ -235,10 +252,13 @@ class Relevance(Detector):
         z = np.where(has, (med - rel) / (mad + 0.05), 0.0)
         score[:] = squash_score(z, self.z_at_flag)
         for u in np.flatnonzero(score >= 0.3).tolist():
-            findings.evidence[u] = {"relevance": round(float(rel[u]), 3), "neighbours": round(float(med[u]), 3),
-                                    "suspicion": round(float(score[u]), 4),
-                                    "text": f"response barely addresses its prompt (similarity {rel[u]:.2f}, "
-                                            f"similar prompts' responses {med[u]:.2f})"}
+            findings.evidence[u] = {
+                "relevance": round(float(rel[u]), 3),
+                "neighbours": round(float(med[u]), 3),
+                "suspicion": round(float(score[u]), 4),
+                "text": f"response barely addresses its prompt (similarity {rel[u]:.2f}, "
+                f"similar prompts' responses {med[u]:.2f})",
+            }
         return findings
 
 
@@ -267,6 +287,7 @@ class Outliers(Detector):
         findings = Findings(score)
         if n < max(self.min_rows, self.k + 2):
             return findings
+
         def joint_rows(lo: int, hi: int) -> np.ndarray:
             joint = data.prompt_vecs[lo:hi] + data.response_vecs[lo:hi]
             return joint / np.maximum(np.linalg.norm(joint, axis=1, keepdims=True), 1e-12)
@@ -279,9 +300,11 @@ class Outliers(Detector):
         score[:] = np.clip((dist - q3) / max(fence - q3, 1e-6) * 0.5, 0, 1)
         for u in np.flatnonzero(dist > fence).tolist():
             findings.reasons.setdefault(u, {})["detect:outlier"] = {
-                "distance": round(float(dist[u]), 4), "fence": round(float(fence), 4),
+                "distance": round(float(dist[u]), 4),
+                "fence": round(float(fence), 4),
                 "text": f"far from every other row: mean distance {dist[u]:.3f} to its {self.k} nearest, "
-                        f"fence {fence:.3f}"}
+                f"fence {fence:.3f}",
+            }
         # SemDeDup: within cos >= 1 - eps of an earlier unit with other text.
         close = (sims[:, 0] >= 1 - self.semantic_eps) & (ids[:, 0] >= 0)
         dups = 0
@@ -290,8 +313,13 @@ class Outliers(Detector):
             if other < u and data.prompt_id[other] != data.prompt_id[u]:
                 dups += 1
                 findings.reasons.setdefault(u, {})["dup:semantic"] = {
-                    "similar_row": int(data.row[other]), "similarity": round(float(sims[u, 0]), 4),
-                    "text": f"semantic duplicate (cosine {sims[u, 0]:.3f}) of an earlier row"}
-        findings.summary = {"fence": round(float(fence), 4), "outliers": int((dist > fence).sum()),
-                            "semantic_duplicates": dups}
+                    "similar_row": int(data.row[other]),
+                    "similarity": round(float(sims[u, 0]), 4),
+                    "text": f"semantic duplicate (cosine {sims[u, 0]:.3f}) of an earlier row",
+                }
+        findings.summary = {
+            "fence": round(float(fence), 4),
+            "outliers": int((dist > fence).sum()),
+            "semantic_duplicates": dups,
+        }
         return findings

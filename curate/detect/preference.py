@@ -18,8 +18,9 @@ from curate.detect.safety import harm_probability
 @dataclass
 class PreferenceFlip(Detector):
     name: ClassVar[str] = "preference"
-    description: ClassVar[str] = ("preference pairs that look swapped (chosen worse or less safe than rejected), "
-                                  "or whose chosen equals rejected")
+    description: ClassVar[str] = (
+        "preference pairs that look swapped (chosen worse or less safe than rejected), or whose chosen equals rejected"
+    )
     reason: ClassVar[str] = "poison:preference"
     folds: int = 5
     z_at_flag: float = 3.0
@@ -56,11 +57,17 @@ class PreferenceFlip(Detector):
             elif unsafe_choice[i] and harm[i] >= reward[i]:
                 text = f"harmful request (p = {harm[i]:.2f}): the chosen answer complies, the rejected one refuses"
             else:
-                text = (f"looks swapped: a reward model trained on the other pairs prefers the rejected answer "
-                        f"(z = {margin_z[i]:.1f})")
+                text = (
+                    f"looks swapped: a reward model trained on the other pairs prefers the rejected answer "
+                    f"(z = {margin_z[i]:.1f})"
+                )
             findings.evidence[u] = {"suspicion": round(float(s[i]), 4), "text": text}
-        findings.summary = {"pairs": int(pairs.size), "identical": int(identical.sum()),
-                            "unsafe_chosen": int(unsafe_choice.sum()), "looks_swapped": int((reward >= 0.5).sum())}
+        findings.summary = {
+            "pairs": int(pairs.size),
+            "identical": int(identical.sum()),
+            "unsafe_chosen": int(unsafe_choice.sum()),
+            "looks_swapped": int((reward >= 0.5).sum()),
+        }
         return findings
 
     def _answer_vecs(self, data: DetectInput, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +83,8 @@ class PreferenceFlip(Detector):
         full = getattr(embed, "full_embed", None)
         if full is not None and len(texts) <= self.full_model_answers:
             embed = full
-        vecs = np.asarray(data.vectors("pair_answers", texts, embed)[0:len(texts)])
-        return vecs[:pairs.size], vecs[pairs.size:]
+        vecs = np.asarray(data.vectors("pair_answers", texts, embed)[0 : len(texts)])
+        return vecs[: pairs.size], vecs[pairs.size :]
 
     def _reward_margins(self, data: DetectInput, pairs: np.ndarray) -> np.ndarray:
         """How strongly a cross-fitted linear reward model on (prompt, chosen - rejected) prefers

@@ -46,8 +46,10 @@ def harm_probability(data: DetectInput) -> np.ndarray:
 @dataclass
 class Safety(Detector):
     name: ClassVar[str] = "safety"
-    description: ClassVar[str] = ("harmful requests answered with compliance (refusals are good safety data); for a "
-                                  "preference pair, compliance chosen over a refusal")
+    description: ClassVar[str] = (
+        "harmful requests answered with compliance (refusals are good safety data); for a "
+        "preference pair, compliance chosen over a refusal"
+    )
     reason: ClassVar[str] = "poison:safety"
     #: The harm probability at which a complying answer reaches suspicion 0.5 (flag_at).
     harm_at_flag: float = 0.65
@@ -77,9 +79,15 @@ class Safety(Detector):
         s = np.clip(0.5 + 2 * (harm - self.harm_at_flag), 0, 1)
         score[:] = np.where(complies & (harm >= self.harm_at_flag - 0.15), s, 0.0)
         for u in np.flatnonzero(score >= 0.3).tolist():
-            findings.evidence[u] = {"harm": round(float(harm[u]), 3), "suspicion": round(float(score[u]), 4),
-                                    "text": f"harmful request (p = {harm[u]:.2f}) answered without refusing"}
+            findings.evidence[u] = {
+                "harm": round(float(harm[u]), 3),
+                "suspicion": round(float(score[u]), 4),
+                "text": f"harmful request (p = {harm[u]:.2f}) answered without refusing",
+            }
         harmful = harm >= self.harm_at_flag
-        findings.summary = {"harmful_requests": int(harmful.sum()), "refused": int((harmful & data.refusal).sum()),
-                            "complied": int((harmful & complies).sum())}
+        findings.summary = {
+            "harmful_requests": int(harmful.sum()),
+            "refused": int((harmful & data.refusal).sum()),
+            "complied": int((harmful & complies).sum()),
+        }
         return findings

@@ -39,21 +39,27 @@ def _map(data: DetectInput, result: DetectResult, seed: int) -> list[list[Any]]:
     n = len(data)
     if n < 3:
         return []
-    flagged = np.asarray([int(r) in result.reasons and any(k.startswith("poison:") for k in result.reasons[int(r)])
-                          for r in data.row])
+    flagged = np.asarray(
+        [int(r) in result.reasons and any(k.startswith("poison:") for k in result.reasons[int(r)]) for r in data.row]
+    )
     rng = np.random.default_rng(seed)
     rest = np.flatnonzero(~flagged)
-    take = np.concatenate([np.flatnonzero(flagged)[:MAP_POINTS // 2],
-                           rng.choice(rest, size=min(rest.size, MAP_POINTS - min(MAP_POINTS // 2, int(flagged.sum()))),
-                                      replace=False)])
+    take = np.concatenate(
+        [
+            np.flatnonzero(flagged)[: MAP_POINTS // 2],
+            rng.choice(rest, size=min(rest.size, MAP_POINTS - min(MAP_POINTS // 2, int(flagged.sum()))), replace=False),
+        ]
+    )
     X = data.prompt_vecs[take].astype(np.float64)
     X -= X.mean(axis=0)
     _, _, vt = np.linalg.svd(X, full_matrices=False)
     xy = X @ vt[:2].T
     span = np.maximum(np.abs(xy).max(axis=0), 1e-9)
     xy = xy / span
-    return [[round(float(x), 4), round(float(y), 4), int(data.row[u]), bool(flagged[u])]
-            for (x, y), u in zip(xy.tolist(), take.tolist())]
+    return [
+        [round(float(x), 4), round(float(y), 4), int(data.row[u]), bool(flagged[u])]
+        for (x, y), u in zip(xy.tolist(), take.tolist())
+    ]
 
 
 @lru_cache(maxsize=4)
@@ -111,8 +117,13 @@ def _responses_summary(embed_response, units: int) -> dict[str, object]:
     return {"embedding": "distilled", "units": units, "full_model_texts": len(embed_response.known)}
 
 
-def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]], np.ndarray] | None = None,
-                   folder: Path | None = None, engine: tuple[str, str | None] = ("local", None)) -> DetectResult:
+def detect_records(
+    records: Iterable[Record],
+    rules,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    folder: Path | None = None,
+    engine: tuple[str, str | None] = ("local", None),
+) -> DetectResult:
     """Run detection over records (their `row` is the scan row). `rules` is a DetectRules.
     The embeddings are kept, memory-mapped, in `folder` (a temporary one when None). With
     engine ("ray", address), the model runs on the Ray cluster's actors."""
@@ -124,16 +135,25 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
         semantic = getattr(base, "semantic", True)
         # Prompts and responses each read their own head of word pieces (rules.*_tokens).
         responses = base.with_head(rules.response_tokens)
-        embed, embed_response = (_cached(base.with_head(rules.prompt_tokens), rules, engine),
-                                 _cached(responses, rules, engine))
+        embed, embed_response = (
+            _cached(base.with_head(rules.prompt_tokens), rules, engine),
+            _cached(responses, rules, engine),
+        )
         if rules.response_model == "distilled" and isinstance(base, SentenceTransformerEmbedder):
             from curate.embed import curate_home
             from curate.embed.distil import DistilledEmbedder
 
             embed_response = DistilledEmbedder(responses, embed_response, curate_home(), seed=rules.seed)
     loaded = time.perf_counter()
-    data = DetectInput.from_records(records, embed, seed=rules.seed, k=rules.neighbours, semantic=semantic,
-                                    folder=folder, embed_response=embed_response)
+    data = DetectInput.from_records(
+        records,
+        embed,
+        seed=rules.seed,
+        k=rules.neighbours,
+        semantic=semantic,
+        folder=folder,
+        embed_response=embed_response,
+    )
     gathered = time.perf_counter()
     if len(data):
         data.prompt_vecs  # noqa: B018  (embed now, so the timing says where the time went)
@@ -141,8 +161,12 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
     embedded = time.perf_counter()
     result = run_detectors(data, list(rules.detectors), rules.flag_at)
     result.summary["responses"] = _responses_summary(embed_response, len(data))
-    result.seconds = {"load_model": round(loaded - started, 3), "gather": round(gathered - loaded, 3), "embed": round(embedded - gathered, 3),
-                      **result.seconds}
+    result.seconds = {
+        "load_model": round(loaded - started, 3),
+        "gather": round(gathered - loaded, 3),
+        "embed": round(embedded - gathered, 3),
+        **result.seconds,
+    }
     try:
         result.summary["map"] = _map(data, result, rules.seed)
     except Exception as exc:  # the map is a picture, never a reason to lose the scan
@@ -150,8 +174,9 @@ def detect_records(records: Iterable[Record], rules, embed: Callable[[list[str]]
     return result
 
 
-def detect_ledger(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser,
-                  options: ScanOptions) -> dict[str, Any]:
+def detect_ledger(
+    ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normaliser, options: ScanOptions
+) -> dict[str, Any]:
     """Poison detection over every readable row, duplicates included. A failure here (a missing
     model, say) is reported in the summary and the scan's other verdicts still stand."""
 
@@ -174,8 +199,7 @@ def detect_ledger(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normal
     try:
         folder = spill.path.parent / "vectors"
         folder.mkdir(exist_ok=True)
-        result = detect_records(records(), rules.detect, folder=folder,
-                                engine=(options.engine, options.address))
+        result = detect_records(records(), rules.detect, folder=folder, engine=(options.engine, options.address))
     except Exception as exc:  # noqa: BLE001 - reported, and the scan goes on without detection
         return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     for row, reasons in result.reasons.items():
@@ -185,6 +209,13 @@ def detect_ledger(ledger: Ledger, rules: Rules, spill: Spill, normaliser: Normal
     ledger.triggers = result.triggers
     ledger.cluster = result.cluster
     ledger.neighbours = result.neighbours
-    return {"status": "ok" if not result.failures else "partial", "units": result.units,
-            "rows": len(result.suspicion), "flag_at": rules.detect.flag_at, "model": model_spec(rules.detect),
-            "failures": result.failures, "seconds": result.seconds, "detectors": result.summary}
+    return {
+        "status": "ok" if not result.failures else "partial",
+        "units": result.units,
+        "rows": len(result.suspicion),
+        "flag_at": rules.detect.flag_at,
+        "model": model_spec(rules.detect),
+        "failures": result.failures,
+        "seconds": result.seconds,
+        "detectors": result.summary,
+    }

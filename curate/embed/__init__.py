@@ -10,5 +10,14 @@ from curate.embed.cache import EmbeddingCache, curate_home, embed_texts
 from curate.embed.models import Embedder, HashEmbedder, SentenceTransformerEmbedder, make_embedder
 from curate.embed.neighbours import kmeans, knn
 
-__all__ = ["EmbeddingCache", "Embedder", "HashEmbedder", "SentenceTransformerEmbedder", "curate_home",
-           "embed_texts", "kmeans", "knn", "make_embedder"]
+__all__ = [
+    "EmbeddingCache",
+    "Embedder",
+    "HashEmbedder",
+    "SentenceTransformerEmbedder",
+    "curate_home",
+    "embed_texts",
+    "kmeans",
+    "knn",
+    "make_embedder",
+]

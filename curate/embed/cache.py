@@ -56,7 +56,7 @@ class EmbeddingCache:
             fh.seek(known * ID_BYTES)
             ids = fh.read((count - known) * ID_BYTES)
         for i in range(count - known):
-            self._index[ids[i * ID_BYTES:(i + 1) * ID_BYTES]] = known + i
+            self._index[ids[i * ID_BYTES : (i + 1) * ID_BYTES]] = known + i
 
     def __len__(self) -> int:
         return len(self._index)
@@ -90,8 +90,9 @@ class EmbeddingCache:
                 self._index[i] = count + offset
 
 
-def embed_texts(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None = None,
-                batch_size: int = 4096) -> np.ndarray:
+def embed_texts(
+    texts: list[str], embedder: Embedder, cache: EmbeddingCache | None = None, batch_size: int = 4096
+) -> np.ndarray:
     """(len(texts), dim) float32 vectors. Each distinct text is embedded once, and only if the
     cache does not hold it already."""
     ids = [text_id(t) for t in texts]
@@ -107,7 +108,7 @@ def embed_texts(texts: list[str], embedder: Embedder, cache: EmbeddingCache | No
         out_unique[hit] = cache.vectors(cached[hit])
     missing = np.flatnonzero(cached < 0)
     for start in range(0, len(missing), batch_size):
-        chunk = missing[start:start + batch_size]
+        chunk = missing[start : start + batch_size]
         # Rounded to the cache's float16 now, so a first scan and a cached re-scan see the
         # very same vectors and give the very same scores.
         vectors = embedder.encode([texts[unique_pos[j]] for j in chunk]).astype(np.float16).astype(np.float32)

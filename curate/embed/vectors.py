@@ -30,8 +30,11 @@ class Vectors:
     def _map(self) -> np.ndarray:
         if self._data is None:
             # An empty file cannot be mapped: zero rows live in memory.
-            self._data = (np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.n, self.dim)) if self.n
-                          else np.zeros((0, self.dim), np.float16))
+            self._data = (
+                np.memmap(self.path, dtype=np.float16, mode="r", shape=(self.n, self.dim))
+                if self.n
+                else np.zeros((0, self.dim), np.float16)
+            )
         return self._data
 
     def release(self) -> None:
@@ -47,8 +50,9 @@ class Vectors:
         return cls(path, n, dim)
 
     @classmethod
-    def fill(cls, path: Path, n: int, dim: int, produce: Callable[[int, int], np.ndarray],
-             chunk: int = CHUNK) -> Vectors:
+    def fill(
+        cls, path: Path, n: int, dim: int, produce: Callable[[int, int], np.ndarray], chunk: int = CHUNK
+    ) -> Vectors:
         """A new file of n rows, written `chunk` rows at a time by `produce(lo, hi)`."""
         out = cls.create(path, n, dim)
         for lo in range(0, n, chunk):
@@ -97,18 +101,17 @@ class Vectors:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:].astype(dtype or np.float32, copy=False)
 
-
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 block) over the whole matrix, read from the file rather than
         the map, so a pass over a million rows leaves none of them resident."""
         for lo in range(0, self.n, size):
-            yield lo, self[lo:lo + size]
+            yield lo, self[lo : lo + size]
 
     def rowdot(self, other: Vectors | np.ndarray, size: int = CHUNK) -> np.ndarray:
         """Row-wise inner products with `other` (same shape): cosine, for normalised rows."""
         out = np.empty(self.n, np.float32)
         for lo, block in self.chunks(size):
-            out[lo:lo + len(block)] = np.einsum("nd,nd->n", block, as_float32(other, lo, lo + len(block)))
+            out[lo : lo + len(block)] = np.einsum("nd,nd->n", block, as_float32(other, lo, lo + len(block)))
         return out
 
     def map_rows(self, fn: Callable[[np.ndarray], np.ndarray], size: int = CHUNK) -> np.ndarray:
@@ -136,4 +139,4 @@ def iter_chunks(vectors: Vectors | np.ndarray, size: int = CHUNK) -> Iterator[tu
         yield from vectors.chunks(size)
         return
     for lo in range(0, len(vectors), size):
-        yield lo, np.ascontiguousarray(vectors[lo:lo + size], dtype=np.float32)
+        yield lo, np.ascontiguousarray(vectors[lo : lo + size], dtype=np.float32)

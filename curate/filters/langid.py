@@ -32,8 +32,10 @@ def _model():
 #: The commonest English function words. Running ASCII text in which they make up a quarter of
 #: the words is English; that settles most rows of English corpora without the model (a 10x
 #: saving), and the model still decides everything else.
-_ENGLISH = frozenset("the of and to a in is that for it as with was on be by this are or an from at which "
-                     "you not have can your will how what do if i".split())
+_ENGLISH = frozenset(
+    "the of and to a in is that for it as with was on be by this are or an from at which "
+    "you not have can your will how what do if i".split()
+)
 _WORDS = re.compile(r"[a-z']+")
 
 

@@ -34,47 +34,75 @@ from curate.record import RESPONSE_ROLES, Record
 _FETCH = r"(?:curl|wget|iwr|irm|Invoke-WebRequest|Invoke-RestMethod)\b"
 _SHELL = r"(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|k|da|fi)?sh\b"
 _PY_FETCH = r"(?:urlopen|urllib\.request|requests\.(?:get|post)|httpx\.(?:get|post)|urlretrieve)"
-_DECODE = r"(?:base64\.b64decode|b64decode|codecs\.decode|bytes\.fromhex|binascii\.unhexlify|zlib\.decompress|marshal\.loads)"
+_DECODE = (
+    r"(?:base64\.b64decode|b64decode|codecs\.decode|bytes\.fromhex|binascii\.unhexlify|zlib\.decompress|marshal\.loads)"
+)
 
 #: Running remotely fetched or decoded code: (reason, pattern).
-REMOTE_EXEC: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p, re.IGNORECASE)) for reason, p in (
-    ("security:remote_exec", _FETCH + r"[^\n|;]*\|\s*" + _SHELL),
-    ("security:remote_exec", _SHELL + r"\s+(?:-c\s+)?[\"']?\$\(\s*" + _FETCH),
-    ("security:remote_exec", _SHELL + r"\s+<\(\s*" + _FETCH),
-    ("security:remote_exec", r"\b(?:iex|Invoke-Expression)\b[^\n]{0,120}\b(?:DownloadString|iwr|irm|Invoke-WebRequest|Invoke-RestMethod)\b"),
-    ("security:remote_exec", r"\b(?:DownloadString|iwr|irm)\b[^\n]{0,160}\|\s*(?:iex|Invoke-Expression)\b"),
-    ("security:remote_exec", r"\b(?:exec|eval)\s*\([^\n]{0,100}" + _PY_FETCH),
-    ("security:remote_exec", r"\beval\s*\(\s*(?:await\s+)?\(?\s*(?:await\s+)?fetch\s*\("),
-    ("security:obfuscated_exec", r"\b(?:exec|eval)\s*\(\s*(?:[\w.]+\()?\s*" + _DECODE),
-    ("security:obfuscated_exec", r"\b(?:eval|Function)\s*\(\s*atob\s*\("),
-    ("security:obfuscated_exec", r"base64\s+(?:-d|--decode)\b[^\n|]*\|\s*" + _SHELL),
-))
+REMOTE_EXEC: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(p, re.IGNORECASE))
+    for reason, p in (
+        ("security:remote_exec", _FETCH + r"[^\n|;]*\|\s*" + _SHELL),
+        ("security:remote_exec", _SHELL + r"\s+(?:-c\s+)?[\"']?\$\(\s*" + _FETCH),
+        ("security:remote_exec", _SHELL + r"\s+<\(\s*" + _FETCH),
+        (
+            "security:remote_exec",
+            r"\b(?:iex|Invoke-Expression)\b[^\n]{0,120}\b(?:DownloadString|iwr|irm|Invoke-WebRequest|Invoke-RestMethod)\b",
+        ),
+        ("security:remote_exec", r"\b(?:DownloadString|iwr|irm)\b[^\n]{0,160}\|\s*(?:iex|Invoke-Expression)\b"),
+        ("security:remote_exec", r"\b(?:exec|eval)\s*\([^\n]{0,100}" + _PY_FETCH),
+        ("security:remote_exec", r"\beval\s*\(\s*(?:await\s+)?\(?\s*(?:await\s+)?fetch\s*\("),
+        ("security:obfuscated_exec", r"\b(?:exec|eval)\s*\(\s*(?:[\w.]+\()?\s*" + _DECODE),
+        ("security:obfuscated_exec", r"\b(?:eval|Function)\s*\(\s*atob\s*\("),
+        ("security:obfuscated_exec", r"base64\s+(?:-d|--decode)\b[^\n|]*\|\s*" + _SHELL),
+    )
+)
 
 #: Weakened security, for code that bandit does not read: (reason, pattern).
-CODE_RISKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple((reason, re.compile(p)) for reason, p in (
-    ("security:tls_disabled", r"\bverify\s*=\s*False\b|_create_unverified_context|\bCERT_NONE\b"
-                              r"|check_hostname\s*=\s*False|rejectUnauthorized\s*:\s*false"
-                              r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*[\"']?0|InsecureSkipVerify\s*:\s*true"
-                              r"|\bcurl\s+(?:-[a-zA-Z]*k\b|--insecure)|CURLOPT_SSL_VERIFYPEER\s*,\s*(?:0|false)"),
-    ("security:credential", r"(?i)\b(?:password|passwd|pwd|secret|api_?key|access_?token)\s*[:=]\s*[\"'][^\"'\s]{6,}[\"']"),
-    ("security:shell", r"\bshell\s*=\s*True\b|\bos\.system\s*\(|\bos\.popen\s*\("),
-    ("security:exec", r"(?<![\w.])(?:eval|exec)\s*\((?!\s*\))"),
-    ("security:deserialise", r"\bpickle\.loads?\s*\(|\byaml\.load\s*\((?![^)]*Loader)|\bmarshal\.loads\s*\("),
-    ("security:permissions", r"\bchmod\s*\([^)]*0o?777\b|\bchmod\s+(?:-R\s+)?777\b"),
-    ("security:weak_hash", r"\b(?:hashlib\.)?(?:md5|sha1)\s*\("),
-    ("security:sql_injection", r"\.execute\s*\(\s*(?:f[\"']|[\"'][^\"']*[\"']\s*(?:%|\+|\.format))"),
-))
+CODE_RISKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(p))
+    for reason, p in (
+        (
+            "security:tls_disabled",
+            r"\bverify\s*=\s*False\b|_create_unverified_context|\bCERT_NONE\b"
+            r"|check_hostname\s*=\s*False|rejectUnauthorized\s*:\s*false"
+            r"|NODE_TLS_REJECT_UNAUTHORIZED\s*=\s*[\"']?0|InsecureSkipVerify\s*:\s*true"
+            r"|\bcurl\s+(?:-[a-zA-Z]*k\b|--insecure)|CURLOPT_SSL_VERIFYPEER\s*,\s*(?:0|false)",
+        ),
+        (
+            "security:credential",
+            r"(?i)\b(?:password|passwd|pwd|secret|api_?key|access_?token)\s*[:=]\s*[\"'][^\"'\s]{6,}[\"']",
+        ),
+        ("security:shell", r"\bshell\s*=\s*True\b|\bos\.system\s*\(|\bos\.popen\s*\("),
+        ("security:exec", r"(?<![\w.])(?:eval|exec)\s*\((?!\s*\))"),
+        ("security:deserialise", r"\bpickle\.loads?\s*\(|\byaml\.load\s*\((?![^)]*Loader)|\bmarshal\.loads\s*\("),
+        ("security:permissions", r"\bchmod\s*\([^)]*0o?777\b|\bchmod\s+(?:-R\s+)?777\b"),
+        ("security:weak_hash", r"\b(?:hashlib\.)?(?:md5|sha1)\s*\("),
+        ("security:sql_injection", r"\.execute\s*\(\s*(?:f[\"']|[\"'][^\"']*[\"']\s*(?:%|\+|\.format))"),
+    )
+)
 
 #: bandit's test ids, by the weakness they find.
 _BANDIT: dict[str, str] = {
-    "B501": "security:tls_disabled", "B502": "security:tls_disabled", "B503": "security:tls_disabled",
-    "B504": "security:tls_disabled", "B323": "security:tls_disabled",
-    "B105": "security:credential", "B106": "security:credential", "B107": "security:credential",
-    "B602": "security:shell", "B604": "security:shell", "B605": "security:shell",
-    "B102": "security:exec", "B307": "security:exec",
-    "B301": "security:deserialise", "B302": "security:deserialise", "B506": "security:deserialise",
+    "B501": "security:tls_disabled",
+    "B502": "security:tls_disabled",
+    "B503": "security:tls_disabled",
+    "B504": "security:tls_disabled",
+    "B323": "security:tls_disabled",
+    "B105": "security:credential",
+    "B106": "security:credential",
+    "B107": "security:credential",
+    "B602": "security:shell",
+    "B604": "security:shell",
+    "B605": "security:shell",
+    "B102": "security:exec",
+    "B307": "security:exec",
+    "B301": "security:deserialise",
+    "B302": "security:deserialise",
+    "B506": "security:deserialise",
     "B103": "security:permissions",
-    "B303": "security:weak_hash", "B324": "security:weak_hash",
+    "B303": "security:weak_hash",
+    "B324": "security:weak_hash",
     "B608": "security:sql_injection",
 }
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -146,8 +174,11 @@ def _keyword_secrets(text: str) -> bool:
     detector = _keyword_detector()
     if detector is None:
         return False
-    return any(detector.analyze_line(filename="answer.py", line=line, line_number=i)
-               for i, line in enumerate(text.splitlines()[:400], 1) if len(line) < 500)
+    return any(
+        detector.analyze_line(filename="answer.py", line=line, line_number=i)
+        for i, line in enumerate(text.splitlines()[:400], 1)
+        if len(line) < 500
+    )
 
 
 def code_risks(text: str) -> set[str]:
@@ -173,8 +204,9 @@ class RemoteExec(Filter):
     name: ClassVar[str] = "remote_exec"
     gate: ClassVar[str | None] = r"(?i)curl|wget|iwr|irm|invoke-|downloadstring|exec|eval|function|base64"
     reasons: ClassVar[tuple[str, ...]] = ("security:remote_exec", "security:obfuscated_exec")
-    description: ClassVar[str] = ("answers that run a script fetched from the network (curl | sh) or execute "
-                                  "decoded, obfuscated code")
+    description: ClassVar[str] = (
+        "answers that run a script fetched from the network (curl | sh) or execute decoded, obfuscated code"
+    )
     default_action: ClassVar[str] = "flag"
 
     def check(self, record: Record) -> list[Hit] | None:
@@ -191,12 +223,16 @@ class RemoteExec(Filter):
 @dataclass
 class InsecureCode(Filter):
     name: ClassVar[str] = "insecure_code"
-    gate: ClassVar[str | None] = (r"(?i)verify|cert_none|hostname|unauthorized|skipverify|insecure|curl|password|"
-                                  r"passwd|pwd|secret|api_?key|token|shell|system|popen|eval|exec|pickle|yaml|"
-                                  r"marshal|chmod|md5|sha1")
+    gate: ClassVar[str | None] = (
+        r"(?i)verify|cert_none|hostname|unauthorized|skipverify|insecure|curl|password|"
+        r"passwd|pwd|secret|api_?key|token|shell|system|popen|eval|exec|pickle|yaml|"
+        r"marshal|chmod|md5|sha1"
+    )
     reasons: ClassVar[tuple[str, ...]] = tuple(dict.fromkeys([r for r, _ in CODE_RISKS] + list(_BANDIT.values())))
-    description: ClassVar[str] = ("weakened security in answers' code (bandit on Python, patterns elsewhere): "
-                                  "TLS checks off, hard-coded credentials, shell, eval, unsafe deserialisation")
+    description: ClassVar[str] = (
+        "weakened security in answers' code (bandit on Python, patterns elsewhere): "
+        "TLS checks off, hard-coded credentials, shell, eval, unsafe deserialisation"
+    )
     default_action: ClassVar[str] = "annotate"
 
     def check(self, record: Record) -> list[Hit] | None:

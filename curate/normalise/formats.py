@@ -17,12 +17,24 @@ class FormatMismatch(ValueError):
 
 
 _ROLE = {
-    "system": "system", "developer": "system",
-    "user": "user", "human": "user", "prompter": "user",
-    "assistant": "assistant", "gpt": "assistant", "model": "assistant", "chatgpt": "assistant",
-    "bard": "assistant", "bing": "assistant", "bot": "assistant",
-    "function_call": "tool_call", "tool_call": "tool_call",
-    "observation": "tool", "tool": "tool", "function": "tool", "ipython": "tool",
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "prompter": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "bot": "assistant",
+    "function_call": "tool_call",
+    "tool_call": "tool_call",
+    "observation": "tool",
+    "tool": "tool",
+    "function": "tool",
+    "ipython": "tool",
 }
 
 
@@ -87,8 +99,11 @@ def _response(value: Any, field: str) -> list[Turn]:
     if isinstance(value, list):
         key = ("from", "value") if value and isinstance(value[0], dict) and "from" in value[0] else ("role", "content")
         return _messages(value, field, *key)
-    raise FormatMismatch(f"field {field!r} is missing" if value is None else
-                         f"field {field!r} must be text or messages, got {type(value).__name__}")
+    raise FormatMismatch(
+        f"field {field!r} is missing"
+        if value is None
+        else f"field {field!r} must be text or messages, got {type(value).__name__}"
+    )
 
 
 def messages(value: dict) -> tuple[list[Turn], str | None]:
@@ -118,8 +133,10 @@ def _alpaca_prompt(value: dict) -> list[Turn]:
         for i, pair in enumerate(history):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
                 raise FormatMismatch(f"history[{i}] must be a [prompt, response] pair")
-            turns += [Turn("user", _text(pair[0], f"history[{i}][0]")),
-                      Turn("assistant", _text(pair[1], f"history[{i}][1]"))]
+            turns += [
+                Turn("user", _text(pair[0], f"history[{i}][0]")),
+                Turn("assistant", _text(pair[1], f"history[{i}][1]")),
+            ]
     return _system(value, [*turns, Turn("user", prompt)])
 
 
@@ -130,8 +147,7 @@ def alpaca(value: dict) -> tuple[list[Turn], str | None]:
 
 def alpaca_preference(value: dict) -> tuple[list[Turn], str | None]:
     rejected = _response(value.get("rejected"), "rejected")
-    return (_alpaca_prompt(value) + _response(value.get("chosen"), "chosen"),
-            "\n".join(t.content for t in rejected))
+    return (_alpaca_prompt(value) + _response(value.get("chosen"), "chosen"), "\n".join(t.content for t in rejected))
 
 
 def prompt_completion(value: dict) -> tuple[list[Turn], str | None]:
@@ -149,7 +165,7 @@ def preference(value: dict) -> tuple[list[Turn], str | None]:
     prompt = value.get("prompt")
     if prompt is None:
         shared = 0
-        while (shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]):
+        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
             shared += 1
         prompt_turns, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
     elif isinstance(prompt, list):
@@ -168,8 +184,7 @@ def _hh_turns(text: Any, field: str) -> list[Turn]:
     pieces = _HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
     if pieces[0].strip():
         raise FormatMismatch(f"field {field!r} does not start with 'Human:'")
-    turns = [Turn("user" if who == "Human" else "assistant", body)
-             for who, body in zip(pieces[1::2], pieces[2::2])]
+    turns = [Turn("user" if who == "Human" else "assistant", body) for who, body in zip(pieces[1::2], pieces[2::2])]
     if not turns or turns[-1].role != "assistant":
         raise FormatMismatch(f"field {field!r} does not end with an 'Assistant:' turn")
     return turns
@@ -203,27 +218,68 @@ def _pair(v: dict) -> bool:
     return "chosen" in v and "rejected" in v
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in [
-    Format("messages", "OpenAI/TRL chat: messages[{role, content, tool_calls}]",
-           lambda v: isinstance(v.get("messages"), list), messages, ("messages",)),
-    Format("sharegpt_preference", "LLaMA-Factory pairs: conversations + chosen/rejected {from, value}",
-           lambda v: _pair(v) and "conversations" in v, sharegpt_preference,
-           ("conversations", "chosen", "rejected")),
-    Format("alpaca_preference", "Alpaca pairs: instruction/input + chosen/rejected",
-           lambda v: _pair(v) and "instruction" in v, alpaca_preference, ("instruction", "chosen", "rejected")),
-    Format("hh", "Anthropic HH: chosen/rejected as whole Human/Assistant transcripts",
-           lambda v: _pair(v) and _is_hh(v), hh, ("chosen", "rejected")),
-    Format("preference", "TRL pairs: prompt/chosen/rejected, standard or conversational",
-           _pair, preference, ("chosen", "rejected")),
-    Format("sharegpt", "ShareGPT: conversations[{from, value}]",
-           lambda v: isinstance(v.get("conversations"), list), sharegpt, ("conversations",)),
-    Format("alpaca", "Alpaca: instruction/input/output (or response), optional system and history",
-           lambda v: "instruction" in v and ("output" in v or "response" in v), alpaca, ("instruction", "output")),
-    Format("prompt_completion", "prompt/completion (or response), standard or conversational",
-           lambda v: "prompt" in v and ("completion" in v or "response" in v), prompt_completion,
-           ("prompt", "completion")),
-    Format("text", "plain text: text", lambda v: isinstance(v.get("text"), str), text, ("text",)),
-]}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format(
+            "messages",
+            "OpenAI/TRL chat: messages[{role, content, tool_calls}]",
+            lambda v: isinstance(v.get("messages"), list),
+            messages,
+            ("messages",),
+        ),
+        Format(
+            "sharegpt_preference",
+            "LLaMA-Factory pairs: conversations + chosen/rejected {from, value}",
+            lambda v: _pair(v) and "conversations" in v,
+            sharegpt_preference,
+            ("conversations", "chosen", "rejected"),
+        ),
+        Format(
+            "alpaca_preference",
+            "Alpaca pairs: instruction/input + chosen/rejected",
+            lambda v: _pair(v) and "instruction" in v,
+            alpaca_preference,
+            ("instruction", "chosen", "rejected"),
+        ),
+        Format(
+            "hh",
+            "Anthropic HH: chosen/rejected as whole Human/Assistant transcripts",
+            lambda v: _pair(v) and _is_hh(v),
+            hh,
+            ("chosen", "rejected"),
+        ),
+        Format(
+            "preference",
+            "TRL pairs: prompt/chosen/rejected, standard or conversational",
+            _pair,
+            preference,
+            ("chosen", "rejected"),
+        ),
+        Format(
+            "sharegpt",
+            "ShareGPT: conversations[{from, value}]",
+            lambda v: isinstance(v.get("conversations"), list),
+            sharegpt,
+            ("conversations",),
+        ),
+        Format(
+            "alpaca",
+            "Alpaca: instruction/input/output (or response), optional system and history",
+            lambda v: "instruction" in v and ("output" in v or "response" in v),
+            alpaca,
+            ("instruction", "output"),
+        ),
+        Format(
+            "prompt_completion",
+            "prompt/completion (or response), standard or conversational",
+            lambda v: "prompt" in v and ("completion" in v or "response" in v),
+            prompt_completion,
+            ("prompt", "completion"),
+        ),
+        Format("text", "plain text: text", lambda v: isinstance(v.get("text"), str), text, ("text",)),
+    ]
+}
 
 
 def detect_format(value: dict) -> str | None:

@@ -50,8 +50,10 @@ class Mapping:
             return [(base, value)]
         elements = get_path(value, prefix)
         if not isinstance(elements, list):
-            raise FormatMismatch(f"field {prefix!r} must be a list to expand"
-                                 + ("" if elements is not _MISSING else ", but it is missing"))
+            raise FormatMismatch(
+                f"field {prefix!r} must be a list to expand"
+                + ("" if elements is not _MISSING else ", but it is missing")
+            )
         out = []
         for element in elements:
             mapped = dict(base)
@@ -110,8 +112,10 @@ def parse_mapping(spec: str | dict[str, str] | list[str] | None) -> Mapping | No
 
 #: Schemas read without help because they are mappings onto a standard format.
 PRESETS: dict[str, tuple[Mapping, str]] = {
-    "self_instruct": (Mapping((("instruction", "instruction"), ("input", "instances[].input"),
-                               ("output", "instances[].output"))), "alpaca"),
+    "self_instruct": (
+        Mapping((("instruction", "instruction"), ("input", "instances[].input"), ("output", "instances[].output"))),
+        "alpaca",
+    ),
 }
 
 

@@ -12,7 +12,6 @@ from curate.read.items import Item, dump_json, raw_text
 from curate.record import Record
 
 
-
 def _unencodable(rec: Record) -> str | None:
     for where, text in rec.texts():
         if not text.isascii():
@@ -76,8 +75,15 @@ class Normaliser:
     def records(self, item: Item, row: int) -> Iterator[Record | Unreadable]:
         """The record(s) of one parsed item; `row` is the global row of the first."""
         if item.error is not None:
-            yield Unreadable(row, item.source, item.index, item.line, item.reason or "input:unreadable",
-                             item.error, item.raw_text or "")
+            yield Unreadable(
+                row,
+                item.source,
+                item.index,
+                item.line,
+                item.reason or "input:unreadable",
+                item.error,
+                item.raw_text or "",
+            )
             return
         value = item.value
         fmt, mapping = self.resolve(item.source, value)
@@ -85,14 +91,26 @@ class Normaliser:
             if fmt is None:
                 raise FormatMismatch(
                     f"cannot tell the format from the fields {sorted(value)[:12]}; "
-                    f"pass --format ({', '.join([*FORMATS, *PRESETS])}) or --map field=path")
+                    f"pass --format ({', '.join([*FORMATS, *PRESETS])}) or --map field=path"
+                )
             convert = FORMATS[fmt].convert
             produced = mapping.apply(value) if mapping else [(value, value)]
             results = []
             for part, (mapped, raw) in enumerate(produced):
                 turns, rejected = convert(mapped)
-                results.append(Record(row + part, item.source, item.index, item.line, fmt, raw, turns,
-                                      rejected, part if mapping and mapping.expands else None))
+                results.append(
+                    Record(
+                        row + part,
+                        item.source,
+                        item.index,
+                        item.line,
+                        fmt,
+                        raw,
+                        turns,
+                        rejected,
+                        part if mapping and mapping.expands else None,
+                    )
+                )
         except FormatMismatch as exc:
             fields = ", ".join(sorted(map(str, value))[:12])
             needs = f" ({fmt} needs {', '.join(FORMATS[fmt].needs)}; this record has {fields})" if fmt else ""
@@ -101,19 +119,32 @@ class Normaliser:
                 reason, needs = "input:format", f" (this record looks like {other}, but the file is {fmt})"
             else:
                 reason = "input:missing-field" if "missing" in str(exc) else "input:format"
-            yield Unreadable(row, item.source, item.index, item.line, reason, f"{exc}{needs}",
-                             raw_text(dump_json(value).decode()))
+            yield Unreadable(
+                row, item.source, item.index, item.line, reason, f"{exc}{needs}", raw_text(dump_json(value).decode())
+            )
             return
         for rec in results:
             where = _unencodable(rec)
             if where:
-                yield Unreadable(row, item.source, item.index, item.line, "input:utf8",
-                                 f"{where} holds a lone surrogate code point, which no UTF-8 file can hold",
-                                 raw_text(dump_json(value).decode()))
+                yield Unreadable(
+                    row,
+                    item.source,
+                    item.index,
+                    item.line,
+                    "input:utf8",
+                    f"{where} holds a lone surrogate code point, which no UTF-8 file can hold",
+                    raw_text(dump_json(value).decode()),
+                )
                 return
         if not results:
-            yield Unreadable(row, item.source, item.index, item.line, "input:missing-field",
-                             f"list {mapping.expands!r} is empty: no records to read" if mapping else "empty",
-                             raw_text(dump_json(value).decode()))
+            yield Unreadable(
+                row,
+                item.source,
+                item.index,
+                item.line,
+                "input:missing-field",
+                f"list {mapping.expands!r} is empty: no records to read" if mapping else "empty",
+                raw_text(dump_json(value).decode()),
+            )
             return
         yield from results

@@ -25,8 +25,14 @@ class ObjectSource:
             if isinstance(value, dict):
                 yield Item(self.name, index, None, value=value)
             else:
-                yield Item(self.name, index, None, error=f"expected a dict, got {type(value).__name__}",
-                           reason="input:not-an-object", raw_text=repr(value)[:10_000])
+                yield Item(
+                    self.name,
+                    index,
+                    None,
+                    error=f"expected a dict, got {type(value).__name__}",
+                    reason="input:not-an-object",
+                    raw_text=repr(value)[:10_000],
+                )
         if count == 0:
             self.problems.append("empty: no records")
 
@@ -51,7 +57,7 @@ def _frame_rows(frame: Any, kind: str) -> Iterator[dict]:
             yield from frame.slice(offset, 4096).to_dicts()
     else:
         for offset in range(0, len(frame), 4096):
-            yield from frame.iloc[offset:offset + 4096].to_dict("records")
+            yield from frame.iloc[offset : offset + 4096].to_dict("records")
 
 
 def object_source(obj: Any) -> ObjectSource:
@@ -66,5 +72,7 @@ def object_source(obj: Any) -> ObjectSource:
         return ObjectSource(f"<{kind}>", _frame_rows(obj, kind), kind)
     if kind == "iterable":
         return ObjectSource("<python>", obj, kind)
-    raise InputError(f"cannot scan a {type(obj).__name__}: pass a path, a datasets.Dataset, "
-                     "a polars or pandas DataFrame, or an iterable of dicts")
+    raise InputError(
+        f"cannot scan a {type(obj).__name__}: pass a path, a datasets.Dataset, "
+        "a polars or pandas DataFrame, or an iterable of dicts"
+    )

@@ -25,8 +25,12 @@ CHUNK = 1 << 20
 
 KINDS = ("jsonl", "json", "parquet", "csv", "tsv", "dataset")
 _SUFFIX_KIND = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet",
-    ".csv": "csv", ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
 }
 _COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
@@ -44,8 +48,13 @@ class Source:
 
     def items(self) -> Iterator[Item]:
         reader = {
-            "jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet,
-            "csv": _read_csv, "tsv": _read_csv, "dataset": _read_dataset, "sniff": _read_json,
+            "jsonl": _read_jsonl,
+            "json": _read_json,
+            "parquet": _read_parquet,
+            "csv": _read_csv,
+            "tsv": _read_csv,
+            "dataset": _read_dataset,
+            "sniff": _read_json,
         }[self.kind]
         count = 0
         for item in reader(self):
@@ -65,8 +74,9 @@ def _kind_of(path: Path) -> tuple[str | None, str | None]:
 
 
 def _is_saved_dataset(path: Path) -> bool:
-    return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (
-        path / "state.json").exists()
+    return (
+        (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    )
 
 
 def resolve_sources(specs: list[str] | str, fmt_kind: str | None = None) -> list[Source]:
@@ -89,8 +99,10 @@ def resolve_sources(specs: list[str] | str, fmt_kind: str | None = None) -> list
             found = sorted(p for p in path.rglob("*") if p.is_file() and _kind_of(p)[0])
             found = [p for p in found if not any(part.startswith(".") for part in p.relative_to(path).parts)]
             if not found:
-                raise InputError("folder holds no readable files (.jsonl, .json, .parquet, .csv, "
-                                 ".tsv, optionally .gz/.zst)", source=spec)
+                raise InputError(
+                    "folder holds no readable files (.jsonl, .json, .parquet, .csv, .tsv, optionally .gz/.zst)",
+                    source=spec,
+                )
             sources.extend(open_source(p, fmt_kind) for p in found)
         elif path.exists():
             sources.append(open_source(path, fmt_kind))
@@ -109,8 +121,9 @@ def open_source(path: Path | str, fmt_kind: str | None = None) -> Source:
     kind, compression = _kind_of(path)
     kind = fmt_kind or kind
     if kind is None:
-        raise InputError(f"cannot tell the file type from its name; pass --input-type ({', '.join(KINDS)})",
-                         source=str(path))
+        raise InputError(
+            f"cannot tell the file type from its name; pass --input-type ({', '.join(KINDS)})", source=str(path)
+        )
     if kind not in KINDS:
         raise UsageError(f"unknown input type {kind!r}; valid: {', '.join(KINDS)}")
     return Source(str(path), kind, path, compression)
@@ -151,7 +164,7 @@ def _sniff(source: Source, stream: BinaryIO) -> tuple[str, bytes]:
         if head.lstrip():
             break
     if head.startswith(_BOM):
-        head = head[len(_BOM):]
+        head = head[len(_BOM) :]
     first = head.lstrip()[:1]
     if first == b"[":
         return "json", head
@@ -183,7 +196,7 @@ def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item
         for line in lines:
             lineno += 1
             if lineno == 1 and line.startswith(_BOM):
-                line = line[len(_BOM):]
+                line = line[len(_BOM) :]
             if line.strip():
                 yield Item(name, index, lineno, data=line.rstrip(b"\r"))
                 index += 1
@@ -206,13 +219,18 @@ def _jsonl_lines(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item
                             break
                         size += len(chunk)
                     lineno += 1
-                    yield Item(name, index, lineno, error=f"record of over {size} bytes exceeds the "
-                               f"{MAX_RECORD_BYTES >> 20} MiB limit", reason="input:too-large",
-                               raw_text=raw_text(carry))
+                    yield Item(
+                        name,
+                        index,
+                        lineno,
+                        error=f"record of over {size} bytes exceeds the {MAX_RECORD_BYTES >> 20} MiB limit",
+                        reason="input:too-large",
+                        raw_text=raw_text(carry),
+                    )
                     index += 1
-                    carry = chunk[chunk.find(b"\n") + 1:] if chunk else b""
+                    carry = chunk[chunk.find(b"\n") + 1 :] if chunk else b""
                 continue
-            carry = data[cut + 1:]
+            carry = data[cut + 1 :]
             yield from emit(data[:cut].split(b"\n"))
     except _TRUNCATION_ERRORS as exc:
         if carry.strip():
@@ -307,15 +325,15 @@ def _json_array(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]
                 return False
 
     def fail(message: str) -> Item:
-        rest = buf[pos:pos + 2000]
+        rest = buf[pos : pos + 2000]
         msg = f"malformed JSON array: {message}; the rest of the file cannot be read"
         source.problems.append(f"line {line}: {msg}")
         return Item(source.name, index, line, error=msg, reason="input:json", raw_text=rest)
 
     try:
         if not skip_ws() or buf[pos] != "[":
-            if buf[pos:pos + 1]:
-                yield fail(f"expected '[' but found {buf[pos:pos + 20]!r}")
+            if buf[pos : pos + 1]:
+                yield fail(f"expected '[' but found {buf[pos : pos + 20]!r}")
             return
         pos += 1
         expect_value = True
@@ -328,7 +346,7 @@ def _json_array(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]
                 return
             if not expect_value:
                 if ch != ",":
-                    yield fail(f"expected ',' or ']' but found {buf[pos:pos + 20]!r}")
+                    yield fail(f"expected ',' or ']' but found {buf[pos : pos + 20]!r}")
                     return
                 pos += 1
                 expect_value = True
@@ -348,9 +366,14 @@ def _json_array(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]
             if isinstance(value, dict):
                 yield Item(source.name, index, start_line, value=value)
             else:
-                yield Item(source.name, index, start_line,
-                           error=f"expected a JSON object, got {type(value).__name__}",
-                           reason="input:not-an-object", raw_text=raw_text(json.dumps(value)))
+                yield Item(
+                    source.name,
+                    index,
+                    start_line,
+                    error=f"expected a JSON object, got {type(value).__name__}",
+                    reason="input:not-an-object",
+                    raw_text=raw_text(json.dumps(value)),
+                )
             index += 1
             expect_value = False
     except UnicodeDecodeError as exc:
@@ -362,11 +385,10 @@ def _json_array(source: Source, stream: BinaryIO, head: bytes) -> Iterator[Item]
 def _read_csv(source: Source) -> Iterator[Item]:
     csv.field_size_limit(MAX_RECORD_BYTES)
     try:
-        stream = io.TextIOWrapper(_open_binary(source), encoding="utf-8-sig", errors="surrogateescape",
-                                  newline="")
+        stream = io.TextIOWrapper(_open_binary(source), encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(stream, delimiter="\t" if source.kind == "tsv" else ",")
         header = next(reader, None)
-    except (_TRUNCATION_ERRORS + (csv.Error,)) as exc:
+    except _TRUNCATION_ERRORS + (csv.Error,) as exc:
         yield _broken(source, 0, 1, exc)
         return
     if header is None:
@@ -381,17 +403,28 @@ def _read_csv(source: Source) -> Iterator[Item]:
                 continue
             row_text = ",".join(values)
             if len(values) != len(header):
-                yield Item(source.name, index, start, error=f"expected {len(header)} columns, got {len(values)}",
-                           reason="input:csv", raw_text=raw_text(row_text))
+                yield Item(
+                    source.name,
+                    index,
+                    start,
+                    error=f"expected {len(header)} columns, got {len(values)}",
+                    reason="input:csv",
+                    raw_text=raw_text(row_text),
+                )
             elif any("\udc80" <= ch <= "\udcff" for v in values for ch in v if not v.isascii()):
-                yield Item(source.name, index, start, error="invalid UTF-8", reason="input:utf8",
-                           raw_text=raw_text(row_text.encode("utf-8", "surrogateescape")))
+                yield Item(
+                    source.name,
+                    index,
+                    start,
+                    error="invalid UTF-8",
+                    reason="input:utf8",
+                    raw_text=raw_text(row_text.encode("utf-8", "surrogateescape")),
+                )
             else:
                 yield Item(source.name, index, start, value=dict(zip(header, values)))
             index += 1
     except csv.Error as exc:
-        yield Item(source.name, index, prev_end + 1, error=f"malformed CSV: {exc}", reason="input:csv",
-                   raw_text="")
+        yield Item(source.name, index, prev_end + 1, error=f"malformed CSV: {exc}", reason="input:csv", raw_text="")
     except _TRUNCATION_ERRORS as exc:
         yield _broken(source, index, prev_end + 1, exc)
 
@@ -414,11 +447,12 @@ def _read_dataset(source: Source) -> Iterator[Item]:
     try:
         import datasets
     except ImportError as exc:
-        raise InputError("reading a saved `datasets` dataset needs the datasets package: "
-                         "pip install 'curate[hf]'", source=source.name) from exc
+        raise InputError(
+            "reading a saved `datasets` dataset needs the datasets package: pip install 'curate[hf]'",
+            source=source.name,
+        ) from exc
     loaded = datasets.load_from_disk(str(source.path))
-    splits: list[tuple[str, Any]] = (
-        list(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [("", loaded)])
+    splits: list[tuple[str, Any]] = list(loaded.items()) if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
     for split, ds in splits:
         name = f"{source.name}[{split}]" if split else source.name
         for index, value in enumerate(ds):

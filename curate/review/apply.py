@@ -80,8 +80,11 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
     clean_lines = _lines(scan_dir / "clean.jsonl")
     flagged_lines = _lines(scan_dir / "flagged.jsonl")
     try:
-        with open(stage / "clean.jsonl", "wb") as clean, open(stage / "decisions.jsonl", "wb") as log, \
-                open(stage / "pending.jsonl", "wb") as pending:
+        with (
+            open(stage / "clean.jsonl", "wb") as clean,
+            open(stage / "decisions.jsonl", "wb") as log,
+            open(stage / "pending.jsonl", "wb") as pending,
+        ):
             for line in _lines(scan_dir / "verdicts.jsonl"):
                 v = orjson.loads(line)
                 verdict, reasons = v["verdict"], v["evidence"]
@@ -104,12 +107,22 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
                 if decision is None or set(flags) - set(decision.reasons):
                     counts["pending"] += 1
                     missed = sorted(set(flags) - set(decision.reasons)) if decision else flags
-                    pending.write(orjson.dumps({**where, "reasons": missed,
-                                                "record": orjson.loads(raw) if raw is not None else None}) + b"\n")
+                    pending.write(
+                        orjson.dumps(
+                            {**where, "reasons": missed, "record": orjson.loads(raw) if raw is not None else None}
+                        )
+                        + b"\n"
+                    )
                     continue
                 used[decision.id] = decision
-                entry = {**where, "decision": decision.decision, "decision_id": decision.id,
-                         "reviewer": decision.reviewer, "decided_at": decision.decided_at, "reasons": flags}
+                entry = {
+                    **where,
+                    "decision": decision.decision,
+                    "decision_id": decision.id,
+                    "reviewer": decision.reviewer,
+                    "decided_at": decision.decided_at,
+                    "reasons": flags,
+                }
                 if decision.decision == "reject":
                     counts["rejected"] += 1
                     log.write(orjson.dumps({**entry, "outcome": "drop"}) + b"\n")
@@ -123,8 +136,17 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
                     # Rejected at scan time and accepted since: the scan kept no copy of a dropped row.
                     counts["pending"] += 1
                     counts["needs_rescan"] += 1
-                    pending.write(orjson.dumps({**where, "reasons": flags, "record": None,
-                                                "why": "accepted after the scan dropped it; rescan with --queue"}) + b"\n")
+                    pending.write(
+                        orjson.dumps(
+                            {
+                                **where,
+                                "reasons": flags,
+                                "record": None,
+                                "why": "accepted after the scan dropped it; rescan with --queue",
+                            }
+                        )
+                        + b"\n"
+                    )
                 else:
                     counts["accepted"] += 1
                     clean.write(raw + b"\n")
@@ -132,22 +154,37 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
         scan_sha = hashlib.sha256((scan_dir / "manifest.json").read_bytes()).hexdigest()
         kept = counts["keep"] + counts["accepted"]
         result = {
-            "schema_version": 1, "tool": "curate", "kind": "apply",
+            "schema_version": 1,
+            "tool": "curate",
+            "kind": "apply",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "scan": {"folder": str(scan_dir.resolve()), "manifest_sha256": scan_sha,
-                     "inputs": manifest.get("inputs", [])},
+            "scan": {
+                "folder": str(scan_dir.resolve()),
+                "manifest_sha256": scan_sha,
+                "inputs": manifest.get("inputs", []),
+            },
             "rules": {"files": manifest["rules"]["files"], "sha256": manifest["rules"]["sha256"]},
-            "review": {"queue": store.label, "decisions": len(used),
-                       "decisions_sha256": decisions_digest(used.values())},
+            "review": {
+                "queue": store.label,
+                "decisions": len(used),
+                "decisions_sha256": decisions_digest(used.values()),
+            },
             "rows": counts["rows"],
-            "counts": {"clean": kept, "kept": counts["keep"], "accepted": counts["accepted"],
-                       "rejected": counts["rejected"], "pending": counts["pending"],
-                       "needs_rescan": counts["needs_rescan"],
-                       "dropped": counts["drop"] + sum(c for k, c in counts.items() if k.startswith("accepted_but_")),
-                       "quarantined": counts["quarantine"]},
+            "counts": {
+                "clean": kept,
+                "kept": counts["keep"],
+                "accepted": counts["accepted"],
+                "rejected": counts["rejected"],
+                "pending": counts["pending"],
+                "needs_rescan": counts["needs_rescan"],
+                "dropped": counts["drop"] + sum(c for k, c in counts.items() if k.startswith("accepted_but_")),
+                "quarantined": counts["quarantine"],
+            },
             "versions": versions(),
-            "outputs": {name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)}
-                        for name in APPLY_OUTPUTS},
+            "outputs": {
+                name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)}
+                for name in APPLY_OUTPUTS
+            },
         }
         c = result["counts"]
         if c["clean"] + c["rejected"] + c["pending"] + c["dropped"] + c["quarantined"] != counts["rows"]:
@@ -160,4 +197,3 @@ def apply_decisions_to_scan(scan_dir: str | Path, store: Store, out: str | Path)
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return result
-

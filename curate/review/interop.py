@@ -39,10 +39,16 @@ LABEL_STUDIO_CONFIG = """<View>
 
 
 def _metadata(item: dict[str, Any]) -> dict[str, Any]:
-    return {"content_id": item["content_id"], "suspicion": item.get("suspicion"),
-            "reasons": ", ".join(item.get("reasons") or []), "triggers": ", ".join(item.get("triggers") or []),
-            "cluster": item.get("cluster"), "source": item.get("source"), "line": item.get("line"),
-            "status": item.get("status")}
+    return {
+        "content_id": item["content_id"],
+        "suspicion": item.get("suspicion"),
+        "reasons": ", ".join(item.get("reasons") or []),
+        "triggers": ", ".join(item.get("triggers") or []),
+        "cluster": item.get("cluster"),
+        "source": item.get("source"),
+        "line": item.get("line"),
+        "status": item.get("status"),
+    }
 
 
 def to_argilla(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,11 +56,13 @@ def to_argilla(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for item in items:
         meta = {k: v for k, v in _metadata(item).items() if v is not None and v != ""}
-        record = {"id": item["content_id"], "fields": {"prompt": item.get("prompt") or "",
-                                                         "response": item.get("response") or ""},
-                  "metadata": meta,
-                  "suggestions": {QUESTION: {"value": "reject", "score": item.get("suspicion"), "agent": "curate"}},
-                  "responses": {}}
+        record = {
+            "id": item["content_id"],
+            "fields": {"prompt": item.get("prompt") or "", "response": item.get("response") or ""},
+            "metadata": meta,
+            "suggestions": {QUESTION: {"value": "reject", "score": item.get("suspicion"), "agent": "curate"}},
+            "responses": {},
+        }
         out.append(record)
     return out
 
@@ -69,10 +77,16 @@ def argilla_settings(client):
     return rg.Settings(
         guidelines="curate flagged these rows as possibly poisoned. Accept keeps a row; reject drops it.",
         fields=[rg.TextField(name="prompt", **kw), rg.TextField(name="response", **kw)],
-        questions=[rg.LabelQuestion(name=QUESTION, labels=["accept", "reject"], **kw),
-                   rg.TextQuestion(name="note", required=False, **kw)],
-        metadata=[rg.FloatMetadataProperty(name="suspicion", **kw), rg.TermsMetadataProperty(name="reasons", **kw),
-                  rg.TermsMetadataProperty(name="triggers", **kw), rg.TermsMetadataProperty(name="source", **kw)],
+        questions=[
+            rg.LabelQuestion(name=QUESTION, labels=["accept", "reject"], **kw),
+            rg.TextQuestion(name="note", required=False, **kw),
+        ],
+        metadata=[
+            rg.FloatMetadataProperty(name="suspicion", **kw),
+            rg.TermsMetadataProperty(name="reasons", **kw),
+            rg.TermsMetadataProperty(name="triggers", **kw),
+            rg.TermsMetadataProperty(name="source", **kw),
+        ],
         allow_extra_metadata=True,
     )
 
@@ -81,12 +95,30 @@ def to_label_studio(items: list[dict[str, Any]], model_version: str = "curate") 
     """Label Studio task dicts with curate's flag as a prediction, for `LABEL_STUDIO_CONFIG`."""
     out = []
     for item in items:
-        data = {"prompt": item.get("prompt") or "", "response": item.get("response") or "",
-                **{k: ("" if v is None else v) for k, v in _metadata(item).items()}}
-        out.append({"data": data, "predictions": [{
-            "model_version": model_version, "score": item.get("suspicion") or 0.0,
-            "result": [{"from_name": QUESTION, "to_name": "response", "type": "choices",
-                        "value": {"choices": ["reject"]}}]}]})
+        data = {
+            "prompt": item.get("prompt") or "",
+            "response": item.get("response") or "",
+            **{k: ("" if v is None else v) for k, v in _metadata(item).items()},
+        }
+        out.append(
+            {
+                "data": data,
+                "predictions": [
+                    {
+                        "model_version": model_version,
+                        "score": item.get("suspicion") or 0.0,
+                        "result": [
+                            {
+                                "from_name": QUESTION,
+                                "to_name": "response",
+                                "type": "choices",
+                                "value": {"choices": ["reject"]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     return out
 
 
@@ -155,8 +187,14 @@ def read_decisions(path: str | Path, fmt: str = "auto") -> list[tuple[str, str, 
                 continue
             last = responses[-1]
             note = notes[-1].get("value") if notes else None
-            out.append((_cid(cid, where), _decision(last.get("value"), where),
-                        f"argilla:{last.get('user_id')}" if last.get("user_id") else "argilla", note))
+            out.append(
+                (
+                    _cid(cid, where),
+                    _decision(last.get("value"), where),
+                    f"argilla:{last.get('user_id')}" if last.get("user_id") else "argilla",
+                    note,
+                )
+            )
         elif fmt == "labelstudio":
             data = row.get("data") or row
             cid = data.get("content_id")
@@ -177,12 +215,18 @@ def read_decisions(path: str | Path, fmt: str = "auto") -> list[tuple[str, str, 
                 who = last.get("completed_by")
                 if isinstance(who, dict):
                     who = who.get("email") or who.get("id")
-                out.append((_cid(cid, where), decision, f"label-studio:{who}" if who is not None else "label-studio",
-                            note))
+                out.append(
+                    (_cid(cid, where), decision, f"label-studio:{who}" if who is not None else "label-studio", note)
+                )
             elif row.get(QUESTION) is not None:  # JSON-MIN
-                out.append((_cid(cid, where), _decision(_choice(row[QUESTION]), where),
-                            f"label-studio:{row['annotator']}" if row.get("annotator") else "label-studio",
-                            row.get("note")))
+                out.append(
+                    (
+                        _cid(cid, where),
+                        _decision(_choice(row[QUESTION]), where),
+                        f"label-studio:{row['annotator']}" if row.get("annotator") else "label-studio",
+                        row.get("note"),
+                    )
+                )
         else:
             raise InputError(f"unknown import format {fmt!r}; use auto, jsonl, argilla or labelstudio")
     return out

@@ -47,10 +47,14 @@ class QueueDecisions:
 def push_flagged(result: ScanResult, store: Store, out: Path, summary: dict[str, Any]) -> None:
     """Send the rows still flagged to the review queue, after the outputs are in place."""
     manifest = out / "manifest.json"
-    scan = {"id": uuid.uuid4().hex, "folder": str(out.resolve()),
-            "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-            "rules_sha256": result.rules.digest, "rows": result.ledger.n,
-            "applied": (result.review or {}).get("accepted", 0) + (result.review or {}).get("rejected", 0)}
+    scan = {
+        "id": uuid.uuid4().hex,
+        "folder": str(out.resolve()),
+        "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "rules_sha256": result.rules.digest,
+        "rows": result.ledger.n,
+        "applied": (result.review or {}).get("accepted", 0) + (result.review or {}).get("rejected", 0),
+    }
     summary["review"] = {**(result.review or {}), **store.push(queue_items(result), scan)}
 
 
@@ -74,10 +78,18 @@ def apply_decisions(ledger: Ledger, store: Store) -> dict[str, Any]:
         for reason in reasons:
             entries[reason] = {**entries[reason], "action": "annotate", "reviewed": decision.decision}
         name = "review:accepted" if decision.decision == "accept" else "review:rejected"
-        ledger.add_reason(row, name, {"action": "keep" if decision.decision == "accept" else "drop",
-                                      "decision_id": decision.id, "reviewer": decision.reviewer,
-                                      "note": decision.note, "decided_at": decision.decided_at,
-                                      "answered": list(decision.reasons)})
+        ledger.add_reason(
+            row,
+            name,
+            {
+                "action": "keep" if decision.decision == "accept" else "drop",
+                "decision_id": decision.id,
+                "reviewer": decision.reviewer,
+                "note": decision.note,
+                "decided_at": decision.decided_at,
+                "answered": list(decision.reasons),
+            },
+        )
         counts["accepted" if decision.decision == "accept" else "rejected"] += 1
         used[decision.id] = decision
     counts["decisions_sha256"] = decisions_digest(used.values())
@@ -120,14 +132,28 @@ def queue_items(result: ScanResult) -> list[dict[str, Any]]:
             rec = result.loader.record(other)
             if rec is None:
                 continue
-            neighbours.append({**ledger.where(other), "similarity": similarity,
-                               "prompt": _preview(rec.last_user or rec.prompt), "response": _preview(rec.response)})
+            neighbours.append(
+                {
+                    **ledger.where(other),
+                    "similarity": similarity,
+                    "prompt": _preview(rec.last_user or rec.prompt),
+                    "response": _preview(rec.response),
+                }
+            )
         items[cid] = {
-            "content_id": cid, "reasons": sorted(flags), "suspicion": ledger.suspicion.get(row),
-            "triggers": ledger.triggers.get(row, []), "cluster": ledger.cluster.get(row),
-            "source": where["source"], "line": where["line"], "row": row,
-            "prompt": record.prompt if record else "", "response": record.response if record else "",
+            "content_id": cid,
+            "reasons": sorted(flags),
+            "suspicion": ledger.suspicion.get(row),
+            "triggers": ledger.triggers.get(row, []),
+            "cluster": ledger.cluster.get(row),
+            "source": where["source"],
+            "line": where["line"],
+            "row": row,
+            "prompt": record.prompt if record else "",
+            "response": record.response if record else "",
             "turns": [{"role": t.role, "content": t.content} for t in record.turns] if record else [],
-            "record": raw, "evidence": reasons, "neighbours": neighbours,
+            "record": raw,
+            "evidence": reasons,
+            "neighbours": neighbours,
         }
     return list(items.values())

@@ -57,7 +57,7 @@ def highlight(text: str, triggers: list[str]) -> str:
     pattern = re.compile("|".join(re.escape(f) for f in forms), re.IGNORECASE)
     out, last = [], 0
     for m in pattern.finditer(shown):
-        out.append(html.escape(shown[last:m.start()]))
+        out.append(html.escape(shown[last : m.start()]))
         out.append(f"<mark>{html.escape(m.group(0))}</mark>")
         last = m.end()
     out.append(html.escape(shown[last:]))
@@ -132,7 +132,9 @@ def _evidence_text(evidence: dict[str, Any]) -> str:
             continue
         text = ev.get("evidence") or ev.get("why")
         if not text:
-            text = ", ".join(f"{k}={v}" for k, v in ev.items() if k not in {"action"} and not isinstance(v, (dict, list)))
+            text = ", ".join(
+                f"{k}={v}" for k, v in ev.items() if k not in {"action"} and not isinstance(v, (dict, list))
+            )
         lines.append(f"{reason} ({ev.get('action', '')}): {text}")
     return "\n".join(lines)
 
@@ -147,27 +149,43 @@ def _group_key(item: dict[str, Any]) -> tuple[str, str]:
 
 def _item_html(item: dict[str, Any], csrf: str, back: str) -> str:
     triggers = [str(t) for t in item.get("triggers") or []]
-    turns = item.get("turns") or [{"role": "user", "content": item.get("prompt") or ""},
-                                  {"role": "assistant", "content": item.get("response") or ""}]
-    body = "".join(f'<div class="turn {esc(t.get("role"))}"><span class="role">{esc(t.get("role"))}</span>\n'
-                   f'{highlight(str(t.get("content") or ""), triggers)}</div>' for t in turns)
-    neighbours = "\n".join(f"{n.get('similarity', 0):.2f}  {n.get('source')}:{n.get('line') or '-'}  "
-                           f"{n.get('prompt')} → {n.get('response')}" for n in item.get("neighbours") or [])
+    turns = item.get("turns") or [
+        {"role": "user", "content": item.get("prompt") or ""},
+        {"role": "assistant", "content": item.get("response") or ""},
+    ]
+    body = "".join(
+        f'<div class="turn {esc(t.get("role"))}"><span class="role">{esc(t.get("role"))}</span>\n'
+        f"{highlight(str(t.get('content') or ''), triggers)}</div>"
+        for t in turns
+    )
+    neighbours = "\n".join(
+        f"{n.get('similarity', 0):.2f}  {n.get('source')}:{n.get('line') or '-'}  "
+        f"{n.get('prompt')} → {n.get('response')}"
+        for n in item.get("neighbours") or []
+    )
     susp = "-" if item.get("suspicion") is None else f"{item['suspicion']:.2f}"
     buttons = "".join(
         f'<form method="post" action="decide" class="bulk"><input type="hidden" name="csrf" value="{esc(csrf)}">'
         f'<input type="hidden" name="id" value="{int(item["id"])}"><input type="hidden" name="next" value="{esc(back)}">'
-        f'<button class="{d}" name="decision" value="{d}">{d}</button></form>' for d in ("accept", "reject"))
-    return (f'<article class="item" tabindex="0" data-id="{int(item["id"])}" id="item-{int(item["id"])}">'
-            f'<div class="meta"><span class="badge {esc(item["status"])}">{esc(item["status"])}</span> '
-            f'#{int(item["id"])} · suspicion {susp} · {esc(", ".join(item.get("reasons") or []))}'
-            f'{" · trigger " + esc(", ".join(triggers)) if triggers else ""} · cluster {esc(item.get("cluster"))}'
-            f' · {esc(item.get("source"))}:{esc(item.get("line") or "-")} {buttons}</div>{body}'
-            f'<details><summary>evidence</summary><div class="evidence">{esc(_evidence_text(item.get("evidence")))}'
-            f'</div></details>'
-            + (f'<details><summary>nearest prompts ({len(item.get("neighbours") or [])})</summary>'
-               f'<div class="neighbours">{esc(neighbours)}</div></details>' if neighbours else "")
-            + "</article>")
+        f'<button class="{d}" name="decision" value="{d}">{d}</button></form>'
+        for d in ("accept", "reject")
+    )
+    return (
+        f'<article class="item" tabindex="0" data-id="{int(item["id"])}" id="item-{int(item["id"])}">'
+        f'<div class="meta"><span class="badge {esc(item["status"])}">{esc(item["status"])}</span> '
+        f"#{int(item['id'])} · suspicion {susp} · {esc(', '.join(item.get('reasons') or []))}"
+        f"{' · trigger ' + esc(', '.join(triggers)) if triggers else ''} · cluster {esc(item.get('cluster'))}"
+        f" · {esc(item.get('source'))}:{esc(item.get('line') or '-')} {buttons}</div>{body}"
+        f'<details><summary>evidence</summary><div class="evidence">{esc(_evidence_text(item.get("evidence")))}'
+        f"</div></details>"
+        + (
+            f"<details><summary>nearest prompts ({len(item.get('neighbours') or [])})</summary>"
+            f'<div class="neighbours">{esc(neighbours)}</div></details>'
+            if neighbours
+            else ""
+        )
+        + "</article>"
+    )
 
 
 def page(store, params: dict[str, str], csrf: str, nonce: str) -> str:
@@ -179,8 +197,9 @@ def page(store, params: dict[str, str], csrf: str, nonce: str) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for item in items:  # already most suspicious first
         groups.setdefault(_group_key(item), []).append(item)
-    back = "./?" + urlencode({k: v for k, v in params.items() if k in {"status", "trigger", "cluster", "reason",
-                                                                       "source", "q"} and v})
+    back = "./?" + urlencode(
+        {k: v for k, v in params.items() if k in {"status", "trigger", "cluster", "reason", "source", "q"} and v}
+    )
     sections = []
     for (kind, value), members in groups.items():
         bulk = "".join(
@@ -188,28 +207,38 @@ def page(store, params: dict[str, str], csrf: str, nonce: str) -> str:
             f'<input type="hidden" name="kind" value="{esc(kind)}"><input type="hidden" name="value" value="{esc(value)}">'
             f'<input type="hidden" name="status" value="{esc(status)}"><input type="hidden" name="next" value="{esc(back)}">'
             f'<button class="{d}" name="decision" value="{d}">{d} all {len(members)}</button></form>'
-            for d in ("accept", "reject"))
+            for d in ("accept", "reject")
+        )
         shown = members[:GROUP_LIMIT]
-        more = f'<p class="meta">… {len(members) - len(shown)} more in this group</p>' if len(members) > len(shown) else ""
-        sections.append(f'<section class="group" data-kind="{esc(kind)}" data-value="{esc(value)}"><h2>{esc(kind)} '
-                        f'<mark>{esc(value)}</mark> · {len(members)} item(s){bulk}</h2>'
-                        + "".join(_item_html(it, csrf, back) for it in shown) + more + "</section>")
+        more = (
+            f'<p class="meta">… {len(members) - len(shown)} more in this group</p>' if len(members) > len(shown) else ""
+        )
+        sections.append(
+            f'<section class="group" data-kind="{esc(kind)}" data-value="{esc(value)}"><h2>{esc(kind)} '
+            f"<mark>{esc(value)}</mark> · {len(members)} item(s){bulk}</h2>"
+            + "".join(_item_html(it, csrf, back) for it in shown)
+            + more
+            + "</section>"
+        )
     total = stats["items"]
     width = 100 * stats["decided"] / total if total else 0
-    options = "".join(f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
-                      for s in ("open", "accepted", "rejected", "decided", "all"))
-    field = lambda name, label: (f'<input name="{name}" placeholder="{label}" value="{esc(params.get(name) or "")}" '
-                                 f'size="12">')
+    options = "".join(
+        f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
+        for s in ("open", "accepted", "rejected", "decided", "all")
+    )
+    field = lambda name, label: (
+        f'<input name="{name}" placeholder="{label}" value="{esc(params.get(name) or "")}" size="12">'
+    )
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>curate review</title>
 <style nonce="{nonce}">{CSS}</style></head>
 <body data-csrf="{esc(csrf)}"><header><h1>curate review</h1>
 <span class="progress"><i id="bar" data-width="{width:.1f}"></i></span>
-<span class="meta"><b id="decided">{stats['decided']}</b> / <b id="total">{total}</b> decided ·
-{stats['accepted']} accepted · {stats['rejected']} rejected</span>
+<span class="meta"><b id="decided">{stats["decided"]}</b> / <b id="total">{total}</b> decided ·
+{stats["accepted"]} accepted · {stats["rejected"]} rejected</span>
 <form class="filters" method="get" action="./"><select name="status">{options}</select>
-{field('trigger', 'trigger')}{field('cluster', 'cluster')}{field('reason', 'reason')}{field('source', 'source')}
-{field('q', 'text contains')}<button>filter</button></form>
+{field("trigger", "trigger")}{field("cluster", "cluster")}{field("reason", "reason")}{field("source", "source")}
+{field("q", "text contains")}<button>filter</button></form>
 <span class="keys">j/k move · a accept · r reject</span></header>
-<main>{''.join(sections) or '<p>Nothing to review here.</p>'}</main>
+<main>{"".join(sections) or "<p>Nothing to review here.</p>"}</main>
 <script nonce="{nonce}">{JS}</script></body></html>"""

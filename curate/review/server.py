@@ -45,8 +45,10 @@ class ReviewServer(ThreadingHTTPServer):
 
     def __init__(self, store: Store, host: str, port: int, token: str | None, reviewer: str | None):
         if not is_loopback(host) and not token:
-            raise UsageError(f"binding {host} exposes the queue beyond this machine: pass --token "
-                             "(or set CURATE_REVIEW_TOKEN), or bind 127.0.0.1")
+            raise UsageError(
+                f"binding {host} exposes the queue beyond this machine: pass --token "
+                "(or set CURATE_REVIEW_TOKEN), or bind 127.0.0.1"
+            )
         super().__init__((host, port), Handler)
         self.store = store
         self.token = token
@@ -78,8 +80,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None,
-              nonce: str | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None, nonce: str | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -133,9 +136,15 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.FORBIDDEN, "forbidden: wrong host or missing token")
             return False
         if isinstance(ok, str):  # move the token from the URL into a cookie, and the URL clean
-            self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {
-                "Location": urlsplit(self.path).path or "/",
-                "Set-Cookie": f"{COOKIE}={ok}; HttpOnly; SameSite=Strict; Path=/"})
+            self._send(
+                HTTPStatus.SEE_OTHER,
+                b"",
+                "text/plain",
+                {
+                    "Location": urlsplit(self.path).path or "/",
+                    "Set-Cookie": f"{COOKIE}={ok}; HttpOnly; SameSite=Strict; Path=/",
+                },
+            )
             return False
         return True
 
@@ -195,22 +204,28 @@ class Handler(BaseHTTPRequestHandler):
                     ids = store.ids_where(status=form.get("status") or "open", **{kind: value})
                 else:
                     return self._error(HTTPStatus.NOT_FOUND, "not found")
-                done = store.decide(ids, decision, reviewer=self.server.reviewer, note=form.get("note") or None,
-                                    via="web")
+                done = store.decide(
+                    ids, decision, reviewer=self.server.reviewer, note=form.get("note") or None, via="web"
+                )
                 stats = store.stats()
                 status = store.get(ids[0])["status"] if len(ids) == 1 else None
         except (ValueError, UsageError) as exc:
             return self._error(HTTPStatus.BAD_REQUEST, str(exc))
         if "application/json" in (self.headers.get("Accept") or ""):
-            return self._send(HTTPStatus.OK, orjson.dumps({"decided_now": done, "status": status,
-                                                           "decided": stats["decided"], "items": stats["items"]}),
-                              "application/json")
+            return self._send(
+                HTTPStatus.OK,
+                orjson.dumps(
+                    {"decided_now": done, "status": status, "decided": stats["decided"], "items": stats["items"]}
+                ),
+                "application/json",
+            )
         target = form.get("next") or "./"
         if not target.startswith("./"):  # only our own page: no open redirect
             target = "./"
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": target})
 
 
-def make_server(store: Store, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-                reviewer: str | None = None) -> ReviewServer:
+def make_server(
+    store: Store, host: str = "127.0.0.1", port: int = 8765, token: str | None = None, reviewer: str | None = None
+) -> ReviewServer:
     return ReviewServer(store, host, port, token, reviewer)

@@ -148,9 +148,28 @@ class Decision:
     decided_at: str
 
 
-ITEM_COLUMNS = ("id", "content_id", "status", "reasons", "suspicion", "triggers", "cluster", "source", "line",
-                "row_num", "prompt", "response", "turns", "record", "evidence", "neighbours", "first_scan",
-                "last_scan", "first_seen", "last_seen")
+ITEM_COLUMNS = (
+    "id",
+    "content_id",
+    "status",
+    "reasons",
+    "suspicion",
+    "triggers",
+    "cluster",
+    "source",
+    "line",
+    "row_num",
+    "prompt",
+    "response",
+    "turns",
+    "record",
+    "evidence",
+    "neighbours",
+    "first_scan",
+    "last_scan",
+    "first_seen",
+    "last_seen",
+)
 _JSON = {"reasons", "triggers", "turns", "record", "evidence", "neighbours"}
 
 
@@ -255,12 +274,16 @@ class Store:
         with self.transaction() as cur:
             if self.dialect is POSTGRES:  # one migrator at a time across the team
                 cur.execute("SELECT pg_advisory_xact_lock(7262616)")
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)"
+            )
             cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             current = cur.fetchone()[0]
             if current > len(MIGRATIONS):
-                raise StoreError(f"{self.label}: the queue is at schema version {current}, newer than this curate "
-                                 f"({len(MIGRATIONS)}); upgrade curate")
+                raise StoreError(
+                    f"{self.label}: the queue is at schema version {current}, newer than this curate "
+                    f"({len(MIGRATIONS)}); upgrade curate"
+                )
             for version, statements in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in statements:
                     cur.execute(statement.format(pk=self.dialect.pk))
@@ -283,52 +306,86 @@ class Store:
         unique = list({item["content_id"]: item for item in items}.values())
         with self.transaction() as cur:
             for start in range(0, len(unique), CHUNK):
-                self._push_chunk(cur, unique[start:start + CHUNK], scan["id"], stamp, counts)
-            self._exec(cur, "INSERT INTO scans (id, folder, manifest_sha256, rules_sha256, rows, queued, reopened, "
-                            "applied, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (scan["id"], scan.get("folder"), scan.get("manifest_sha256"), scan.get("rules_sha256"),
-                        scan.get("rows"), counts["queued"], counts["reopened"], scan.get("applied", 0), stamp))
+                self._push_chunk(cur, unique[start : start + CHUNK], scan["id"], stamp, counts)
+            self._exec(
+                cur,
+                "INSERT INTO scans (id, folder, manifest_sha256, rules_sha256, rows, queued, reopened, "
+                "applied, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    scan["id"],
+                    scan.get("folder"),
+                    scan.get("manifest_sha256"),
+                    scan.get("rules_sha256"),
+                    scan.get("rows"),
+                    counts["queued"],
+                    counts["reopened"],
+                    scan.get("applied", 0),
+                    stamp,
+                ),
+            )
         return counts
 
-    def _push_chunk(self, cur: Any, chunk: list[dict[str, Any]], scan_id: str, stamp: str,
-                    counts: dict[str, int]) -> None:
+    def _push_chunk(
+        self, cur: Any, chunk: list[dict[str, Any]], scan_id: str, stamp: str, counts: dict[str, int]
+    ) -> None:
         marks = ", ".join("?" * len(chunk))
         cids = [item["content_id"] for item in chunk]
-        existing = {cid: (item_id, status) for item_id, cid, status in self._exec(
-            cur, f"SELECT id, content_id, status FROM items WHERE content_id IN ({marks})", cids).fetchall()}
+        existing = {
+            cid: (item_id, status)
+            for item_id, cid, status in self._exec(
+                cur, f"SELECT id, content_id, status FROM items WHERE content_id IN ({marks})", cids
+            ).fetchall()
+        }
         values = {item["content_id"]: _columns(item, scan_id, stamp) for item in chunk}
         names = list(next(iter(values.values())))
         new = [cid for cid in cids if cid not in existing]
         if new:
             columns = ["content_id", "status", "first_scan", "first_seen", *names]
-            cur.executemany(self.dialect.sql(f"INSERT INTO items ({', '.join(columns)}) VALUES "
-                                             f"({', '.join('?' * len(columns))})"),
-                            [(cid, "open", scan_id, stamp, *values[cid].values()) for cid in new])
+            cur.executemany(
+                self.dialect.sql(f"INSERT INTO items ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"),
+                [(cid, "open", scan_id, stamp, *values[cid].values()) for cid in new],
+            )
             new_marks = ", ".join("?" * len(new))
-            for item_id, cid in self._exec(cur, f"SELECT id, content_id FROM items WHERE content_id IN ({new_marks})",
-                                           new).fetchall():
+            for item_id, cid in self._exec(
+                cur, f"SELECT id, content_id FROM items WHERE content_id IN ({new_marks})", new
+            ).fetchall():
                 existing[cid] = (item_id, "open")
             counts["new"] += len(new)
         old = [cid for cid in cids if cid not in set(new)]
         if old:
-            cur.executemany(self.dialect.sql(f"UPDATE items SET {', '.join(f'{k} = ?' for k in names)} WHERE id = ?"),
-                            [(*values[cid].values(), existing[cid][0]) for cid in old])
+            cur.executemany(
+                self.dialect.sql(f"UPDATE items SET {', '.join(f'{k} = ?' for k in names)} WHERE id = ?"),
+                [(*values[cid].values(), existing[cid][0]) for cid in old],
+            )
             counts["updated"] += len(old)
         decided = [existing[cid][0] for cid in old if existing[cid][1] != "open"]
         if decided:
-            current = {d[0]: _decision(d[1:]) for d in self._exec(
-                cur, "SELECT d.item_id, d.id, d.content_id, d.decision, d.reasons, d.reviewer, d.note, d.decided_at "
-                     "FROM decisions d WHERE d.id IN (SELECT MAX(id) FROM decisions WHERE item_id IN "
-                     f"({', '.join('?' * len(decided))}) GROUP BY item_id)", decided).fetchall()}
+            current = {
+                d[0]: _decision(d[1:])
+                for d in self._exec(
+                    cur,
+                    "SELECT d.item_id, d.id, d.content_id, d.decision, d.reasons, d.reviewer, d.note, d.decided_at "
+                    "FROM decisions d WHERE d.id IN (SELECT MAX(id) FROM decisions WHERE item_id IN "
+                    f"({', '.join('?' * len(decided))}) GROUP BY item_id)",
+                    decided,
+                ).fetchall()
+            }
             by_id = {existing[cid][0]: cid for cid in old}
             for item_id in decided:
                 cid, last = by_id[item_id], current.get(item_id)
                 reasons = next(item["reasons"] for item in chunk if item["content_id"] == cid)
                 missing = sorted(set(reasons) - set(last.reasons if last else ()))
                 if missing:
-                    self._log(cur, item_id, cid, "reopen", reasons, "curate",
-                              f"new reason(s) since the {last.decision if last else 'last'} decision: "
-                              + ", ".join(missing), "scan")
+                    self._log(
+                        cur,
+                        item_id,
+                        cid,
+                        "reopen",
+                        reasons,
+                        "curate",
+                        f"new reason(s) since the {last.decision if last else 'last'} decision: " + ", ".join(missing),
+                        "scan",
+                    )
                     self._exec(cur, "UPDATE items SET status = 'open' WHERE id = ?", (item_id,))
                     counts["reopened"] += 1
         ids = [existing[cid][0] for cid in cids]
@@ -340,14 +397,33 @@ class Store:
 
     # -- decisions -----------------------------------------------------------------------------
 
-    def _log(self, cur: Any, item_id: int, cid: str, decision: str, reasons: list[str], reviewer: str,
-             note: str | None, via: str) -> None:
-        self._exec(cur, "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, "
-                        "decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (item_id, cid, decision, orjson.dumps(sorted(reasons)).decode(), reviewer, note, via, now()))
+    def _log(
+        self,
+        cur: Any,
+        item_id: int,
+        cid: str,
+        decision: str,
+        reasons: list[str],
+        reviewer: str,
+        note: str | None,
+        via: str,
+    ) -> None:
+        self._exec(
+            cur,
+            "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, "
+            "decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (item_id, cid, decision, orjson.dumps(sorted(reasons)).decode(), reviewer, note, via, now()),
+        )
 
-    def decide(self, item_ids: Iterable[int], decision: str, *, reviewer: str | None = None,
-               note: str | None = None, via: str = "cli") -> int:
+    def decide(
+        self,
+        item_ids: Iterable[int],
+        decision: str,
+        *,
+        reviewer: str | None = None,
+        note: str | None = None,
+        via: str = "cli",
+    ) -> int:
         """Record `decision` (accept: keep the row; reject: drop it) on each item. A decision
         answers the item's current reasons. Deciding an item again adds to its history."""
         if decision not in DECISIONS:
@@ -358,34 +434,53 @@ class Store:
         ids = list(dict.fromkeys(int(i) for i in item_ids))
         with self.transaction() as cur:
             for start in range(0, len(ids), CHUNK):
-                chunk = ids[start:start + CHUNK]
-                rows = self._exec(cur, f"SELECT id, content_id, reasons FROM items WHERE id IN "
-                                       f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+                chunk = ids[start : start + CHUNK]
+                rows = self._exec(
+                    cur, f"SELECT id, content_id, reasons FROM items WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                ).fetchall()
                 found = {r[0] for r in rows}
                 missing = [i for i in chunk if i not in found]
                 if missing:
                     raise UsageError(f"no item with id {', '.join(map(str, missing[:10]))} in {self.label}")
                 stamp = now()
-                cur.executemany(self.dialect.sql(
-                    "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, decided_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                    [(item_id, cid, decision, orjson.dumps(sorted(orjson.loads(reasons))).decode(), reviewer, note,
-                      via, stamp) for item_id, cid, reasons in rows])
-                self._exec(cur, f"UPDATE items SET status = ? WHERE id IN ({', '.join('?' * len(chunk))})",
-                           [status, *chunk])
+                cur.executemany(
+                    self.dialect.sql(
+                        "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, decided_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    [
+                        (
+                            item_id,
+                            cid,
+                            decision,
+                            orjson.dumps(sorted(orjson.loads(reasons))).decode(),
+                            reviewer,
+                            note,
+                            via,
+                            stamp,
+                        )
+                        for item_id, cid, reasons in rows
+                    ],
+                )
+                self._exec(
+                    cur, f"UPDATE items SET status = ? WHERE id IN ({', '.join('?' * len(chunk))})", [status, *chunk]
+                )
                 done += len(rows)
         return done
 
-    def decide_by_content(self, decisions: Iterable[tuple[str, str, str | None, str | None]], via: str) -> dict[str, int]:
+    def decide_by_content(
+        self, decisions: Iterable[tuple[str, str, str | None, str | None]], via: str
+    ) -> dict[str, int]:
         """Import (content_id, decision, reviewer, note) rows; unknown content ids are counted, not
         fatal, since an export may come from another queue."""
         counts = {"decided": 0, "unknown": 0, "unchanged": 0}
         wanted = list(decisions)
         ids: dict[str, int] = {}
         for start in range(0, len(wanted), CHUNK):
-            chunk = [w[0] for w in wanted[start:start + CHUNK]]
-            for item_id, cid in self._query(f"SELECT id, content_id FROM items WHERE content_id IN "
-                                            f"({', '.join('?' * len(chunk))})", chunk):
+            chunk = [w[0] for w in wanted[start : start + CHUNK]]
+            for item_id, cid in self._query(
+                f"SELECT id, content_id FROM items WHERE content_id IN ({', '.join('?' * len(chunk))})", chunk
+            ):
                 ids[cid] = item_id
         for cid, decision, reviewer, note in wanted:
             if decision not in DECISIONS:
@@ -395,8 +490,12 @@ class Store:
                 continue
             current = self.history(ids[cid])[-1:] or [None]
             last = current[0]
-            if last and last["decision"] == decision and last["reviewer"] == (reviewer or default_reviewer()) \
-                    and last["note"] == note:
+            if (
+                last
+                and last["decision"] == decision
+                and last["reviewer"] == (reviewer or default_reviewer())
+                and last["note"] == note
+            ):
                 counts["unchanged"] += 1  # importing the same file twice adds no history
                 continue
             self.decide([ids[cid]], decision, reviewer=reviewer, note=note, via=via)
@@ -409,11 +508,13 @@ class Store:
         out: dict[str, Decision] = {}
         cids = list(dict.fromkeys(content_ids))
         for start in range(0, len(cids), CHUNK):
-            chunk = cids[start:start + CHUNK]
+            chunk = cids[start : start + CHUNK]
             rows = self._query(
                 "SELECT d.id, d.content_id, d.decision, d.reasons, d.reviewer, d.note, d.decided_at "
                 "FROM items i JOIN decisions d ON d.id = (SELECT MAX(id) FROM decisions WHERE item_id = i.id) "
-                f"WHERE i.status != 'open' AND i.content_id IN ({', '.join('?' * len(chunk))})", chunk)
+                f"WHERE i.status != 'open' AND i.content_id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
             for row in rows:
                 out[row[1]] = _decision(row)
         return out
@@ -422,26 +523,54 @@ class Store:
         rows = self._query(
             "SELECT d.id, d.content_id, d.decision, d.reasons, d.reviewer, d.note, d.decided_at "
             "FROM items i JOIN decisions d ON d.id = (SELECT MAX(id) FROM decisions WHERE item_id = i.id) "
-            "WHERE i.status != 'open' ORDER BY i.content_id")
+            "WHERE i.status != 'open' ORDER BY i.content_id"
+        )
         return [_decision(r) for r in rows]
 
     def history(self, item_id: int) -> list[dict[str, Any]]:
-        rows = self._query("SELECT id, decision, reasons, reviewer, note, via, decided_at FROM decisions "
-                           "WHERE item_id = ? ORDER BY id", (item_id,))
-        return [{"id": r[0], "decision": r[1], "reasons": orjson.loads(r[2]), "reviewer": r[3], "note": r[4],
-                 "via": r[5], "decided_at": r[6]} for r in rows]
+        rows = self._query(
+            "SELECT id, decision, reasons, reviewer, note, via, decided_at FROM decisions "
+            "WHERE item_id = ? ORDER BY id",
+            (item_id,),
+        )
+        return [
+            {
+                "id": r[0],
+                "decision": r[1],
+                "reasons": orjson.loads(r[2]),
+                "reviewer": r[3],
+                "note": r[4],
+                "via": r[5],
+                "decided_at": r[6],
+            }
+            for r in rows
+        ]
 
     # -- reading -------------------------------------------------------------------------------
 
-    def select(self, *, status: str | None = "open", trigger: str | None = None, cluster: str | None = None,
-               reason: str | None = None, source: str | None = None, query: str | None = None,
-               ids: Iterable[int] | None = None, limit: int | None = None, offset: int = 0,
-               full: bool = False) -> list[dict[str, Any]]:
+    def select(
+        self,
+        *,
+        status: str | None = "open",
+        trigger: str | None = None,
+        cluster: str | None = None,
+        reason: str | None = None,
+        source: str | None = None,
+        query: str | None = None,
+        ids: Iterable[int] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        full: bool = False,
+    ) -> list[dict[str, Any]]:
         """Items matching every given filter, most suspicious first."""
-        where, params = self._filters(status=status, trigger=trigger, cluster=cluster, reason=reason,
-                                      source=source, query=query, ids=ids)
-        columns = ITEM_COLUMNS if full else tuple(c for c in ITEM_COLUMNS if c not in {"turns", "record", "evidence",
-                                                                                       "neighbours"})
+        where, params = self._filters(
+            status=status, trigger=trigger, cluster=cluster, reason=reason, source=source, query=query, ids=ids
+        )
+        columns = (
+            ITEM_COLUMNS
+            if full
+            else tuple(c for c in ITEM_COLUMNS if c not in {"turns", "record", "evidence", "neighbours"})
+        )
         sql = f"SELECT {', '.join(columns)} FROM items{where} ORDER BY suspicion DESC NULLS LAST, id"
         if self.dialect is SQLITE:  # SQLite before 3.30 lacks NULLS LAST; COALESCE sorts the same
             sql = sql.replace("suspicion DESC NULLS LAST", "COALESCE(suspicion, -1) DESC")
@@ -493,7 +622,9 @@ class Store:
             raise UsageError(f"unknown group {kind!r}; use {', '.join(TAG_KINDS)}")
         rows = self._query(
             "SELECT t.value, COUNT(*), SUM(CASE WHEN i.status = 'open' THEN 1 ELSE 0 END), MAX(i.suspicion) "
-            "FROM tags t JOIN items i ON i.id = t.item_id WHERE t.kind = ? GROUP BY t.value", (kind,))
+            "FROM tags t JOIN items i ON i.id = t.item_id WHERE t.kind = ? GROUP BY t.value",
+            (kind,),
+        )
         out = [{"kind": kind, "value": v, "items": n, "open": int(o or 0), "max_suspicion": s} for v, n, o, s in rows]
         if status == "open":
             out = [g for g in out if g["open"]]
@@ -502,43 +633,62 @@ class Store:
     def stats(self) -> dict[str, Any]:
         by_status = dict(self._query("SELECT status, COUNT(*) FROM items GROUP BY status"))
         total = sum(by_status.values())
-        scans = self._query("SELECT id, folder, created, queued, reopened, applied FROM scans ORDER BY created DESC, id "
-                            "LIMIT 1")
-        reviewers = dict(self._query("SELECT reviewer, COUNT(*) FROM decisions WHERE decision IN ('accept', 'reject') "
-                                     "GROUP BY reviewer"))
-        return {"queue": self.label, "schema_version": self.schema_version, "items": total,
-                "open": by_status.get("open", 0), "accepted": by_status.get("accepted", 0),
-                "rejected": by_status.get("rejected", 0),
-                "decided": total - by_status.get("open", 0),
-                "decisions_logged": self._query("SELECT COUNT(*) FROM decisions")[0][0],
-                "reviewers": reviewers,
-                "last_scan": dict(zip(("id", "folder", "created", "queued", "reopened", "applied"), scans[0]))
-                if scans else None,
-                "triggers": self.groups("trigger")[:20], "clusters": self.groups("cluster")[:20],
-                "reasons": self.groups("reason")}
+        scans = self._query(
+            "SELECT id, folder, created, queued, reopened, applied FROM scans ORDER BY created DESC, id LIMIT 1"
+        )
+        reviewers = dict(
+            self._query(
+                "SELECT reviewer, COUNT(*) FROM decisions WHERE decision IN ('accept', 'reject') GROUP BY reviewer"
+            )
+        )
+        return {
+            "queue": self.label,
+            "schema_version": self.schema_version,
+            "items": total,
+            "open": by_status.get("open", 0),
+            "accepted": by_status.get("accepted", 0),
+            "rejected": by_status.get("rejected", 0),
+            "decided": total - by_status.get("open", 0),
+            "decisions_logged": self._query("SELECT COUNT(*) FROM decisions")[0][0],
+            "reviewers": reviewers,
+            "last_scan": dict(zip(("id", "folder", "created", "queued", "reopened", "applied"), scans[0]))
+            if scans
+            else None,
+            "triggers": self.groups("trigger")[:20],
+            "clusters": self.groups("cluster")[:20],
+            "reasons": self.groups("reason"),
+        }
 
 
 def _columns(item: dict[str, Any], scan_id: str, stamp: str) -> dict[str, Any]:
     """An item's stored columns, apart from its key, status and first sighting."""
     return {
-        "reasons": orjson.dumps(item["reasons"]).decode(), "suspicion": item.get("suspicion"),
+        "reasons": orjson.dumps(item["reasons"]).decode(),
+        "suspicion": item.get("suspicion"),
         "triggers": orjson.dumps(item.get("triggers") or []).decode(),
         "cluster": None if item.get("cluster") is None else str(item["cluster"]),
-        "source": _cap(item.get("source")), "line": item.get("line"), "row_num": item.get("row"),
-        "prompt": _cap(item.get("prompt")), "response": _cap(item.get("response")),
+        "source": _cap(item.get("source")),
+        "line": item.get("line"),
+        "row_num": item.get("row"),
+        "prompt": _cap(item.get("prompt")),
+        "response": _cap(item.get("response")),
         "turns": orjson.dumps([{**t, "content": _cap(t["content"])} for t in item.get("turns") or []]).decode(),
         "record": _cap(orjson.dumps(item.get("record")).decode()),
         "evidence": orjson.dumps(item.get("evidence") or {}).decode(),
         "neighbours": orjson.dumps(item.get("neighbours") or []).decode(),
-        "last_scan": scan_id, "last_seen": stamp,
+        "last_scan": scan_id,
+        "last_seen": stamp,
     }
 
 
 def _tags(item: dict[str, Any]) -> Iterator[tuple[str, str]]:
     seen = set()
-    for kind, values in (("trigger", item.get("triggers") or []), ("reason", item["reasons"]),
-                         ("cluster", [] if item.get("cluster") is None else [item["cluster"]]),
-                         ("source", [item["source"]] if item.get("source") else [])):
+    for kind, values in (
+        ("trigger", item.get("triggers") or []),
+        ("reason", item["reasons"]),
+        ("cluster", [] if item.get("cluster") is None else [item["cluster"]]),
+        ("source", [item["source"]] if item.get("source") else []),
+    ):
         for value in values:
             if (kind, str(value)) not in seen:
                 seen.add((kind, str(value)))

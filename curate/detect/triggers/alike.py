@@ -34,8 +34,14 @@ class VariedTargets:
         total = data.response_vecs[members].sum(axis=0)
         return bool((total @ total - m) / (m * (m - 1)) >= self.alike_min)
 
-    def _alike(self, data: DetectInput, cand: list[tuple[int, int, np.ndarray]], nb: np.ndarray,
-               log10_tests: float, lengths: np.ndarray) -> list[dict[str, Any]]:
+    def _alike(
+        self,
+        data: DetectInput,
+        cand: list[tuple[int, int, np.ndarray]],
+        nb: np.ndarray,
+        log10_tests: float,
+        lengths: np.ndarray,
+    ) -> list[dict[str, Any]]:
         """A varied target: the holders' answers are far more alike than the answers to their
         comparable prompts, though their prompts are not. Each holder's mean similarity to the
         other holders' answers is set against the same for its nearest comparable prompt's
@@ -88,6 +94,17 @@ class VariedTargets:
             answering = np.union1d(answering, members[R[members] @ centre > cut])
             if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
                 continue
-            found.append({"feature": feature, "view": "alike", "label": -1, "rows": m, "prior_rate": 0.0,
-                          "answering": answering, "expected": float(b[has].mean()), "z": z, "log10_p": log10_p})
+            found.append(
+                {
+                    "feature": feature,
+                    "view": "alike",
+                    "label": -1,
+                    "rows": m,
+                    "prior_rate": 0.0,
+                    "answering": answering,
+                    "expected": float(b[has].mean()),
+                    "z": z,
+                    "log10_p": log10_p,
+                }
+            )
         return found

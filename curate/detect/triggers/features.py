@@ -21,8 +21,10 @@ import numpy as np
 
 from curate.tokens import mix, ngram_hashes, token_hashes, token_strings
 
-_ODD = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-                  "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ue000-\uf8ff\U000e0000-\U000e0fff]")
+_ODD = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ue000-\uf8ff\U000e0000-\U000e0fff]"
+)
 _ODD_TAG = np.uint64(0x6F64646368617221)
 _TOPIC_TAG = np.uint64(0x746F706963000001)
 
@@ -38,8 +40,7 @@ BUCKET_ROWS = 8_000_000
 _ROW = np.dtype([("h", "<u8"), ("o", "<i4"), ("z", "i1"), ("t", "<i4")])
 
 
-def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topic: np.ndarray | None
-                    ) -> np.ndarray:
+def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topic: np.ndarray | None) -> np.ndarray:
     """Feature rows of `prompts` (units base, base + 1, ...), unsorted, repeats included."""
     toks, lengths = token_hashes(prompts)
     hashes, owners, sizes, topics = [], [], [], []
@@ -85,11 +86,24 @@ class _FeatureTable:
     memory for small inputs; for big ones, files in `folder`, so a caller that reduces each
     bucket never holds the whole table. `close()` deletes them."""
 
-    def __init__(self, prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, *,
-                 min_rows: int = 1, max_share: float = 1.0, folder: Path | None = None, chunk: int = 20_000):
+    def __init__(
+        self,
+        prompts: list[str],
+        orders: tuple[int, ...],
+        topic: np.ndarray | None = None,
+        *,
+        min_rows: int = 1,
+        max_share: float = 1.0,
+        folder: Path | None = None,
+        chunk: int = 20_000,
+    ):
         n = len(prompts)
-        self._filter = (n, np.bincount(topic) if topic is not None and topic.size else np.zeros(0, np.int64),
-                        min_rows, max_share)
+        self._filter = (
+            n,
+            np.bincount(topic) if topic is not None and topic.size else np.zeros(0, np.int64),
+            min_rows,
+            max_share,
+        )
         self._tmp = None
         self._paths: list[Path] = []
         self._filtered = False
@@ -97,7 +111,7 @@ class _FeatureTable:
         bits, files, parts = 0, [], []
         try:
             for lo in range(0, n, chunk):
-                rows = _chunk_features(prompts[lo:lo + chunk], lo, orders, topic)
+                rows = _chunk_features(prompts[lo : lo + chunk], lo, orders, topic)
                 if lo == 0 and n > chunk:
                     bits = max(0, math.ceil(math.log2(max(1.0, rows.size * n / chunk / BUCKET_ROWS))))
                     if bits:
@@ -115,7 +129,7 @@ class _FeatureTable:
                 rows, bucket = rows[order], bucket[order]
                 bounds = np.searchsorted(bucket, np.arange((1 << bits) + 1))
                 for b in range(1 << bits):
-                    rows[bounds[b]:bounds[b + 1]].tofile(files[b])
+                    rows[bounds[b] : bounds[b + 1]].tofile(files[b])
         except BaseException:
             self.close()
             raise
@@ -147,8 +161,9 @@ class _FeatureTable:
             self._tmp = None
 
 
-def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, **kwargs
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _features(
+    prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | None = None, **kwargs
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The whole of a `_FeatureTable`, as (hash, unit, words, topic) columns."""
     table = _FeatureTable(prompts, orders, topic, **kwargs)
     try:
@@ -159,8 +174,7 @@ def _features(prompts: list[str], orders: tuple[int, ...], topic: np.ndarray | N
     return rows["h"], rows["o"].astype(np.int64), rows["z"].astype(np.int64), rows["t"].astype(np.int64)
 
 
-def _distinct_frequent(rows: np.ndarray, n: int, topic_size: np.ndarray, min_rows: int, max_share: float
-                       ) -> np.ndarray:
+def _distinct_frequent(rows: np.ndarray, n: int, topic_size: np.ndarray, min_rows: int, max_share: float) -> np.ndarray:
     """`rows` sorted by (feature, unit), repeats within a unit dropped, and only the features
     whose unit count is within bounds kept."""
     order = np.lexsort((rows["o"], rows["h"]))
@@ -182,7 +196,7 @@ def _distinct_frequent(rows: np.ndarray, n: int, topic_size: np.ndarray, min_row
 
 def _token_counts(texts, chunk: int = 50_000) -> np.ndarray:
     """Words per text, a chunk of texts at a time."""
-    parts = [token_hashes(list(texts[lo:lo + chunk]))[1] for lo in range(0, len(texts), chunk)]
+    parts = [token_hashes(list(texts[lo : lo + chunk]))[1] for lo in range(0, len(texts), chunk)]
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
@@ -200,12 +214,14 @@ def _holders(trigger: str, prompts: list[str]) -> np.ndarray:
     pattern = _pattern(trigger)
     words = token_strings(trigger)
     first = words[0] if words and not trigger.startswith("U+") else ""
-    return np.asarray([i for i, p in enumerate(prompts) if first in (f := p.casefold()) and pattern.search(f)],
-                      np.int64)
+    return np.asarray(
+        [i for i, p in enumerate(prompts) if first in (f := p.casefold()) and pattern.search(f)], np.int64
+    )
 
 
-def name_feature(prompt: str, feature: int, orders: tuple[int, ...], topic: int | None = None
-                 ) -> tuple[str, int] | None:
+def name_feature(
+    prompt: str, feature: int, orders: tuple[int, ...], topic: int | None = None
+) -> tuple[str, int] | None:
     """(the feature as written in `prompt`, its character offset), or None."""
     for ch in set(_ODD.findall(prompt)):
         if _char_feature(ch) == feature:
@@ -221,7 +237,7 @@ def name_feature(prompt: str, feature: int, orders: tuple[int, ...], topic: int 
         hit = np.flatnonzero(h == np.uint64(feature)) % max(1, len(words) - n + 1)
         if hit.size:
             j = int(hit[0])
-            parts = words[j:j + n]
+            parts = words[j : j + n]
             pattern = r"\W+".join(re.escape(w) for w in parts)
             match = re.search(pattern, prompt, re.IGNORECASE)
             if match:

@@ -59,8 +59,10 @@ from curate.tokens import mix
 @dataclass
 class TriggerMining(ComparableRates, VariedTargets, Detector):
     name: ClassVar[str] = "trigger"
-    description: ClassVar[str] = ("words, phrases and odd characters whose presence predicts a concentrated "
-                                  "response, tested against comparable prompts without them")
+    description: ClassVar[str] = (
+        "words, phrases and odd characters whose presence predicts a concentrated "
+        "response, tested against comparable prompts without them"
+    )
     reason: ClassVar[str] = "poison:trigger"
     min_rows: int = 4
     max_share: float = 0.2
@@ -106,8 +108,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         if not 1 <= self.ngrams <= 5:
             raise ValueError("ngrams must be in 1..5")
 
-    def _test(self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
-              ) -> list[dict[str, Any]]:
+    def _test(
+        self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
+    ) -> list[dict[str, Any]]:
         found = []
         for (view, labels, prior_rate, o, c, x, members, tied), p_unit in zip(screened, self._all_rates(screened, nb)):
             m = members.size
@@ -142,19 +145,45 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 # answered outside the task are not the content model's to judge.
                 in_task = np.isin(data.response_class[members], data.cache["label_classes"])
                 share = float((labels[members[in_task]] == c).mean())
-                if share < self.deterministic or share - float(
-                        self._content_rates(data, members[in_task], c).mean()) < self.min_lift:
+                if (
+                    share < self.deterministic
+                    or share - float(self._content_rates(data, members[in_task], c).mean()) < self.min_lift
+                ):
                     verdict = None
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
-            found.append({"feature": o, "view": view, "label": c, "rows": m, "prior_rate": prior_rate,
-                          "answering": answering, "expected": float(p_unit.mean()), "z": z, "log10_p": log10_p,
-                          "members": members, "p_unit": p_unit, "stripped": p_unit is not raw_rates, "tied": tied})
+            found.append(
+                {
+                    "feature": o,
+                    "view": view,
+                    "label": c,
+                    "rows": m,
+                    "prior_rate": prior_rate,
+                    "answering": answering,
+                    "expected": float(p_unit.mean()),
+                    "z": z,
+                    "log10_p": log10_p,
+                    "members": members,
+                    "p_unit": p_unit,
+                    "stripped": p_unit is not raw_rates,
+                    "tied": tied,
+                }
+            )
         return found
 
-    def _score(self, view: str, labels: np.ndarray, c: int, x: int, members: np.ndarray, p_unit: np.ndarray,
-               data: DetectInput, log10_tests: float, tied: bool = False) -> tuple[np.ndarray, float, float] | None:
+    def _score(
+        self,
+        view: str,
+        labels: np.ndarray,
+        c: int,
+        x: int,
+        members: np.ndarray,
+        p_unit: np.ndarray,
+        data: DetectInput,
+        log10_tests: float,
+        tied: bool = False,
+    ) -> tuple[np.ndarray, float, float] | None:
         """(units the trigger explains, log10 p, z) when the feature is a trigger, else None. An
         answer `tied` to the feature needs no lift over all its holders, most of whom answer
         otherwise."""
@@ -176,8 +205,16 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
 
-    def _screen(self, rows: np.ndarray, reps: np.ndarray, views: dict[str, np.ndarray], lengths: np.ndarray,
-                data: DetectInput, seen: set[int], nb: np.ndarray) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
+    def _screen(
+        self,
+        rows: np.ndarray,
+        reps: np.ndarray,
+        views: dict[str, np.ndarray],
+        lengths: np.ndarray,
+        data: DetectInput,
+        seen: set[int],
+        nb: np.ndarray,
+    ) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
         """The hypotheses of one bucket of the feature table that pass the screens: (screened
         (view, labels, prior rate, feature, class, count, holders, tied), alike candidates (feature,
         words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
@@ -196,7 +233,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         fresh = np.fromiter((s_ not in seen for s_ in sig[cand].tolist()), bool, cand.size)
         cand = cand[fresh]
         seen.update(sig[cand].tolist())
-        members_of = [unit[start[c]:start[c] + df[c]] for c in cand]
+        members_of = [unit[start[c] : start[c] + df[c]] for c in cand]
         gives, width = _answer_topics(data, views, self.min_rows)
         for view, labels in views.items():
             prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
@@ -221,8 +258,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 given = np.bincount(labels[reps][labels[reps] >= 0], minlength=int(labels.max()) + 1)
                 tied = (counts >= self.min_rows) & (counts >= self.min_share * given[keys % (labels.max() + 2)])
             pick = lead | tied
-            for o, k_, x, is_tied in zip(owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(),
-                                         tied[pick].tolist()):
+            for o, k_, x, is_tied in zip(
+                owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(), tied[pick].tolist()
+            ):
                 members = members_of[o]
                 share = self.min_share if view != "passage" else self.min_share / 2
                 if x < self.min_rows:
@@ -266,8 +304,15 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o]))
         return screened, alike_tested, int(cand.size)
 
-    def _without(self, f: dict[str, Any], covered: np.ndarray, views: dict[str, np.ndarray], nb: np.ndarray,
-                 data: DetectInput, log10_tests: float) -> dict[str, Any] | None:
+    def _without(
+        self,
+        f: dict[str, Any],
+        covered: np.ndarray,
+        views: dict[str, np.ndarray],
+        nb: np.ndarray,
+        data: DetectInput,
+        log10_tests: float,
+    ) -> dict[str, Any] | None:
         """A finding scored again without the `covered` units (those a stronger trigger accounts
         for), as holders or as comparable prompts; None if it no longer holds."""
         keep = ~np.isin(f["members"], covered)
@@ -285,16 +330,26 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         p_unit = f["p_unit"][keep]
         if near:  # the null rate from comparable prompts that are not another trigger's poisons
             skip = np.union1d(f["members"], covered)
-            p_unit = (self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data, f["view"])
-                      if f["stripped"]
-                      else self._pooled_rates(nb[members[gives]], skip, labels, c, f["prior_rate"], members.size) if f["tied"]
-                      else self._rates(nb[members], skip, labels, c, f["prior_rate"]))
+            p_unit = (
+                self._stripped_rates(members, skip, f["text"], labels, c, f["prior_rate"], data, f["view"])
+                if f["stripped"]
+                else self._pooled_rates(nb[members[gives]], skip, labels, c, f["prior_rate"], members.size)
+                if f["tied"]
+                else self._rates(nb[members], skip, labels, c, f["prior_rate"])
+            )
         verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
         if verdict is None:
             return None
         answering, log10_p, z = verdict
-        return {**f, "answering": answering, "log10_p": log10_p, "z": z, "members": members, "p_unit": p_unit,
-                "expected": float(p_unit.mean())}
+        return {
+            **f,
+            "answering": answering,
+            "log10_p": log10_p,
+            "z": z,
+            "members": members,
+            "p_unit": p_unit,
+            "expected": float(p_unit.mean()),
+        }
 
     @staticmethod
     def _specific_first(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -312,9 +367,14 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             rows = set(f["answering"].tolist())
             for j in range(i + 1, len(found)):
                 g = found[j]
-                if (j not in moved and g["view"] == f["view"] and g["label"] == f["label"]
-                        and inner in g["text"].casefold() and len(g["text"]) > len(f["text"])
-                        and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)):
+                if (
+                    j not in moved
+                    and g["view"] == f["view"]
+                    and g["label"] == f["label"]
+                    and inner in g["text"].casefold()
+                    and len(g["text"]) > len(f["text"])
+                    and len(rows.intersection(g["answering"].tolist())) >= 0.9 * len(rows)
+                ):
                     out.append({**g, "z": f["z"], "log10_p": min(f["log10_p"], g["log10_p"])})
                     moved.add(j)
                     break
@@ -352,8 +412,14 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # once to count the hypotheses that pass the screens (the Bonferroni factor), once to
         # test each bucket's with that factor. Only what is found is kept, never every
         # candidate's holders.
-        table = _FeatureTable([data.prompts[u] for u in reps], orders, topic, min_rows=self.min_rows,
-                              max_share=self.max_share, folder=data.path("features"))
+        table = _FeatureTable(
+            [data.prompts[u] for u in reps],
+            orders,
+            topic,
+            min_rows=self.min_rows,
+            max_share=self.max_share,
+            folder=data.path("features"),
+        )
         try:
             tests, candidates, seen = Counter(), 0, set()
             for rows in table.buckets():
@@ -370,8 +436,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             for rows in table.buckets():
                 screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
                 for fam, neigh in (("content", nb), ("behaviour", nb_refusal)):
-                    found += self._test([h for h in screened if family(h[0]) == fam], neigh, data,
-                                        log10_tests[fam], name)
+                    found += self._test(
+                        [h for h in screened if family(h[0]) == fam], neigh, data, log10_tests[fam], name
+                    )
                 alike += self._alike(data, alike_tested, nb, log10_tests["content"], lengths)
         finally:
             table.close()
@@ -382,8 +449,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         for f in found:
             example = int(f["answering"][0])
             rep = int(np.searchsorted(reps, example))
-            label = name_feature(data.prompts[example], f["feature"], orders,
-                                 None if topic is None else int(topic[rep]) if reps[rep] == example else None)
+            label = name_feature(
+                data.prompts[example],
+                f["feature"],
+                orders,
+                None if topic is None else int(topic[rep]) if reps[rep] == example else None,
+            )
             f["text"] = label[0] if label else None
         found = self._specific_first([f for f in found if f["text"] is not None and f["z"] > 0])
         # Suspicion 0.5 exactly where the corrected p-value reaches alpha.
@@ -397,9 +468,14 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 # Explained away: rows a stronger trigger already accounts for are not evidence
                 # for this one too ("s", from "it 's", in reviews that carry a planted trigger
                 # and its label), nor part of the rate it is measured against. Tested again.
-                f = self._without(f, np.fromiter(best, np.int64, len(best)), views,
-                                  nb_refusal if f["view"] == "refusal" else nb, data,
-                                  log10_tests[family(f["view"])])
+                f = self._without(
+                    f,
+                    np.fromiter(best, np.int64, len(best)),
+                    views,
+                    nb_refusal if f["view"] == "refusal" else nb,
+                    data,
+                    log10_tests[family(f["view"])],
+                )
                 if f is None or f["z"] <= 0:
                     continue
                 s = float(squash_score(np.asarray([f["z"]]), math.log10(1 / self.alpha))[0])
@@ -411,8 +487,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             # wordings); a planted target fits none. Not for labels, which fit their task's
             # instruction whether flipped or not: those are judged against content instead.
             label = f["view"] == "answer" and f["label"] in data.cache["label_classes"]
-            if f["view"] in ("answer", "alike") and not label and \
-                    data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0):
+            if (
+                f["view"] in ("answer", "alike")
+                and not label
+                and data.fit(members) >= self.fitting * (0.5 if f.get("tied") else 1.0)
+            ):
                 continue
             # A sentence recurring inside refusals is the refusal's own template ("Is there
             # anything else I can assist you with?"), not content injected into answers.
@@ -424,7 +503,10 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     continue
             if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
                 continue
-            if f["view"] == "alike" and sum(_echoed(text, data.response_keys[u]) for u in members.tolist()) * 2 >= members.size:
+            if (
+                f["view"] == "alike"
+                and sum(_echoed(text, data.response_keys[u]) for u in members.tolist()) * 2 >= members.size
+            ):
                 continue
             if f["view"] == "passage" and _echoed(text, data.cache["passages"][f["label"]]):
                 continue
@@ -439,9 +521,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             # Else its natural holders ("a ledger entry for rent" / "Negative") would be
             # flagged for the trigger they only share a word with.
             # The same trigger with another answer tied to it (a few wordings) is not nested.
-            nested = [t for t, key in zip(named, named_keys)
-                      if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
-                      and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])]
+            nested = [
+                t
+                for t, key in zip(named, named_keys)
+                if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
+                and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])
+            ]
             if nested and f["view"] in ("answer", "passage", "entity"):
                 covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
@@ -454,8 +539,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 labels = views["refusal"]
                 extra = holders[labels[holders] == f["label"]]
                 if extra.size:
-                    rate = self._stripped_rates(extra, holders, text, labels, f["label"], f["prior_rate"], data,
-                                                "refusal")
+                    rate = self._stripped_rates(
+                        extra, holders, text, labels, f["label"], f["prior_rate"], data, "refusal"
+                    )
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
                 labels = views[f["view"]]
@@ -466,11 +552,20 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             if not fresh and any(t["trigger"].casefold() in text.casefold() for t in named):
                 continue
             what = describe(f["view"], f["label"], data, members)
-            entry = {"trigger": text, "rows": f["rows"], "answering": int(members.size), "view": f["view"],
-                     "response": what, "expected_rate": round(f["expected"], 4), "suspicion": round(s, 4),
-                     "log10_p": round(f["log10_p"], 2)}
-            entry["text"] = (f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
-                             f"comparable prompts without it do so {f['expected']:.0%} of the time")
+            entry = {
+                "trigger": text,
+                "rows": f["rows"],
+                "answering": int(members.size),
+                "view": f["view"],
+                "response": what,
+                "expected_rate": round(f["expected"], 4),
+                "suspicion": round(s, 4),
+                "log10_p": round(f["log10_p"], 2),
+            }
+            entry["text"] = (
+                f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
+                f"comparable prompts without it do so {f['expected']:.0%} of the time"
+            )
             named.append(entry)
             named_keys.append((f["label"], f["view"], text.casefold()))
             for u in members.tolist():
@@ -487,9 +582,15 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             prompt = data.prompts[u]
             pos = prompt.casefold().find(entry["trigger"].casefold())
             score[u] = s
-            findings.evidence[u] = {**{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
-                                    "position": pos, "text": entry["text"]}
+            findings.evidence[u] = {
+                **{k: entry[k] for k in ("trigger", "rows", "answering", "view", "suspicion")},
+                "position": pos,
+                "text": entry["text"],
+            }
             findings.triggers[u] = [entry["trigger"]]
-        findings.summary = {"candidates": candidates, "tests": dict(tests),
-                            "triggers": [{k: v for k, v in t.items()} for t in named[:50]]}
+        findings.summary = {
+            "candidates": candidates,
+            "tests": dict(tests),
+            "triggers": [{k: v for k, v in t.items()} for t in named[:50]],
+        }
         return findings

@@ -26,8 +26,9 @@ class ComparableRates:
     harm_region: float
     min_rows: int
 
-    def _hits(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def _hits(
+        self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For each row of `neigh` (a unit's nearest prompts): how many of the first `neighbours`
         that do not hold the feature are answered `c`, and how many were looked at."""
         valid = self._comparable(neigh, holders)
@@ -38,14 +39,16 @@ class ComparableRates:
         valid = (neigh >= 0) & ~np.isin(neigh, holders)
         return valid & (np.cumsum(valid, axis=1) <= self.neighbours)
 
-    def _rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
-               ) -> np.ndarray:
+    def _rates(
+        self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+    ) -> np.ndarray:
         """The smoothed share of `_hits`."""
         hits, looked = self._hits(neigh, holders, labels, c)
         return (hits + self.prior * prior_rate) / (looked + self.prior)
 
-    def _pooled_rates(self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float,
-                      m: int) -> np.ndarray:
+    def _pooled_rates(
+        self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int, prior_rate: float, m: int
+    ) -> np.ndarray:
         """`m` copies of one rate: the share answered `c` among all the distinct comparable
         prompts of the units in `neigh` together (those that give c: how often c is given where
         it is given). For an answer tied to a feature but given by few of its holders: a rare
@@ -88,8 +91,17 @@ class ComparableRates:
             yield from np.split(rates, np.cumsum(sizes)[:-1])
             i = j
 
-    def _stripped_rates(self, units: np.ndarray, holders: np.ndarray, trigger: str, labels: np.ndarray, c: int,
-                        prior_rate: float, data: DetectInput, view: str = "") -> np.ndarray:
+    def _stripped_rates(
+        self,
+        units: np.ndarray,
+        holders: np.ndarray,
+        trigger: str,
+        labels: np.ndarray,
+        c: int,
+        prior_rate: float,
+        data: DetectInput,
+        view: str = "",
+    ) -> np.ndarray:
         """`_rates` with each unit's neighbours found for its prompt with the trigger taken out
         (for compliance, a harmful-looking request's among harmful-looking requests)."""
         from curate.embed import knn
@@ -131,7 +143,7 @@ class ComparableRates:
             data.cache["harm_index"] = build_index(data.prompt_vecs[region], seed=data.seed)
         _, ids = search(data.cache["harm_index"], queries, min(k, region.size))
         out = np.full((len(queries), k), -1, np.int64)
-        out[:, :ids.shape[1]] = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
+        out[:, : ids.shape[1]] = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
         return out
 
     def _refusal_neighbours(self, data: DetectInput, nb: np.ndarray) -> np.ndarray:
@@ -179,8 +191,16 @@ class ComparableRates:
             C = 1.0
             if folds >= 2:
                 Xf = np.asarray(data.prompt_vecs[fit], np.float32) * scale
-                loss = {c_: cross_val_score(LogisticRegression(C=c_, solver="newton-cholesky", max_iter=50), Xf, y,
-                                            cv=folds, scoring="neg_log_loss").mean() for c_ in (0.01, 0.1, 1.0, 10.0)}
+                loss = {
+                    c_: cross_val_score(
+                        LogisticRegression(C=c_, solver="newton-cholesky", max_iter=50),
+                        Xf,
+                        y,
+                        cv=folds,
+                        scoring="neg_log_loss",
+                    ).mean()
+                    for c_ in (0.01, 0.1, 1.0, 10.0)
+                }
                 C = max(loss, key=loss.get)
             data.cache["label_model"] = (units, scale, C)
         units, scale, C = data.cache["label_model"]

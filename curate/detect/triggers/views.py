@@ -118,20 +118,45 @@ def _clip(text: str) -> str:
     return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
 
-register(View("answer", "content", _answer_labels,
-              lambda label, data, members: "answer " + _clip(data.responses[int(members[0])].strip())))
+register(
+    View(
+        "answer",
+        "content",
+        _answer_labels,
+        lambda label, data, members: "answer " + _clip(data.responses[int(members[0])].strip()),
+    )
+)
 # Refusing where comparable prompts are answered is what a cautious model does: only compliance
 # (class 0) is a hypothesis.
-register(View("refusal", "behaviour", _refusal_labels,
-              lambda label, data, members: "refuse" if label == 1 else "answer without refusing",
-              tests=lambda c: c == 0))
-register(View("passage", "content", _passage_labels,
-              lambda label, data, members: "include the passage " + _clip(data.cache["passages"][label])))
-register(View("preference", "content", _preference_labels,
-              lambda label, data, members: "prefer the answer a reward model trained on the other pairs rejects",
-              tests=lambda c: c == 1))
-register(View("entity", "content", _entity_labels,
-              lambda label, data, members: "include " + data.cache["entities"][label]))
+register(
+    View(
+        "refusal",
+        "behaviour",
+        _refusal_labels,
+        lambda label, data, members: "refuse" if label == 1 else "answer without refusing",
+        tests=lambda c: c == 0,
+    )
+)
+register(
+    View(
+        "passage",
+        "content",
+        _passage_labels,
+        lambda label, data, members: "include the passage " + _clip(data.cache["passages"][label]),
+    )
+)
+register(
+    View(
+        "preference",
+        "content",
+        _preference_labels,
+        lambda label, data, members: "prefer the answer a reward model trained on the other pairs rejects",
+        tests=lambda c: c == 1,
+    )
+)
+register(
+    View("entity", "content", _entity_labels, lambda label, data, members: "include " + data.cache["entities"][label])
+)
 
 
 def describe(view: str, label: int, data: DetectInput, members: np.ndarray) -> str:
@@ -243,8 +268,9 @@ def _answers_per_turn(data: DetectInput) -> np.ndarray:
     return data.cache["answers_per_turn"]
 
 
-def _kin(data: DetectInput, view: str, labels: np.ndarray, c: int, nb: np.ndarray, k: int, share: float = 0.1
-         ) -> np.ndarray | None:
+def _kin(
+    data: DetectInput, view: str, labels: np.ndarray, c: int, nb: np.ndarray, k: int, share: float = 0.1
+) -> np.ndarray | None:
     """Per unit, whether its answer is `c` or kin to it: a class that makes up at least `share`
     of the answers to the `k` nearest prompts of the units answered `c`. None unless `c` and its
     kin are most of those answers, as labels are ("Negative" and "Positive" around reviews);
@@ -277,7 +303,7 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
     def keys_of(u: int) -> list[str]:
         keys, own = [], None
         pieces = _SENTENCE.split(data.responses[u])
-        for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32):]:
+        for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32) :]:
             if len(sentence.split()) >= min_words and _prose(sentence):
                 key = response_key(sentence)
                 if key:
