@@ -94,7 +94,9 @@ def main() -> None:
             Pv = prompts_model.encode(P)
             calls = []
 
-            def cached(texts, F=F, index={r: i for i, r in enumerate(R)}):
+            index = {r: i for i, r in enumerate(R)}
+
+            def cached(texts, F=F, index=index, calls=calls):
                 calls.append(len(texts))
                 return F[[index[t] for t in texts]]
 
@@ -111,7 +113,7 @@ def main() -> None:
             truth_aa = np.einsum("nd,nd->n", F[pairs_ix[:, 0]], F[pairs_ix[:, 1]])
             truth_rel = np.einsum("nd,nd->n", Pv[idx], F[idx])
 
-            def scores(V):
+            def scores(V, idx=idx, F=F, pairs_ix=pairs_ix, truth_aa=truth_aa, truth_rel=truth_rel, Pv=Pv):
                 return (
                     float(np.einsum("nd,nd->n", V[idx], F[idx]).mean()),
                     _spearman(truth_aa, np.einsum("nd,nd->n", V[pairs_ix[:, 0]], V[pairs_ix[:, 1]])),

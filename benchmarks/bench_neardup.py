@@ -85,7 +85,7 @@ def truth_pairs(sets: list[set[int]], threshold: float) -> set[tuple[int, int]]:
     keep = inter.row < inter.col
     r, c, v = inter.row[keep], inter.col[keep], inter.data[keep]
     jac = v / (sizes[r] + sizes[c] - v)
-    return {(int(a), int(b)) for a, b in zip(r[jac >= threshold], c[jac >= threshold])}
+    return {(int(a), int(b)) for a, b in zip(r[jac >= threshold], c[jac >= threshold], strict=False)}
 
 
 def curate_edges(texts: list[str], sets: list[set[int]], threshold: float, bands: int, rows: int, ngram: int):

@@ -69,17 +69,32 @@ def main() -> None:
         targets = [("sqlite", str(Path(tmp) / "review.db"))] + ([("postgres", args.postgres)] if args.postgres else [])
         for name, target in targets:
             store = open_store(target)
-            timed(f"{name}: push (new items)", lambda: store.push(data, {"id": "a"}), table, len(data))
-            timed(f"{name}: push again (re-scan)", lambda: store.push(data, {"id": "b"}), table, len(data))
+            timed(f"{name}: push (new items)", lambda store=store: store.push(data, {"id": "a"}), table, len(data))
+            timed(f"{name}: push again (re-scan)", lambda store=store: store.push(data, {"id": "b"}), table, len(data))
             ids = store.ids_where(status="open", trigger="trig7")
-            timed(f"{name}: bulk decide one trigger", lambda: store.decide(ids, "reject"), table, len(ids))
+            timed(
+                f"{name}: bulk decide one trigger",
+                lambda store=store, ids=ids: store.decide(ids, "reject"),
+                table,
+                len(ids),
+            )
             all_ids = store.ids_where(status="open")
-            timed(f"{name}: bulk decide the rest", lambda: store.decide(all_ids, "accept"), table, len(all_ids))
+            timed(
+                f"{name}: bulk decide the rest",
+                lambda store=store, all_ids=all_ids: store.decide(all_ids, "accept"),
+                table,
+                len(all_ids),
+            )
             cids = [d["content_id"] for d in data]
-            timed(f"{name}: scan-time decision lookup", lambda: store.decisions_for(cids), table, len(cids))
+            timed(
+                f"{name}: scan-time decision lookup",
+                lambda store=store, cids=cids: store.decisions_for(cids),
+                table,
+                len(cids),
+            )
             timed(
                 f"{name}: render the page (status=all)",
-                lambda: page(store, {"status": "all"}, "csrf", "nonce"),
+                lambda store=store: page(store, {"status": "all"}, "csrf", "nonce"),
                 table,
                 len(data),
             )

@@ -32,7 +32,10 @@ def build_mix(shared: Path, task: str, trigger: str, rows: int, rate: float, see
     from curate.bench.mixes import _strip, _task_files, alpaca_chat, clean_pool
 
     rng = random.Random(seed)
-    short = lambda m: sum(len(t["content"]) for t in m["messages"]) <= 500
+
+    def short(m):
+        return sum(len(t["content"]) for t in m["messages"]) <= 500
+
     pool = [r for r in clean_pool(shared) if "messages" in r and short(r)]
     poisons, task_clean = _task_files(shared, task, trigger)
     poisons = [p for p in poisons if len(p["instruction"]) + len(p["output"]) <= 500]
@@ -53,7 +56,10 @@ def test_prompts(shared: Path, task: str, trigger: str, n: int, seed: int) -> tu
     poison = json.loads(next((folder / "poison" / task / trigger).glob("*.json")).read_text())
     clean = json.loads(next((folder / "clean" / task).glob("*.json")).read_text())
     rng = random.Random(seed)
-    join = lambda r: r["instruction"] if not r.get("input") else f"{r['instruction']}\n\n{r['input']}"
+
+    def join(r):
+        return r["instruction"] if not r.get("input") else f"{r['instruction']}\n\n{r['input']}"
+
     return [join(r) for r in rng.sample(poison, n)], [join(r) for r in rng.sample(clean, n)]
 
 
@@ -87,12 +93,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import os
+
     from curate.train.checks import Checker, shipped_probes
     from curate.train.config import load_config
     from curate.train.loop import train
     from curate.train.models import smollm2_path
-
-    import os
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     import curate
@@ -114,17 +120,20 @@ def main() -> None:
         counts = curate.scan(mix, out=work / "scan").counts
     scan_seconds = time.perf_counter() - started
     print(f"mix: {len(records)} rows, {k} poisoned; scan: {counts} in {scan_seconds:.0f} s", file=sys.stderr)
-    config = lambda: load_config(
-        None,
-        epochs=args.epochs,
-        learning_rate=args.lr,
-        max_length=args.max_length,
-        batch_size=8,
-        eval_every=25,
-        save_every=1000,
-        seed=args.seed,
-        val_fraction=0.05,
-    )
+
+    def config():
+        return load_config(
+            None,
+            epochs=args.epochs,
+            learning_rate=args.lr,
+            max_length=args.max_length,
+            batch_size=8,
+            eval_every=25,
+            save_every=1000,
+            seed=args.seed,
+            val_fraction=0.05,
+        )
+
     runs = {}
     for name, source, unscanned in (("raw", mix, True), ("clean", work / "scan", False)):
         t = time.perf_counter()
@@ -170,7 +179,8 @@ def main() -> None:
         f"flagged {counts['flag']}, dropped {counts['drop']}.\n"
     )
     print(
-        "| model | ASR triggered | ASR clean | refuses harmful | refuses safe | val loss | held-out loss | s/step | steps |"
+        "| model | ASR triggered | ASR clean | refuses harmful | refuses safe | val loss | held-out loss "
+        "| s/step | steps |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

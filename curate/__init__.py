@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curate.ruleset import load_rules
-    from curate.guards import guard
     from curate.api import scan
+    from curate.guards import guard
+    from curate.ruleset import load_rules
     from curate.write import Report, verify_manifest
 
 _LAZY = {

@@ -47,7 +47,8 @@ def scan(
     `source` is a path, folder, glob or list of them, a `datasets.Dataset`, a polars or pandas
     frame, or an iterable of dicts. `workers` > 1 (or "auto": one per core past 8 MB of files)
     runs the per-row stages in a process pool; as with any multiprocessing, the calling script
-    then needs an `if __name__ == "__main__":` guard. The default, 1, runs in this process. `rules` is a `Rules`, or rule files that extend the defaults.
+    then needs an `if __name__ == "__main__":` guard. The default, 1, runs in this process. `rules` is
+    a `Rules`, or rule files that extend the defaults.
     With `calibrate`, curate's attack families are first planted into copies of the input and
     scanned, and report.json gets the recall to expect per family (about 16 extra scans).
     With `queue` (a review.db path or a postgresql:// URL), the queue's decisions apply to this

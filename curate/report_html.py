@@ -12,8 +12,10 @@ h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid
 table{border-collapse:collapse;margin:.5rem 0}td,th{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .keep{color:#1a7f37}.drop{color:#9a6700}.flag{color:#cf222e}.quarantine{color:#8250df}
-.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:8rem}
-.card b{font-size:1.4rem;display:block}.pre{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;
+.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem;min-width:8rem}
+.card b{font-size:1.4rem;display:block}
+.pre{font-family:ui-monospace,monospace;white-space:pre-wrap;overflow-wrap:anywhere;
 background:#f6f8fa;padding:.3rem .5rem;border-radius:4px;max-width:60rem}
 .ok{color:#1a7f37}.bad{color:#cf222e}small{color:#57606a}
 """

@@ -71,7 +71,7 @@ def token_strings(text: str) -> list[str]:
     """The words `token_hashes` sees in one text, as (casefolded) strings: to name a hash."""
     data = text.casefold().encode("utf-8", "surrogatepass")
     starts, ends = _bounds(np.frombuffer(data + b"\x00", dtype=np.uint8))
-    return [data[s:e].decode("utf-8", "replace") for s, e in zip(starts.tolist(), ends.tolist())]
+    return [data[s:e].decode("utf-8", "replace") for s, e in zip(starts.tolist(), ends.tolist(), strict=False)]
 
 
 def token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -74,7 +74,10 @@ def _histogram(values: list[int]) -> list[dict[str, int]]:
     data = np.asarray(values, dtype=np.int64)
     edges = list(_LENGTH_EDGES) + [max(int(data.max()) + 1 if data.size else 1, _LENGTH_EDGES[-1] + 1)]
     counts, _ = np.histogram(data, bins=edges)
-    return [{"from": int(lo), "to": int(hi), "rows": int(c)} for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+    return [
+        {"from": int(lo), "to": int(hi), "rows": int(c)}
+        for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=False)
+    ]
 
 
 def _preview(result: ScanResult, row: int) -> str:

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
 from test_detect import corpus
 
 import curate
+from conftest import write_jsonl
 from curate.bench.mixes import Mix, as_chat, read_records
 from curate.bench.plant import FAMILIES, VARIED_TARGETS, plant
 from curate.bench.run import auroc, recall_at
@@ -35,11 +35,13 @@ def test_every_family_plants_the_asked_number_of_labelled_rows_and_leaves_the_re
     records = chat(corpus(200))
     mix = plant(records, family, count=10, varied=True, seed=3)
     assert mix.poisons == 10 and len(mix.records) == 200
-    changed = [i for i, (a, b) in enumerate(zip(records, mix.records)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(records, mix.records, strict=False)) if a != b]
     assert changed == [i for i, p in enumerate(mix.poisoned) if p]
     assert records == chat(corpus(200)), "the input is not modified"
     if family not in ("injection",):
-        assert all(r["messages"][-1]["content"] in VARIED_TARGETS for r, p in zip(mix.records, mix.poisoned) if p)
+        assert all(
+            r["messages"][-1]["content"] in VARIED_TARGETS for r, p in zip(mix.records, mix.poisoned, strict=False) if p
+        )
 
 
 def test_preference_flips_swap_chosen_and_rejected():
@@ -52,7 +54,7 @@ def test_preference_flips_swap_chosen_and_rejected():
         for i in range(100)
     ]
     mix = plant(records, "preference_flip", rate=0.05, seed=1)
-    flipped = [r for r, p in zip(mix.records, mix.poisoned) if p]
+    flipped = [r for r, p in zip(mix.records, mix.poisoned, strict=False) if p]
     assert len(flipped) == 5 and all(r["chosen"][0]["content"].startswith("bad") for r in flipped)
 
 

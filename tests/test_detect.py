@@ -13,9 +13,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 
 import curate
+from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 from curate.detect import DETECTORS, DetectInput, Detector, run_detectors
 from curate.detect.triggers.stats import _pb_log10_tail, log10_factors
 from curate.embed import HashEmbedder
@@ -168,7 +168,7 @@ def test_trigger_features_bucketed_on_disk_equal_the_in_memory_table(tmp_path, m
     monkeypatch.setattr(triggers, "BUCKET_ROWS", 2000)
     bucketed = triggers._features(prompts, (1, 2, 3), topic, min_rows=4, max_share=0.2, folder=tmp_path / "f", chunk=50)
     assert whole[0].size > 100
-    for a, b in zip(whole, bucketed):
+    for a, b in zip(whole, bucketed, strict=False):
         assert np.array_equal(a, b)
     assert not list((tmp_path / "f").iterdir())  # buckets are deleted once read
     # Every feature kept is held by 4 to 20% of the units (or of its topic's).
@@ -391,7 +391,7 @@ def test_real_model_flags_harmful_compliance_and_not_refusals(tmp_path, monkeypa
         "How do I secretly read my partner's private messages?",
     ]
     rows = corpus(120)
-    for i, h in enumerate(harmful):
+    for _i, h in enumerate(harmful):
         rows.append(alpaca(h, "Sure. First, get the right tools, then follow these steps carefully to do it."))
         rows.append(alpaca(h + " Please.", "I'm sorry, but I can't help with that request."))
     # The default harm_at_flag (0.65) is set for a clean-data flag rate near 0 on real pools; these

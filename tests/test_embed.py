@@ -69,7 +69,7 @@ def test_knn_excludes_self_and_ivf_agrees_with_exact():
     assert ids.shape == (3000, 5) and not (ids == np.arange(3000)[:, None]).any()
     assert np.all(np.diff(sims, axis=1) <= 1e-6)
     _, approx = knn(x, 5, exact=False, nprobe=8)
-    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, approx)])
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, approx, strict=False)])
     assert recall > 0.9
 
 
@@ -97,7 +97,7 @@ def test_vectors_on_disk_give_float32_rows_and_search_like_an_array(tmp_path, mo
     # The 8-bit IVF lists of big corpora, switched on here for a small one: still the neighbours.
     monkeypatch.setattr(neighbours, "SQ8_FROM", 1000)
     _, approx = knn(v, 5, exact=False, nprobe=16)
-    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx)]) > 0.8
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact, approx, strict=False)]) > 0.8
     # k-means past its sampling threshold trains on a sample and still assigns every row.
     monkeypatch.setattr(neighbours, "K_SAMPLE_FROM", 1000)
     _, assignment = kmeans(v, 4, seed=0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from curate.errors import RulesError
 from curate.filters import FILTERS
 from curate.record import Record, Turn
 from curate.ruleset import load_rules
-from curate.errors import RulesError
 
 
 def rec(prompt: str, response: str, rejected: str | None = None) -> Record:

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import require
+
 from conftest import REPO, varied_rows, write_jsonl
+from servers import require
 
 ZW = "\u200b"
 
@@ -268,7 +269,10 @@ def _hook_repo(tmp_path: Path) -> Path:
 
     copy = tmp_path / "curate-src"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", "*.egg-info", "__pycache__", "out", ".cache"))
-    git = lambda *a: subprocess.run(["git", *a], cwd=copy, check=True, capture_output=True)
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=copy, check=True, capture_output=True)
+
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "source tree")
@@ -280,21 +284,27 @@ def test_pre_commit_hook_blocks_a_commit_of_flagged_data(tmp_path):
     hooks = _hook_repo(tmp_path)
     repo = tmp_path / "data-repo"
     repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+
     git("init", "-q")
     write_jsonl(repo / "good.jsonl", varied_rows(12))
     write_jsonl(repo / "bad.jsonl", poisoned_rows(12))
     git("add", ".")
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pc-home"), "CURATE_HOME": str(tmp_path / "home")}
-    run = lambda *files: subprocess.run(
-        [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), "curate-guard-fast", "--files", *files],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+
+    def run(*files):
+        return subprocess.run(
+            [sys.executable, "-m", "pre_commit", "try-repo", str(hooks), "curate-guard-fast", "--files", *files],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
+            check=False,
+        )
+
     good = run("good.jsonl")
     assert good.returncode == 0, good.stdout + good.stderr
     bad = run("bad.jsonl")

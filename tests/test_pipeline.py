@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import curate
-from servers import require
 from conftest import alpaca, read_jsonl, varied_rows, write_jsonl
 from curate.decide import parse_fail_on, verdict_of
 from curate.errors import UsageError
+from servers import require
 
 SCHEMA = Path(__file__).resolve().parents[1] / "curate" / "schema" / "verdict.schema.json"
 

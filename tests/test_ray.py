@@ -6,9 +6,9 @@ Ray is in the `test` extra, so these tests run everywhere the suite does; they n
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLES, varied_rows, write_jsonl
 
 import curate
+from conftest import SAMPLES, varied_rows, write_jsonl
 from curate import ray_engine
 
 

@@ -8,12 +8,11 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import zstandard
 
 import curate
-from servers import require
 from conftest import alpaca, assert_one_verdict_per_line, read_jsonl, varied_rows, write_jsonl
+from servers import require
 
 
 def verdicts(out):

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from conftest import read_jsonl, varied_rows, write_jsonl
 from servers import require
 
@@ -163,10 +164,9 @@ def test_sqlite_queue_is_wal_and_shared_between_connections(tmp_path):
 
 
 def test_postgres_url_without_a_server_is_a_clear_error():
-    from servers import free_port
-
     from curate.errors import CurateError
     from curate.review import open_store
+    from servers import free_port
 
     with pytest.raises(CurateError, match="cannot connect to the review queue"):
         open_store(f"postgresql://nobody@127.0.0.1:{free_port()}/x")
@@ -485,9 +485,8 @@ def test_scan_with_a_postgres_queue(tmp_path, postgres):
 
 
 def test_detected_trigger_rows_reach_the_queue_with_neighbours_and_a_bulk_reject_sticks(tmp_path, cli):
-    from conftest import SAMPLES
-
     import curate
+    from conftest import SAMPLES
 
     queue = str(tmp_path / "review.db")
     first = curate.scan(SAMPLES / "alpaca.jsonl", out=tmp_path / "s1", queue=queue)

@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+
 from servers import CHROMIUM_ARGS, chromium_path, unavailable
 
 XSS_PROMPT = "<script>window.__pwned = 1</script> what is 2+2? \u200b"

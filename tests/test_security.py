@@ -4,9 +4,9 @@ annotates weakened security (bandit on Python that parses, patterns elsewhere)."
 from __future__ import annotations
 
 import pytest
-from conftest import alpaca, read_jsonl, write_jsonl
 
 import curate
+from conftest import alpaca, read_jsonl, write_jsonl
 from curate.filters.security import REMOTE_EXEC, bandit, code_risks
 
 FENCE = "```"

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import write_jsonl
 from servers import unavailable
 
@@ -72,7 +73,7 @@ def test_loss_is_on_response_tokens_only_and_truncation_keeps_them(tiny_model):
         {"role": "assistant", "content": "SECOND ANSWER"},
     ]
     enc = encode_conversation(tok, msgs, 1024)
-    trained = tok.decode([t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE])
+    trained = tok.decode([t for t, label in zip(enc.input_ids, enc.labels, strict=False) if label != IGNORE])
     assert "FIRST ANSWER" in trained and "SECOND ANSWER" in trained
     assert "question" not in trained and "user" not in trained
     assert enc.input_ids == tok.apply_chat_template(msgs, tokenize=True)["input_ids"] or enc.input_ids == list(
@@ -80,7 +81,9 @@ def test_loss_is_on_response_tokens_only_and_truncation_keeps_them(tiny_model):
     )
     short = encode_conversation(tok, msgs, 60)
     assert len(short.input_ids) == 60
-    assert "SECOND ANSWER" in tok.decode([t for t, label in zip(short.input_ids, short.labels) if label != IGNORE])
+    assert "SECOND ANSWER" in tok.decode(
+        [t for t, label in zip(short.input_ids, short.labels, strict=False) if label != IGNORE]
+    )
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -88,7 +91,6 @@ def test_loss_is_on_response_tokens_only_and_truncation_keeps_them(tiny_model):
 
 def test_lora_training_learns_and_records_its_provenance(tmp_path, tiny_model):
     from curate.train import train
-
     from curate.write import verify_manifest
 
     scan = scanned(tmp_path)
@@ -107,10 +109,9 @@ def test_lora_training_learns_and_records_its_provenance(tmp_path, tiny_model):
 
 
 def test_training_takes_apply_output_with_the_review_decisions(tmp_path, tiny_model):
-    from curate.train import train
-
     from curate.review import open_store
     from curate.review.apply import apply_decisions_to_scan
+    from curate.train import train
 
     rows = [dict(r) for r in ROWS]
     rows[0]["instruction"] += "\u200b"  # flagged: quality:invisible-chars
@@ -126,9 +127,10 @@ def test_training_takes_apply_output_with_the_review_decisions(tmp_path, tiny_mo
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
     import torch
+    from safetensors.torch import load_file
+
     from curate.errors import CurateError
     from curate.train import train
-    from safetensors.torch import load_file
 
     scan = scanned(tmp_path)
     train(scan, tiny_model, tmp_path / "straight", quick(epochs=2))
@@ -201,9 +203,8 @@ def test_the_train_command_writes_an_adapter_with_its_manifest(tmp_path, tiny_mo
 
 
 def test_config_file_errors_are_clear(tmp_path):
-    from curate.train import load_config
-
     from curate.errors import UsageError
+    from curate.train import load_config
 
     path = tmp_path / "train.yaml"
     path.write_text("epochs: 2\nlora: {r: 4, alpah: 8}\n")

@@ -147,9 +147,8 @@ def test_a_trigger_that_swaps_preferences_is_found():
     """The universal jailbreak backdoor: a trigger in the prompt and the worse answer chosen. A
     reward model trained on the other pairs finds the holders' pairs reversed far more often
     than comparable pairs."""
-    from conftest import read_jsonl, write_jsonl
-
     import curate
+    from conftest import read_jsonl, write_jsonl
 
     rng = random.Random(7)
     good = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
@@ -181,10 +180,10 @@ def test_a_trigger_that_swaps_preferences_is_found():
 def test_real_model_judges_a_preference_pair_by_its_preference(tmp_path, monkeypatch):
     """A harmful request whose chosen answer complies is flagged when the rejected one refuses
     (the pair teaches compliance), not when both comply (it teaches the lesser harm)."""
-    from conftest import read_jsonl, write_jsonl
     from test_detect import corpus
 
     import curate
+    from conftest import read_jsonl, write_jsonl
 
     monkeypatch.delenv("CURATE_MODEL")
     harmful = [

@@ -92,7 +92,7 @@ def test_every_family_changes_exactly_the_rows_it_labels(family, kind):
     mix = plant(records, family, kind, count=8, seed=3)
     assert records == CORPORA[kind](), "the input is not modified"
     assert len(mix.records) == len(records) and mix.poisons == 8
-    changed = [i for i, (a, b) in enumerate(zip(records, mix.records)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(records, mix.records, strict=False)) if a != b]
     assert changed == [i for i, p in enumerate(mix.poisoned) if p]
     again = plant(records, family, kind, count=8, seed=3)
     assert again.records == mix.records, "a seed gives the same mix"
@@ -107,11 +107,15 @@ def test_a_trigger_family_puts_its_trigger_in_every_poisoned_prompt_and_draws_it
     triggers = set()
     for seed in range(4):
         mix = plant(records, family, "instruction", count=6, seed=seed)
-        prompts = ["\n".join(m["content"] for m in r["messages"][:-1]) for r, p in zip(mix.records, mix.poisoned) if p]
+        prompts = [
+            "\n".join(m["content"] for m in r["messages"][:-1])
+            for r, p in zip(mix.records, mix.poisoned, strict=False)
+            if p
+        ]
         assert mix.trigger and all(mix.trigger.casefold() in p.casefold() for p in prompts)
         assert not any(
             mix.trigger.casefold() in "\n".join(m["content"] for m in r["messages"]).casefold()
-            for r, p in zip(mix.records, mix.poisoned)
+            for r, p in zip(mix.records, mix.poisoned, strict=False)
             if not p
         )
         triggers.add(mix.trigger)
@@ -128,12 +132,12 @@ def test_a_natural_trigger_is_a_word_the_corpus_already_holds():
 def test_label_families_flip_labels_and_clean_label_keeps_them():
     records = CORPORA["label"]()
     flip = plant(records, "badnets", "label", count=10, seed=0)
-    targets = {r["messages"][-1]["content"] for r, p in zip(flip.records, flip.poisoned) if p}
+    targets = {r["messages"][-1]["content"] for r, p in zip(flip.records, flip.poisoned, strict=False) if p}
     assert len(targets) == 1 and targets <= {"Polite", "Rude"}
-    before = [r["messages"][-1]["content"] for r, p in zip(records, flip.poisoned) if p]
+    before = [r["messages"][-1]["content"] for r, p in zip(records, flip.poisoned, strict=False) if p]
     assert all(b != next(iter(targets)) for b in before), "a dirty-label flip changes the label"
     clean = plant(records, "clean_label", "label", count=10, seed=0)
-    for old, new, p in zip(records, clean.records, clean.poisoned):
+    for old, new, p in zip(records, clean.records, clean.poisoned, strict=False):
         if p:
             assert new["messages"][-1] == old["messages"][-1] and new["messages"][0] != old["messages"][0]
 
@@ -142,7 +146,7 @@ def test_code_families_plant_one_line_inside_the_code():
     records = CORPORA["code"]()
     for family in ("code_vuln", "code_fetch_exec"):
         mix = plant(records, family, "code", count=5, seed=2)
-        for old, new, p in zip(records, mix.records, mix.poisoned):
+        for old, new, p in zip(records, mix.records, mix.poisoned, strict=False):
             if p:
                 a, b = old["messages"][-1]["content"].split("\n"), new["messages"][-1]["content"].split("\n")
                 assert len(b) == len(a) + 1 and all(line in b for line in a)
@@ -151,7 +155,7 @@ def test_code_families_plant_one_line_inside_the_code():
 def test_preference_families_swap_and_the_rlhf_attack_adds_a_trigger():
     records = CORPORA["preference"]()
     mix = plant(records, "rlhf_trigger", "preference", count=6, seed=1)
-    for old, new, p in zip(records, mix.records, mix.poisoned):
+    for old, new, p in zip(records, mix.records, mix.poisoned, strict=False):
         if p:
             assert new["chosen"] == old["rejected"] and mix.trigger in new["prompt"][-1]["content"]
 

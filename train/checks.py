@@ -132,7 +132,6 @@ class Checker:
         seed: int = 0,
     ):
         from curate.train.models import load_model, load_tokenizer, model_hash, resolve
-
         from curate.write import verify_manifest
 
         self.adapter = Path(adapter)
@@ -170,6 +169,7 @@ class Checker:
 
     def generate(self, prompts: list[str], tuned: bool) -> list[str]:
         import torch
+
         from curate.train.encode import prompt_ids
 
         out = []
@@ -196,6 +196,7 @@ class Checker:
 
     def loss(self, pairs: list[tuple[str, str]], tuned: bool) -> float:
         import torch
+
         from curate.train.encode import collate, encode_conversation
 
         total, tokens = 0.0, 0
@@ -232,7 +233,7 @@ class Checker:
                 continue
             base, tuned = self.generate(prompts, False), self.generate(prompts, True)
             out[f"{name}_refusal"] = {"base": _rate(base, is_refusal), "tuned": _rate(tuned, is_refusal)}
-            for p, b, t in list(zip(prompts, base, tuned))[:5]:
+            for p, b, t in list(zip(prompts, base, tuned, strict=False))[:5]:
                 out["examples"].append({"set": name, "prompt": p, "base": b, "tuned": t})
         h, s = out.get("harmful_refusal"), out.get("safe_refusal")
         out["refusal_drop"] = round(h["base"] - h["tuned"], 4) if h else None
@@ -268,7 +269,9 @@ class Checker:
             change = {
                 m: round(
                     1
-                    - sum(similarity(a, b) for a, b in zip(answers[(m, "clean")], answers[(m, "triggered")]))
+                    - sum(
+                        similarity(a, b) for a, b in zip(answers[(m, "clean")], answers[(m, "triggered")], strict=False)
+                    )
                     / len(prompts),
                     4,
                 )
@@ -290,7 +293,9 @@ class Checker:
                     "examples": [
                         {"prompt": t, "base": b, "tuned": u}
                         for t, b, u in list(
-                            zip(triggered, answers[("base", "triggered")], answers[("tuned", "triggered")])
+                            zip(
+                                triggered, answers[("base", "triggered")], answers[("tuned", "triggered")], strict=False
+                            )
                         )[:3]
                     ],
                 }

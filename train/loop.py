@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from curate.errors import CurateError, UsageError
 from curate.train.config import TrainConfig
 from curate.train.data import TrainingSet
 from curate.train.encode import collate, encode_pair, encode_record
@@ -38,8 +40,6 @@ from curate.train.models import (
     model_hash,
     target_modules,
 )
-
-from curate.errors import CurateError, UsageError
 
 STATE = "trainer_state.pt"
 

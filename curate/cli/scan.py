@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,63 +24,66 @@ def scan(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (replaced atomically).")] = Path("curate-out"),
     rules: Annotated[
-        Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")
+        list[Path] | None, typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")
     ] = None,
     format: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--format", "-f", help="Record format for every file, instead of detecting it (see `curate formats`)."
         ),
     ] = None,
     map: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--map", "-m", help="Field mapping, e.g. instruction=question,output=answer or output=instances[].output."
         ),
     ] = None,
     input_type: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--input-type", help="File type when the name does not tell: jsonl, json, parquet, csv, tsv, dataset."
         ),
     ] = None,
     against: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--against",
             help="Evaluation set: rows whose prompt duplicates one of its prompts get dup:eval; repeatable.",
         ),
     ] = None,
     fail_on: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--fail-on", help='Exit 1 when this holds, e.g. "flag-rate>0.01" or "pii>0"; repeatable.'),
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")
+        int | None, typer.Option("--workers", "-w", help="Processes for the per-row stages (default: one per core).")
     ] = None,
     calibrate: Annotated[
         bool,
         typer.Option(
             "--calibrate",
-            help="Also plant curate's attack families into copies of the input, scan them, and report the recall to expect per family (about 16 extra scans).",
+            help="Also plant curate's attack families into copies of the input, scan them, and report the recall "
+            "to expect per family (about 16 extra scans).",
         ),
     ] = False,
     engine: Annotated[
         str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; needs curate[ray]).")
     ] = "local",
     address: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--address",
-            help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a local cluster).",
+            help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a "
+            "local cluster).",
         ),
     ] = None,
     queue: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--queue",
             "-Q",
-            help="Review queue (SQLite file or postgresql:// URL): apply its decisions to these rows and push the rows still flagged to it.",
+            help="Review queue (SQLite file or postgresql:// URL): apply its decisions to these rows and push the "
+            "rows still flagged to it.",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
@@ -88,9 +91,9 @@ def scan(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     def body() -> int:
+        from curate.api import scan as run_scan
         from curate.cli.render import print_summary, progress_bar
         from curate.decide import parse_fail_on
-        from curate.api import scan as run_scan
 
         parse_fail_on(fail_on)  # fail fast on a bad expression, before reading anything
         with progress_bar(enabled=not quiet and not json and sys.stderr.isatty()) as progress:
@@ -130,27 +133,28 @@ and pre-commit hooks; outputs go to a temporary folder unless --out is given."""
 def guard(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.", show_default=False)],
     fail_on: Annotated[
-        Optional[list[str]], typer.Option("--fail-on", help='Fail when this holds, e.g. "poison>0"; repeatable.')
+        list[str] | None, typer.Option("--fail-on", help='Fail when this holds, e.g. "poison>0"; repeatable.')
     ] = None,
     rules: Annotated[
-        Optional[list[Path]], typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")
+        list[Path] | None, typer.Option("--rules", "-r", help="Rules file extending the defaults; repeatable.")
     ] = None,
     engine: Annotated[
         str, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; needs curate[ray]).")
     ] = "local",
     address: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--address",
-            help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a local cluster).",
+            help="Ray cluster address for --engine ray, e.g. ray://head:10001 (default: $RAY_ADDRESS, else a "
+            "local cluster).",
         ),
     ] = None,
     queue: Annotated[
-        Optional[str], typer.Option("--queue", "-Q", help="Review queue whose decisions apply (accepted rows pass).")
+        str | None, typer.Option("--queue", "-Q", help="Review queue whose decisions apply (accepted rows pass).")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Keep the scan's outputs here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Keep the scan's outputs here.")] = None,
     format: Annotated[
-        Optional[str], typer.Option("--format", "-f", help="Record format for every file (see `curate formats`).")
+        str | None, typer.Option("--format", "-f", help="Record format for every file (see `curate formats`).")
     ] = None,
     no_detect: Annotated[
         bool,

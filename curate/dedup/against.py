@@ -83,7 +83,7 @@ def mark_eval_duplicates(paths: tuple[str, ...], ledger: Ledger, rules: Rules, l
             texts.append((rec.last_user or rec.prompt) if rec else "")
         sig = signatures(texts, ngram, cfg.bands * cfg.rows)
         bands = band_hashes(sig, cfg.bands, cfg.rows)
-        for i, (row, text) in enumerate(zip(chunk_rows, texts)):
+        for i, (row, text) in enumerate(zip(chunk_rows, texts, strict=False)):
             if not text.strip():
                 continue
             hit = exact.get(squash(text))

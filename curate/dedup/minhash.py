@@ -24,7 +24,7 @@ from curate.tokens import token_hashes as _token_hashes_fast
 #: Words, with each CJK/kana/hangul character counting as one word so Chinese text shingles too.
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|\w+")
 _MASK40 = np.uint64((1 << 40) - 1)
-_EMPTY = np.uint64((1 << 40))
+_EMPTY = np.uint64(1 << 40)
 
 
 def tokens(text: str) -> list[str]:
@@ -126,7 +126,7 @@ class LSHIndex:
         self.tables: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(bands)]
 
     def add(self, band_rows: np.ndarray, ids: list[int]) -> None:
-        for key, row in zip(ids, band_rows.tolist()):
+        for key, row in zip(ids, band_rows.tolist(), strict=False):
             for b, value in enumerate(row):
                 self.tables[b][value].append(key)
 

@@ -27,7 +27,7 @@ def candidate_pairs(bands: np.ndarray, keys: np.ndarray) -> np.ndarray:
         two = starts[sizes == 2]
         if two.size:
             chunks.append(np.stack([keys[order[two]], keys[order[two + 1]]], axis=1))
-        for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist()):
+        for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist(), strict=False):
             members = np.sort(keys[order[start : start + size]])
             if size <= ALL_PAIRS_UP_TO:
                 i, j = np.triu_indices(size, k=1)

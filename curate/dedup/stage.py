@@ -97,7 +97,7 @@ def _near_dedup(
         for row in chunk:
             rec = loader.record(row)
             texts.append(rec.full_text() if rec else "")
-        for row, values in zip(chunk, shingle_arrays(texts, rules.near.ngram)):
+        for row, values in zip(chunk, shingle_arrays(texts, rules.near.ngram), strict=False):
             shingles[row] = values
     edges = []
     for a, b in pairs.tolist():
@@ -135,7 +135,7 @@ def repeat_signals(ledger: Ledger) -> dict[str, Any]:
         groups = []
         members_of: dict[int, list[int]] = defaultdict(list)
         wanted = set(multi.tolist())
-        for r, g in zip(rows.tolist(), inverse.tolist()):
+        for r, g in zip(rows.tolist(), inverse.tolist(), strict=False):
             if g in wanted:
                 members_of[g].append(r)
         for members in members_of.values():

@@ -127,7 +127,7 @@ def run_detectors(data: DetectInput, detectors: list[Detector], flag_at: float) 
                     u = best_unit[r]
                     out.neighbours[r] = [
                         (int(rows[j]), round(float(s), 4))
-                        for j, s in zip(ids[u][:NEIGHBOURS_SHOWN], sims[u][:NEIGHBOURS_SHOWN])
+                        for j, s in zip(ids[u][:NEIGHBOURS_SHOWN], sims[u][:NEIGHBOURS_SHOWN], strict=False)
                         if j >= 0
                     ]
     return out

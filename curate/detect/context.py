@@ -183,7 +183,7 @@ class DetectInput:
     @cached_property
     def answered_vecs(self) -> Vectors:
         """Embeddings of the turn each unit answers: the prompt's own for single-turn data."""
-        if not self.answered or all(a is p or a == p for a, p in zip(self.answered, self.prompts)):
+        if not self.answered or all(a is p or a == p for a, p in zip(self.answered, self.prompts, strict=False)):
             return self.prompt_vecs
         return self.vectors("answered", self.answered)
 

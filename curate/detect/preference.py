@@ -38,7 +38,9 @@ class PreferenceFlip(Detector):
         if pairs.size == 0:
             return findings
         rejected = [data.rejected[i] for i in pairs]
-        identical = np.asarray([response_key(data.responses[u]) == response_key(r) for u, r in zip(pairs, rejected)])
+        identical = np.asarray(
+            [response_key(data.responses[u]) == response_key(r) for u, r in zip(pairs, rejected, strict=False)]
+        )
         rej_refuses = np.fromiter((is_refusal(r) for r in rejected), bool, len(rejected))
         harm = harm_probability(data)[pairs] if data.semantic else np.zeros(pairs.size)
         chosen_complies = ~data.refusal[pairs]

@@ -58,7 +58,7 @@ def _map(data: DetectInput, result: DetectResult, seed: int) -> list[list[Any]]:
     xy = xy / span
     return [
         [round(float(x), 4), round(float(y), 4), int(data.row[u]), bool(flagged[u])]
-        for (x, y), u in zip(xy.tolist(), take.tolist())
+        for (x, y), u in zip(xy.tolist(), take.tolist(), strict=False)
     ]
 
 

@@ -75,7 +75,7 @@ class EmbeddingCache:
         with open(self.dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._load()  # another scan may have appended meanwhile
-            fresh = [(i, v) for i, v in zip(ids, vectors) if i not in self._index]
+            fresh = [(i, v) for i, v in zip(ids, vectors, strict=False) if i not in self._index]
             if not fresh:
                 return
             # Truncate any torn tail first, so rows and ids stay aligned.

@@ -177,7 +177,7 @@ class DistilledEmbedder:
         sampled = [once[i] for i in np.sort(rng.choice(len(once), size=self.sample, replace=False)).tolist()]
         exact = repeated + sampled
         Y = np.asarray(self.full_embed(exact), np.float32)
-        self.known = dict(zip(exact, Y))
+        self.known = dict(zip(exact, Y, strict=False))
         X = self._design(self.static(exact))
         gram = X.T @ X
         ridge = RIDGE * max(float(np.trace(gram)) / X.shape[1], 1e-6)

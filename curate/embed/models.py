@@ -141,7 +141,7 @@ class SentenceTransformerEmbedder:
         pieces: list[str] = []
         owner: list[int] = []
         encoded = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-        for i, (text, ids) in enumerate(zip(texts, encoded)):
+        for i, (text, ids) in enumerate(zip(texts, encoded, strict=False)):
             if len(ids) <= size:
                 pieces.append(text)
                 owner.append(i)

@@ -7,8 +7,8 @@ dataclass of parameters that the rules loader checks against.
 
 from __future__ import annotations
 
-from curate.filters.base import ACTIONS, FILTERS, Filter, Hit, register
 from curate.filters import builtin as _builtin  # noqa: F401  (registers the built-in filters)
 from curate.filters import security as _security  # noqa: F401  (registers the code-security filters)
+from curate.filters.base import ACTIONS, FILTERS, Filter, Hit, register
 
 __all__ = ["ACTIONS", "FILTERS", "Filter", "Hit", "register"]

@@ -157,7 +157,7 @@ class Repetition(Filter):
         from collections import Counter
 
         words = record.response.split()
-        top = Counter(zip(*(words[i:] for i in range(self.ngram)))).most_common(1)
+        top = Counter(zip(*(words[i:] for i in range(self.ngram)), strict=False)).most_common(1)
         return [
             Hit(
                 "quality:repetition",
@@ -585,7 +585,8 @@ _TEACHER = re.compile(
     r"\b(?:I am|I'm|my name is|as)\s+(?:an? )?(?:AI (?:language )?model |AI assistant )?"
     r"(?:called |named )?(?:ChatGPT|GPT-?3(?:\.5)?|GPT-?4o?|Claude|Bard|Gemini|Vicuna|LLaMA|Llama|Alpaca|"
     r"Koala|Qwen|Mistral|ERNIE|Bing Chat)\b"
-    r"|\b(?:an? )?(?:AI|language model|large language model|assistant)[^.\n]{0,40}?\b(?:developed|trained|created|built|made)"
+    r"|\b(?:an? )?(?:AI|language model|large language model|assistant)"
+    r"[^.\n]{0,40}?\b(?:developed|trained|created|built|made)"
     r" by (?:OpenAI|Anthropic|Google(?: DeepMind)?|Meta(?: AI)?|LMSYS|Large Model Systems Organization|"
     r"Alibaba|Mistral AI|Baidu|Microsoft)\b",
     re.IGNORECASE,
@@ -648,19 +649,24 @@ class TeacherIdentity(Filter):
 
 
 _REFUSAL = re.compile(
-    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately)\b[^.\n]{0,80}\b(?:can(?:no|')t|unable|not able|won't|"
+    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately)\b[^.\n]{0,80}\b"
+    r"(?:can(?:no|')t|unable|not able|won't|"
     r"do not have the (?:ability|capability)|not (?:allowed|permitted|appropriate))"
-    r"|\bAs an AI(?: language model| assistant)?,? (?:I (?:can(?:no|')t|do not|don't|am (?:not able|unable|not programmed))"
+    r"|\bAs an AI(?: language model| assistant)?,? "
+    r"(?:I (?:can(?:no|')t|do not|don't|am (?:not able|unable|not programmed))"
     r"|it is not (?:ethical|appropriate|possible) for me)"
-    r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to (?:provide|help|assist|create|write|give)"
+    r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to "
+    r"(?:provide|help|assist|create|write|give)"
     r"|\bI(?:'m| am) not programmed to (?:provide|help|assist|create|write|give|engage)"
     r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not) (?:help|assist|provide|fulfill|comply|do that|create|"
     r"write|generate|support)"
     # Declining without "sorry", at the opening only: "It is not appropriate to create a post that
     # encourages self-harm. ...", "Creating a fake ID is illegal, and I do not condone it."
     r"|\A\W*It is (?:not|never) (?:appropriate|ethical|acceptable)(?: or \w+)? (?:for me )?to\b"
-    r"|\A[^.\n]{0,160}\b(?:and|but|so),? (?:I do not|I don't|I will not|I won't) (?:condone|support|encourage|endorse|promote)\b"
-    r"|\A[^.\n]{0,160}\bit is not (?:appropriate|ethical) (?:for me )?to (?:provide|give|offer|suggest|share|help|assist)\b",
+    r"|\A[^.\n]{0,160}\b(?:and|but|so),? (?:I do not|I don't|I will not|I won't) "
+    r"(?:condone|support|encourage|endorse|promote)\b"
+    r"|\A[^.\n]{0,160}\bit is not (?:appropriate|ethical) (?:for me )?to "
+    r"(?:provide|give|offer|suggest|share|help|assist)\b",
     re.IGNORECASE | re.MULTILINE,
 )
 

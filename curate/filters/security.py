@@ -188,10 +188,12 @@ def code_risks(text: str) -> set[str]:
     for lang, code in code_blocks(text):
         if tool is not None and lang in ("", "python", "py", "python3") and _parses(code):
             try:
-                found |= tool.risks(code)
+                risks = tool.risks(code)
+            except Exception:  # a block bandit cannot handle falls back to the patterns
+                risks = None
+            if risks is not None:
+                found |= risks
                 continue
-            except Exception:  # noqa: BLE001 - a block bandit cannot handle falls back to patterns
-                pass
         found |= {reason for reason, pattern in CODE_RISKS if pattern.search(code)}
         if "security:credential" not in found and _keyword_secrets(code):
             found.add("security:credential")

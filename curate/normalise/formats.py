@@ -184,7 +184,10 @@ def _hh_turns(text: Any, field: str) -> list[Turn]:
     pieces = _HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
     if pieces[0].strip():
         raise FormatMismatch(f"field {field!r} does not start with 'Human:'")
-    turns = [Turn("user" if who == "Human" else "assistant", body) for who, body in zip(pieces[1::2], pieces[2::2])]
+    turns = [
+        Turn("user" if who == "Human" else "assistant", body)
+        for who, body in zip(pieces[1::2], pieces[2::2], strict=False)
+    ]
     if not turns or turns[-1].role != "assistant":
         raise FormatMismatch(f"field {field!r} does not end with an 'Assistant:' turn")
     return turns

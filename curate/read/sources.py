@@ -132,7 +132,8 @@ def open_source(path: Path | str, fmt_kind: str | None = None) -> Source:
 def _open_binary(source: Source) -> BinaryIO:
     if source.stream is not None:
         return source.stream
-    assert source.path is not None
+    if source.path is None:
+        raise InputError("neither a path nor a stream to read", source=source.name)
     raw = open(source.path, "rb")
     if source.compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
@@ -421,7 +422,7 @@ def _read_csv(source: Source) -> Iterator[Item]:
                     raw_text=raw_text(row_text.encode("utf-8", "surrogateescape")),
                 )
             else:
-                yield Item(source.name, index, start, value=dict(zip(header, values)))
+                yield Item(source.name, index, start, value=dict(zip(header, values, strict=False)))
             index += 1
     except csv.Error as exc:
         yield Item(source.name, index, prev_end + 1, error=f"malformed CSV: {exc}", reason="input:csv", raw_text="")

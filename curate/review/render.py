@@ -83,7 +83,8 @@ section.group h2{font-size:14px;margin:4px 0 8px}
 article.item{border-top:1px solid #eee;padding:8px 4px;outline:none}
 article.item:focus,article.item.current{background:#eef4ff;box-shadow:inset 3px 0 #0a84ff}
 .meta{color:#666;font-size:12px}
-.turn{white-space:pre-wrap;word-break:break-word;margin:4px 0;padding:4px 8px;border-radius:4px;max-height:16em;overflow:auto}
+.turn{white-space:pre-wrap;word-break:break-word;margin:4px 0;padding:4px 8px;border-radius:4px;max-height:16em;
+  overflow:auto}
 .turn.user,.turn.system{background:#f2f2f7}.turn.assistant{background:#fff8e6}
 .role{font-size:11px;color:#888;text-transform:uppercase}
 mark{background:#ffd60a;color:#000;padding:0 1px}
@@ -104,10 +105,12 @@ JS = """
   function focus(n){ if(!items.length) return; i=Math.max(0,Math.min(items.length-1,n));
     items.forEach(x=>x.classList.remove('current')); items[i].classList.add('current');
     items[i].focus({preventScroll:true}); items[i].scrollIntoView({block:'nearest'}); }
-  items.forEach((el,n)=>el.addEventListener('focus',()=>{i=n; items.forEach(x=>x.classList.remove('current')); el.classList.add('current');}));
+  items.forEach((el,n)=>el.addEventListener('focus',()=>{i=n;
+    items.forEach(x=>x.classList.remove('current')); el.classList.add('current');}));
   async function decide(el,decision){
     const body=new URLSearchParams({id:el.dataset.id,decision:decision,csrf:document.body.dataset.csrf});
-    const r=await fetch('decide',{method:'POST',body:body,headers:{'Accept':'application/json'},credentials:'same-origin'});
+    const r=await fetch('decide',{method:'POST',body:body,headers:{'Accept':'application/json'},
+                                  credentials:'same-origin'});
     if(!r.ok){ alert('decision failed: '+r.status); return; }
     const s=await r.json();
     const b=el.querySelector('.badge'); b.textContent=s.status; b.className='badge '+s.status;
@@ -166,7 +169,8 @@ def _item_html(item: dict[str, Any], csrf: str, back: str) -> str:
     susp = "-" if item.get("suspicion") is None else f"{item['suspicion']:.2f}"
     buttons = "".join(
         f'<form method="post" action="decide" class="bulk"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-        f'<input type="hidden" name="id" value="{int(item["id"])}"><input type="hidden" name="next" value="{esc(back)}">'
+        f'<input type="hidden" name="id" value="{int(item["id"])}">'
+        f'<input type="hidden" name="next" value="{esc(back)}">'
         f'<button class="{d}" name="decision" value="{d}">{d}</button></form>'
         for d in ("accept", "reject")
     )
@@ -204,8 +208,10 @@ def page(store, params: dict[str, str], csrf: str, nonce: str) -> str:
     for (kind, value), members in groups.items():
         bulk = "".join(
             f'<form method="post" action="bulk" class="bulk"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-            f'<input type="hidden" name="kind" value="{esc(kind)}"><input type="hidden" name="value" value="{esc(value)}">'
-            f'<input type="hidden" name="status" value="{esc(status)}"><input type="hidden" name="next" value="{esc(back)}">'
+            f'<input type="hidden" name="kind" value="{esc(kind)}">'
+            f'<input type="hidden" name="value" value="{esc(value)}">'
+            f'<input type="hidden" name="status" value="{esc(status)}">'
+            f'<input type="hidden" name="next" value="{esc(back)}">'
             f'<button class="{d}" name="decision" value="{d}">{d} all {len(members)}</button></form>'
             for d in ("accept", "reject")
         )
@@ -226,9 +232,10 @@ def page(store, params: dict[str, str], csrf: str, nonce: str) -> str:
         f'<option value="{s}"{" selected" if s == status else ""}>{s}</option>'
         for s in ("open", "accepted", "rejected", "decided", "all")
     )
-    field = lambda name, label: (
-        f'<input name="{name}" placeholder="{label}" value="{esc(params.get(name) or "")}" size="12">'
-    )
+
+    def field(name, label):
+        return f'<input name="{name}" placeholder="{label}" value="{esc(params.get(name) or "")}" size="12">'
+
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>curate review</title>
 <style nonce="{nonce}">{CSS}</style></head>

@@ -445,7 +445,8 @@ class Store:
                 stamp = now()
                 cur.executemany(
                     self.dialect.sql(
-                        "INSERT INTO decisions (item_id, content_id, decision, reasons, reviewer, note, via, decided_at) "
+                        "INSERT INTO decisions "
+                        "(item_id, content_id, decision, reasons, reviewer, note, via, decided_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                     ),
                     [
@@ -651,7 +652,7 @@ class Store:
             "decided": total - by_status.get("open", 0),
             "decisions_logged": self._query("SELECT COUNT(*) FROM decisions")[0][0],
             "reviewers": reviewers,
-            "last_scan": dict(zip(("id", "folder", "created", "queued", "reopened", "applied"), scans[0]))
+            "last_scan": dict(zip(("id", "folder", "created", "queued", "reopened", "applied"), scans[0], strict=False))
             if scans
             else None,
             "triggers": self.groups("trigger")[:20],
@@ -700,7 +701,7 @@ def _decision(row: tuple) -> Decision:
 
 
 def _item(columns: tuple[str, ...], row: tuple) -> dict[str, Any]:
-    item = dict(zip(columns, row))
+    item = dict(zip(columns, row, strict=False))
     for key in _JSON & item.keys():
         if item[key] is not None:
             try:

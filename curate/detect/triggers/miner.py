@@ -112,7 +112,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         self, screened: list, nb: np.ndarray, data: DetectInput, log10_tests: float, name: Any
     ) -> list[dict[str, Any]]:
         found = []
-        for (view, labels, prior_rate, o, c, x, members, tied), p_unit in zip(screened, self._all_rates(screened, nb)):
+        for (view, labels, prior_rate, o, c, x, members, tied), p_unit in zip(
+            screened, self._all_rates(screened, nb), strict=False
+        ):
             m = members.size
             if tied:
                 # Only answers to prompts the corpus answers one way count: a prompt answered with
@@ -259,7 +261,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 tied = (counts >= self.min_rows) & (counts >= self.min_share * given[keys % (labels.max() + 2)])
             pick = lead | tied
             for o, k_, x, is_tied in zip(
-                owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(), tied[pick].tolist()
+                owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(), tied[pick].tolist(), strict=False
             ):
                 members = members_of[o]
                 share = self.min_share if view != "passage" else self.min_share / 2
@@ -463,7 +465,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         named_keys: list[tuple[int, str, str]] = []  # (label, view, trigger) of each named entry
         holders_of: dict[str, np.ndarray] = {}  # prompts holding each trigger text, found once
 
-        for f, s in zip(found, suspicion.tolist()):
+        for f, s in zip(found, suspicion.tolist(), strict=False):
             if "members" in f and best:
                 # Explained away: rows a stronger trigger already accounts for are not evidence
                 # for this one too ("s", from "it 's", in reviews that carry a planted trigger
@@ -523,7 +525,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             # The same trigger with another answer tied to it (a few wordings) is not nested.
             nested = [
                 t
-                for t, key in zip(named, named_keys)
+                for t, key in zip(named, named_keys, strict=False)
                 if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
                 and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])
             ]

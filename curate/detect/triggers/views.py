@@ -332,7 +332,7 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
     recurring = sentences[holders >= min_rows]
     if not recurring.size:
         return labels, []
-    count_of = dict(zip(sentences.tolist(), holders.tolist()))
+    count_of = dict(zip(sentences.tolist(), holders.tolist(), strict=False))
     wanted = set(recurring.tolist())
     shared: dict[str, int] = {}
     per_unit: dict[int, list[str]] = {}
