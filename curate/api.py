@@ -31,7 +31,7 @@ def scan(
     out: str | Path | None = None,
     *,
     format: str | None = None,
-    map: str | dict | None = None,
+    map: str | list[str] | dict | None = None,
     input_type: str | None = None,
     against: list[str] | str | None = None,
     fail_on: list[str] | str | None = None,
@@ -65,7 +65,7 @@ def scan(
         mapping=map if isinstance(map, Mapping) else parse_mapping(map),
         input_type=input_type,
         against=tuple([against] if isinstance(against, str) else against or ()),
-        workers=(auto_workers(source) if workers == "auto" else workers) or 1,
+        workers=(auto_workers(source) if workers == "auto" else int(workers)) or 1,
         engine=engine,
         address=address,
     )

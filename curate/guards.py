@@ -3,6 +3,7 @@ needs before it trains: a CI job, a Trainer callback, a pre-commit hook."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def describe(report: Any, failed: list[str]) -> str:
 
 def guard(
     source: Any,
-    fail_on: list[str] | str | None = DEFAULT_FAIL_ON,
+    fail_on: Sequence[str] | str | None = DEFAULT_FAIL_ON,
     *,
     rules: Any = None,
     out: str | Path | None = None,

@@ -14,6 +14,7 @@ Importing this module imports transformers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class CurateCallback(TrainerCallback):
     def __init__(
         self,
         source: Any = None,
-        fail_on: list[str] | str | None = DEFAULT_FAIL_ON,
+        fail_on: Sequence[str] | str | None = DEFAULT_FAIL_ON,
         *,
         rules: Any = None,
         queue: str | None = None,

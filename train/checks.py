@@ -21,6 +21,7 @@ import math
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -336,9 +337,9 @@ def check(
     adapter: str | Path,
     base_model: str | Path | None = None,
     *,
-    probe_files: list[str | Path] = (),
+    probe_files: Sequence[str | Path] = (),
     heldout: str | Path | None = None,
-    triggers: list[str] = (),
+    triggers: Sequence[str] = (),
     use_scan_triggers: bool = True,
     max_new_tokens: int = 48,
     limit: int | None = None,
