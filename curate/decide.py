@@ -2,6 +2,8 @@
 
 Precedence is quarantine > flag > drop > keep: a row that needs a person's eyes is never silently
 dropped, and a row that could not be read is never mistaken for anything else.
+
+In: each row's reasons with their actions. Out: one verdict per row; the `--fail-on` checks.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Sources: files (JSONL, JSON, Parquet, CSV, compressed), folders, globs, stdin, saved datasets."""
+"""Sources: files (JSONL, JSON, Parquet, CSV, compressed), folders, globs, stdin, saved datasets.
+
+In: what the user named (a path, folder, glob or `-`). Out: `Source`s, and from each a stream of
+raw `Item`s with their `file:line`; bytes that cannot be parsed become items that say why.
+"""
 
 from __future__ import annotations
 
