@@ -65,7 +65,7 @@ def scan(
         mapping=map if isinstance(map, Mapping) else parse_mapping(map),
         input_type=input_type,
         against=tuple([against] if isinstance(against, str) else against or ()),
-        workers=(auto_workers(source) if workers == "auto" else int(workers)) or 1,
+        workers=(auto_workers(source) if workers == "auto" else int(workers or 1)) or 1,
         engine=engine,
         address=address,
     )
