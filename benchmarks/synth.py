@@ -30,9 +30,9 @@ def _text(rng: random.Random, words: list[str], mean_words: float) -> str:
     n = max(3, int(rng.lognormvariate(0, 0.5) * mean_words))
     start = rng.randrange(len(words) - n) if len(words) > n else 0
     # a run of real text, lightly shuffled, so n-grams look like language without repeating the pool
-    chunk = words[start : start + n]
-    for _ in range(n // 8):
-        i, j = rng.randrange(n), rng.randrange(n)
+    chunk = words[start : start + n]  # shorter than n when the vocabulary is
+    for _ in range(len(chunk) // 8):
+        i, j = rng.randrange(len(chunk)), rng.randrange(len(chunk))
         chunk[i], chunk[j] = chunk[j], chunk[i]
     return " ".join(chunk)
 
