@@ -140,6 +140,7 @@ def test_installed_command_scans_the_samples_from_any_directory(tmp_path):
     } <= reasons
     for name in ("alpaca.jsonl", "chat.jsonl", "preference.jsonl"):  # counted from the files themselves
         assert_one_verdict_per_line(SAMPLES / name, tmp_path / "out")
+    assert summary["accounting"]["balanced"]
     assert {s["format"] for s in summary["sources"]} == {
         "alpaca",
         "messages",

@@ -72,6 +72,7 @@ def test_malformed_line_and_invalid_utf8_are_quarantined_with_file_line(tmp_path
     assert "oops" in quarantined[0]["raw"] and "\\xff" in quarantined[1]["raw"]
     assert [(u["line"], u["reason"]) for u in report.summary["unreadable"]] == [(2, "input:json"), (5, "input:utf8")]
     assert_one_verdict_per_line(path, report.out)
+    assert report.summary["accounting"]["balanced"]
 
 
 def test_missing_fields_and_a_record_in_another_format(tmp_path):
