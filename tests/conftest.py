@@ -94,6 +94,16 @@ def postgres():
     server.stop()
 
 
+def queue_target(kind: str, request, tmp_path: Path) -> str:
+    """A fresh review queue for one test: a SQLite file, or a database of its own on the session's
+    PostgreSQL (named from the test, so parametrised tests never share one)."""
+    if kind == "sqlite":
+        return str(tmp_path / "review.db")
+    import zlib
+
+    return request.getfixturevalue("postgres").database(f"q{zlib.crc32(request.node.nodeid.encode())}")
+
+
 @pytest.fixture
 def cli():
     from curate.cli.main import app

@@ -138,3 +138,9 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path, address):
     assert result.returncode == 2, result.stderr
     assert f"cannot reach a Ray cluster at {address}" in result.stderr and "Traceback" not in result.stderr
     assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "ray://", "host:port", "10.0.0.1:"])
+def test_a_malformed_address_is_a_usage_error_before_ray_is_asked(address):
+    with pytest.raises(curate.UsageError, match="use host:port or ray://host:port"):
+        ray_engine._check_reachable(address)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, varied_rows, write_jsonl
+from conftest import queue_target, read_jsonl, varied_rows, write_jsonl
 from servers import require
 
 ZW = "\u200b"
@@ -45,11 +45,7 @@ def cid(n: int) -> str:
 def store(request, tmp_path):
     from curate.review import open_store
 
-    if request.param == "sqlite":
-        target = str(tmp_path / "review.db")
-    else:
-        target = request.getfixturevalue("postgres").database(f"t{abs(hash(request.node.name)) % 10**9}")
-    s = open_store(target)
+    s = open_store(queue_target(request.param, request, tmp_path))
     yield s
     s.close()
 
@@ -239,7 +235,7 @@ def test_apply_writes_the_final_set_with_decisions_and_a_manifest(tmp_path, cli,
     from curate.review import open_store
     from curate.write import verify_manifest
 
-    queue = str(tmp_path / "review.db") if kind == "sqlite" else request.getfixturevalue("postgres").database("apply")
+    queue = queue_target(kind, request, tmp_path)
     data = corpus(tmp_path)
     report = scan(data, tmp_path, "s1", queue)
     result = cli("apply", str(report.out), "--queue", queue, "--out", str(tmp_path / "final"))

@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from conftest import queue_target
 from servers import CHROMIUM_ARGS, chromium_path, unavailable
 
 XSS_PROMPT = "<script>window.__pwned = 1</script> what is 2+2? \u200b"
@@ -82,11 +83,7 @@ def served(request, tmp_path):
     from curate.review import open_store
     from curate.review.server import make_server
 
-    if request.param == "sqlite":
-        target = str(tmp_path / "review.db")
-    else:
-        target = request.getfixturevalue("postgres").database(f"w{abs(hash(request.node.name)) % 10**9}")
-    store = open_store(target)
+    store = open_store(queue_target(request.param, request, tmp_path))
     store.push(_items(), {"id": "s1"})
     server = make_server(store, port=0, reviewer="web-tester")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
