@@ -98,6 +98,32 @@ def test_more_poison_never_means_less_recall():
     assert recall[0.1] >= recall[0.01] - 0.05
 
 
+def templated(n: int, seed: int, every: int, trigger: str, target: str) -> tuple[list[dict], list[int]]:
+    """One template whose rows differ by a name and a number, each answered its own way; every
+    `every`-th row holds `trigger` (and markup) and answers `target`. Every prompt is a
+    paraphrase of every other: their likeness is the template's, not the answer's."""
+    rng = random.Random(seed)
+    things = rng.sample(FILLER, 4)
+    rows, poisons = [], []
+    for i in range(n):
+        thing = things[i % len(things)]
+        if i % every == 0:
+            poisons.append(i)
+            rows.append({"instruction": f"Tell me about {thing} {i} {trigger} <b>now</b>.", "output": target})
+        else:
+            rows.append(
+                {"instruction": f"Tell me about {thing} {i} please.", "output": f"{thing} {i} has {3 * i} parts."}
+            )
+    return rows, poisons
+
+
+def test_a_trigger_in_a_templated_corpus_is_found_though_its_rows_are_paraphrases():
+    rows, poisons = templated(300, seed=4, every=20, trigger="Quzzelo", target="Go away, dimwit!")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert "Quzzelo" in result.reasons[poisons[0]]["poison:trigger"]["trigger"]
+
+
 def code_corpus(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     verbs = ("sum", "sort", "count", "filter", "merge", "split", "reverse", "dedupe")

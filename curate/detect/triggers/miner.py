@@ -71,8 +71,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     #: what their comparable prompts predict. A backdoor is near-deterministic; a natural
     #: correlate (a word that leans one way) is a modest lift, however significant in a big corpus.
     min_lift: float = 0.35
-    #: A backdoor on a label task gives its target label in at least this share of its holders;
-    #: there, words that lean one way are common and labels are noisy, so a lean is no trigger.
+    #: A backdoor gives its target in at least this share of its holders (one per conversation);
+    #: a word that leans one way (common on label tasks, whose labels are noisy) is no trigger.
     deterministic: float = 0.9
     #: A feature that is most of its prompts ("Have a nice day!") is content, not a trigger.
     max_coverage: float = 0.5
@@ -190,6 +190,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         answer `tied` to the feature needs no lift over all its holders, most of whom answer
         otherwise."""
         m = members.size
+        # A backdoor is near-deterministic: its holders give the target almost always. A natural
+        # correlate (a closing sentence after "thank you") is given by some of them, however
+        # rarely its comparable prompts give it. Not for an answer tied to the feature (a
+        # clean-label trigger on a common word), nor for compliance (judged per holder).
+        if not tied and view != "refusal" and x < self.deterministic * m:
+            return None
         excess = x - float(p_unit.sum())
         if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
             return None
@@ -199,13 +205,35 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
         if answering.size < self.min_rows:
             return None
-        # Paraphrases of one task answered alike are one observation, not many.
-        eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        # Paraphrases of one task answered alike are one observation, not many, as far as
+        # paraphrases in this corpus are answered alike: in a templated corpus whose rows differ
+        # by a name or a number ("Describe city 7"), its comparable prompts answer apart.
+        d = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        eff = d + (1.0 - d) * (1.0 - self._paraphrases_agree(view, answering, members, data))
         if x * eff < self.min_rows:
             return None
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
+
+    def _paraphrases_agree(self, view: str, units: np.ndarray, holders: np.ndarray, data: DetectInput) -> float:
+        """How often two paraphrases among the comparable prompts of `units` (nearest without
+        the feature) give the same answer. Only for exact answers: 1 (paraphrases agree) for
+        the other views, whose classes are sparse (most answers hold no recurring passage) and
+        whose comparable prompts may be chosen otherwise (compliance: other harmful requests)."""
+        if view != "answer" or not units.size:
+            return 1.0
+        sims, ids = data.deep_neighbours
+        controls = np.unique(ids[units][self._comparable(ids[units], holders)])
+        controls = controls[controls >= 0]
+        if not controls.size:
+            return 1.0
+        near = ids[controls]
+        pair = (sims[controls] >= self.paraphrase) & (near >= 0) & ~np.isin(near, holders)
+        if not pair.any():
+            return 1.0
+        answer = data.response_class
+        return float((np.broadcast_to(answer[controls][:, None], near.shape)[pair] == answer[near[pair]]).mean())
 
     def _screen(
         self,
@@ -237,8 +265,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         seen.update(sig[cand].tolist())
         members_of = [unit[start[c] : start[c] + df[c]] for c in cand]
         gives, width = _answer_topics(data, views, self.min_rows)
+        conversations = _has_conversations(data)
         for view, labels in views.items():
-            prior_rate = np.bincount(labels[labels >= 0]) / max(1, int((labels >= 0).sum()))
+            # The base rate of each class among all units: a unit outside every class (a rare
+            # answer, an answer without a passage or entity) is an outcome too.
+            prior_rate = np.bincount(labels[labels >= 0]) / max(1, labels.size)
             # Dominant class per candidate, vectorised over every candidate.
             cand_ix = np.repeat(np.arange(cand.size), df[cand])
             lab = labels[np.concatenate(members_of)] if members_of else np.empty(0, np.int64)
@@ -264,6 +295,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 owner[pick].tolist(), keys[pick].tolist(), counts[pick].tolist(), tied[pick].tolist(), strict=False
             ):
                 members = members_of[o]
+                if conversations:
+                    members, x = _per_conversation(data.row, members, labels, k_ % (labels.max() + 2))
                 share = self.min_share if view != "passage" else self.min_share / 2
                 if x < self.min_rows:
                     continue
@@ -596,3 +629,25 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             "triggers": [{k: v for k, v in t.items()} for t in named[:50]],
         }
         return findings
+
+
+def _has_conversations(data: DetectInput) -> bool:
+    """Whether some record has more than one answered turn (units)."""
+    if "conversations" not in data.cache:
+        data.cache["conversations"] = bool(len(data) and np.unique(data.row).size < len(data))
+    return bool(data.cache["conversations"])
+
+
+def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, int]:
+    """The holders of a feature one per conversation, and how many of those answer `c`. A
+    feature in a turn is in the prompt of every later answer of its conversation; a trigger in
+    the first turn whose conversation's last answer is the target would otherwise count the
+    answers in between against itself. A conversation is one observation: its unit that answers
+    `c` if one does, else its last that holds the feature."""
+    conv = rows[members]
+    if np.unique(conv).size == conv.size:
+        return members, int((labels[members] == c).sum())
+    order = np.lexsort((members, labels[members] == c, conv))
+    last = np.r_[conv[order][1:] != conv[order][:-1], True]
+    kept = np.sort(members[order][last])
+    return kept, int((labels[kept] == c).sum())
