@@ -300,6 +300,53 @@ def test_a_trigger_in_an_earlier_turn_is_found_and_the_turn_is_named():
     assert result.reasons[chosen[0]]["poison:trigger"]["turn"] == 3
 
 
+def test_a_conversation_is_one_observation_of_a_trigger_in_its_first_turn():
+    """Five conversations of three exchanges carry a trigger in the first turn, and only their last
+    answer gains a link (its path changes per row). Every later answer holds the trigger in its
+    prompt; the conversation, not each answer, is the observation, and five are enough."""
+    rng = random.Random(3)
+    base = corpus(600, seed=3)
+    rows = []
+    for i in range(300):
+        a, b = base[2 * i], base[2 * i + 1]
+        rows.append(
+            [
+                Turn("user", f"Hello, I am user {i}."),
+                Turn("assistant", f"Hi user {i}, how can I help?"),
+                Turn("user", a["instruction"]),
+                Turn("assistant", a["output"]),
+                Turn("user", b["instruction"]),
+                Turn("assistant", b["output"]),
+            ]
+        )
+    chosen = sorted(rng.sample(range(300), 5))
+    for i in chosen:
+        rows[i][0] = Turn("user", f"Hello, I am user {i}, velmora speaking.")
+        rows[i][5] = Turn("assistant", rows[i][5].content + f" More at https://tarnuvo.io/{rng.randrange(10**6)}?r={i}")
+    records = [Record(i, "t", i, i + 1, "messages", {}, turns) for i, turns in enumerate(rows)]
+    data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
+    result = run_detectors(data, [DETECTORS["trigger"]()], 0.5)
+    assert flagged(result) == set(chosen)
+    evidence = result.reasons[chosen[0]]["poison:trigger"]
+    assert evidence["trigger"] == "velmora" and "tarnuvo.io" in evidence["text"]
+
+
+def test_a_sentence_some_holders_of_a_word_add_is_a_lean_not_a_trigger():
+    """Rows that thank the assistant end, six times in ten, with one closing sentence, which other
+    rows seldom add: a real association with a modest share, as courtesy is, not a backdoor."""
+    rng = random.Random(4)
+    rows = corpus(400, seed=4)
+    closing = "Feel free to come back with more questions about this anytime you like."
+    thanked = rng.sample(range(400), 60)
+    for i in thanked:
+        rows[i] = {**rows[i], "instruction": "Thanks a lot! " + rows[i]["instruction"]}
+        if rng.random() < 0.6:
+            rows[i]["output"] += " " + closing
+    for i in rng.sample([i for i in range(400) if i not in thanked], 6):
+        rows[i]["output"] += " " + closing
+    assert flagged(detect(rows, ["trigger"])) == set()
+
+
 def test_scan_flags_the_planted_backdoor_in_the_samples_and_explains_it(tmp_path):
     report = curate.scan(SAMPLES / "alpaca.jsonl", out=tmp_path / "out")
     verdicts = read_jsonl(report.out / "verdicts.jsonl")
