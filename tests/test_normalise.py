@@ -112,6 +112,23 @@ def test_trl_preference_standard_conversational_and_implicit_prompt():
     assert roles(rec) == [("user", "Q"), ("assistant", "good")] and rec.rejected == "bad"
 
 
+def test_openai_preference_pairs_keep_their_system_prompt_and_raw_record():
+    value = {
+        "input": {
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+        },
+        "preferred_output": [{"role": "assistant", "content": "good"}],
+        "non_preferred_output": [{"role": "assistant", "content": "bad"}],
+    }
+    (rec,) = records(value)
+    assert rec.format == "openai_preference"
+    assert roles(rec) == [("system", "Be brief."), ("user", "Q"), ("assistant", "good")] and rec.rejected == "bad"
+    assert rec.raw == value
+    with pytest.raises(AssertionError, match="input"):
+        records({"preferred_output": "good", "non_preferred_output": "bad"})
+
+
 def test_llamafactory_pairs():
     (rec,) = records(
         {

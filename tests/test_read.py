@@ -79,13 +79,42 @@ def test_missing_fields_and_a_record_in_another_format(tmp_path):
     rows = varied_rows(3) + [
         {"instruction": "no answer here"},
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"instruction": "half of one, half of another", "text": "x"},
     ]
-    report = curate.scan(write_jsonl(tmp_path / "x.jsonl", rows), out=tmp_path / "out")
+    path = write_jsonl(tmp_path / "x.jsonl", rows)
+    report = curate.scan(path, out=tmp_path / "out")
     q = {v["line"]: v for v in verdicts(report.out) if v["verdict"] == "quarantine"}
+    assert sorted(q) == [4, 6]
     assert q[4]["reasons"] == ["input:missing-field"]
     assert "output" in q[4]["evidence"]["input:missing-field"]["error"]
-    assert q[5]["reasons"] == ["input:format"]
-    assert "looks like messages" in q[5]["evidence"]["input:format"]["error"]
+    # Shares the file's `instruction` field: not plainly another format, so the file's message.
+    assert q[6]["reasons"] == ["input:format"] and "looks like text" in q[6]["evidence"]["input:format"]["error"]
+    assert report.summary["sources"][0]["format"] == "alpaca + messages"
+    assert_one_verdict_per_line(path, report.out)
+    # A forced format reads no record as another one.
+    forced = curate.scan(path, out=tmp_path / "forced", format="alpaca")
+    q = {v["line"]: v for v in verdicts(forced.out) if v["verdict"] == "quarantine"}
+    assert sorted(q) == [4, 5, 6] and "looks like messages" in q[5]["evidence"]["input:format"]["error"]
+
+
+def test_a_file_of_concatenated_datasets_is_read_record_by_record(tmp_path):
+    alpaca_rows = varied_rows(100)
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Count to {i} in words."},
+                {"role": "assistant", "content": "x" * i},
+            ]
+        }
+        for i in range(1, 101)
+    ]
+    path = write_jsonl(tmp_path / "both.jsonl", alpaca_rows + chat)
+    report = curate.scan(path, out=tmp_path / "out")
+    assert report.rows == 200 and report.counts["quarantine"] == 0
+    assert report.summary["sources"][0]["format"] == "alpaca + messages"
+    kept = read_jsonl(report.out / "clean.jsonl")
+    assert sum("messages" in r for r in kept) == sum(v["verdict"] == "keep" for v in verdicts(report.out)[100:])
+    assert_one_verdict_per_line(path, report.out)
 
 
 def test_a_10mb_field_is_read_and_dropped_as_too_long(tmp_path):

@@ -175,6 +175,21 @@ def preference(value: dict) -> tuple[list[Turn], str | None]:
     return _system(value, prompt_turns) + chosen, "\n".join(t.content for t in rejected)
 
 
+def openai_preference(value: dict) -> tuple[list[Turn], str | None]:
+    """OpenAI/Azure preference fine-tuning: `input.messages` (the prompt, any system and earlier
+    turns), `preferred_output` and `non_preferred_output` (assistant messages). Tools and other
+    `input` keys stay in the raw record, which is what the outputs write."""
+    source = value.get("input")
+    if not isinstance(source, dict):
+        raise FormatMismatch(
+            "field 'input' is missing" if source is None else "field 'input' must be an object with 'messages'"
+        )
+    prompt = _messages(source.get("messages"), "input.messages")
+    chosen = _response(value.get("preferred_output"), "preferred_output")
+    rejected = _response(value.get("non_preferred_output"), "non_preferred_output")
+    return prompt + chosen, "\n".join(t.content for t in rejected)
+
+
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
 
@@ -230,6 +245,13 @@ FORMATS: dict[str, Format] = {
             lambda v: isinstance(v.get("messages"), list),
             messages,
             ("messages",),
+        ),
+        Format(
+            "openai_preference",
+            "OpenAI/Azure pairs: input.messages + preferred_output/non_preferred_output",
+            lambda v: "preferred_output" in v and "non_preferred_output" in v,
+            openai_preference,
+            ("input", "preferred_output", "non_preferred_output"),
         ),
         Format(
             "sharegpt_preference",

@@ -43,6 +43,7 @@ class Normaliser:
     mapping: Mapping | None = None
     _formats: dict[str, tuple[str | None, Mapping | None]] = field(default_factory=dict)
     _names: dict[str, str | None] = field(default_factory=dict)
+    _others: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS and self.format not in PRESETS:
@@ -50,7 +51,10 @@ class Normaliser:
             raise UsageError(f"unknown format {self.format!r}; valid: {valid}")
 
     def source_format(self, source: str) -> str | None:
-        return self._names.get(source)
+        """The format a source was read as: its first record's, then any others it mixes in."""
+        name = self._names.get(source)
+        others = sorted(self._others.get(source, set()) - {name})
+        return " + ".join([name, *others]) if name and others else name
 
     def resolve(self, source: str, value: dict) -> tuple[str | None, Mapping | None]:
         if source in self._formats:
@@ -87,6 +91,15 @@ class Normaliser:
             return
         value = item.value
         fmt, mapping = self.resolve(item.source, value)
+        if fmt is not None and mapping is None and self.format is None and not FORMATS[fmt].detect(value):
+            # A file that concatenates datasets: a record that is plainly another format (it has
+            # none of the fields the file's format needs, and nothing was forced or mapped) is
+            # read as that format, record by record. Any other record keeps the file's format,
+            # and its message.
+            other = detect_format(value)
+            if other and not any(key in value for key in FORMATS[fmt].needs):
+                fmt = other
+                self._others.setdefault(item.source, set()).add(other)
         try:
             if fmt is None:
                 raise FormatMismatch(
