@@ -235,6 +235,20 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         answer = data.response_class
         return float((np.broadcast_to(answer[controls][:, None], near.shape)[pair] == answer[near[pair]]).mean())
 
+    def _holds_where_given(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
+        """Whether a trigger found among some of its holders (a phrase within a topic) is still
+        near-deterministic among all its holders in the topics where any of them gives the
+        target, one per conversation. A planted word gives its target wherever it is planted; a
+        natural one ("thanks" before a closing sentence) gives it in one topic's few rows and
+        half the time elsewhere."""
+        given = np.unique(data.topics[holders[labels[holders] == c]])
+        where = holders[np.isin(data.topics[holders], given)]
+        if _has_conversations(data):
+            where, x = _per_conversation(data.row, where, labels, c)
+        else:
+            x = int((labels[where] == c).sum())
+        return x >= self.deterministic * where.size
+
     def _screen(
         self,
         rows: np.ndarray,
@@ -267,8 +281,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         gives, width = _answer_topics(data, views, self.min_rows)
         conversations = _has_conversations(data)
         for view, labels in views.items():
-            # The base rate of each class among all units: a unit outside every class (a rare
-            # answer, an answer without a passage or entity) is an outcome too.
             prior_rate = np.bincount(labels[labels >= 0]) / max(1, labels.size)
             # Dominant class per candidate, vectorised over every candidate.
             cand_ix = np.repeat(np.arange(cand.size), df[cand])
@@ -580,6 +592,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
                 labels = views[f["view"]]
+                if not f.get("tied") and not label and not self._holds_where_given(holders, labels, f["label"], data):
+                    continue
                 members = np.union1d(members, holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
             # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
