@@ -205,35 +205,18 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
         if answering.size < self.min_rows:
             return None
-        # Paraphrases of one task answered alike are one observation, not many, as far as
-        # paraphrases in this corpus are answered alike: in a templated corpus whose rows differ
-        # by a name or a number ("Describe city 7"), its comparable prompts answer apart.
-        d = _distinct_share(data.answered_vecs[answering], self.paraphrase)
-        eff = d + (1.0 - d) * (1.0 - self._paraphrases_agree(view, answering, members, data))
+        # Paraphrases of one task answered alike are one observation, not many: the task explains
+        # the answer. Not when the answer does not answer them (a planted insult given to a
+        # templated request, "Describe <name> <n>", whose clean rows each get their own answer):
+        # then their shared wording explains nothing.
+        eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        if view == "answer" and data.fit(answering) < self.fitting / 2:
+            eff = 1.0
         if x * eff < self.min_rows:
             return None
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
-
-    def _paraphrases_agree(self, view: str, units: np.ndarray, holders: np.ndarray, data: DetectInput) -> float:
-        """How often two paraphrases among the comparable prompts of `units` (nearest without
-        the feature) give the same answer. Only for exact answers: 1 (paraphrases agree) for
-        the other views, whose classes are sparse (most answers hold no recurring passage) and
-        whose comparable prompts may be chosen otherwise (compliance: other harmful requests)."""
-        if view != "answer" or not units.size:
-            return 1.0
-        sims, ids = data.deep_neighbours
-        controls = np.unique(ids[units][self._comparable(ids[units], holders)])
-        controls = controls[controls >= 0]
-        if not controls.size:
-            return 1.0
-        near = ids[controls]
-        pair = (sims[controls] >= self.paraphrase) & (near >= 0) & ~np.isin(near, holders)
-        if not pair.any():
-            return 1.0
-        answer = data.response_class
-        return float((np.broadcast_to(answer[controls][:, None], near.shape)[pair] == answer[near[pair]]).mean())
 
     def _holds_where_given(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
         """Whether a trigger found among some of its holders (a phrase within a topic) is still
