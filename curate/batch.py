@@ -54,6 +54,7 @@ class BatchResult:
     bands: np.ndarray | None = None
     band_rows: np.ndarray | None = None
     filter_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
+    formats: dict[str, set[str]] = field(default_factory=dict)  # source -> formats its records were read as
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -119,6 +120,7 @@ def process_batch(items: list[Item], normaliser: Normaliser, rules: Rules) -> Ba
                 out.raw.append(rec.raw_text.encode("utf-8", "backslashreplace"))
                 continue
             out.part.append(-1 if rec.part is None else rec.part)
+            out.formats.setdefault(rec.source, set()).add(rec.format)
             out.content_id.append(bytes.fromhex(rec.content_id))
             prompt, response = rec.prompt, rec.response
             out.prompt_key.append(_key(prompt))

@@ -25,8 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from curate.result import ScanOptions
     from curate.ruleset import Rules
 
-#: Bumped when what a checkpoint holds changes shape (2: the result types left curate.pipeline).
-FORMAT = 2
+#: Bumped when what a checkpoint holds changes shape (2: the result types left curate.pipeline;
+#: 3: the ledger keeps the formats each source was read as).
+FORMAT = 3
 
 
 def work_folder(source: Any, rules: Rules, options: ScanOptions, out: Path) -> tuple[Path, bool]:

@@ -70,6 +70,7 @@ class Ledger:
     bands: list[np.ndarray] = field(default_factory=list)
     band_rows: list[np.ndarray] = field(default_factory=list)
     filter_errors: dict[str, list] = field(default_factory=dict)
+    formats: dict[str, set[str]] = field(default_factory=dict)
     suspicion: dict[int, float] = field(default_factory=dict)
     triggers: dict[int, list[str]] = field(default_factory=dict)
     cluster: dict[int, int] = field(default_factory=dict)
@@ -112,6 +113,8 @@ class Ledger:
         for name, (count, first) in result.filter_errors.items():
             entry = self.filter_errors.setdefault(name, [0, first])
             entry[0] += count
+        for name, read in result.formats.items():
+            self.formats.setdefault(name, set()).update(read)
         self.seconds.update(result.seconds)
         self.n += result.n
 

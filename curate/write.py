@@ -205,7 +205,7 @@ def _summary(result: ScanResult, thresholds: list[Threshold], labels: list[str])
         sources.append(
             {
                 "source": name,
-                "format": result.normaliser.source_format(name),
+                "format": result.normaliser.source_format(name, ledger.formats.get(name)),
                 "rows": sum(c.values()),
                 **{v: c.get(v, 0) for v in VERDICTS},
                 "problems": problems.get(name, []),

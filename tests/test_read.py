@@ -112,6 +112,8 @@ def test_a_file_of_concatenated_datasets_is_read_record_by_record(tmp_path):
     report = curate.scan(path, out=tmp_path / "out")
     assert report.rows == 200 and report.counts["quarantine"] == 0
     assert report.summary["sources"][0]["format"] == "alpaca + messages"
+    # Read in worker processes, the formats still reach the report (they travel with the batches).
+    assert curate.scan(path, out=tmp_path / "w2", workers=2).summary["sources"][0]["format"] == "alpaca + messages"
     kept = read_jsonl(report.out / "clean.jsonl")
     assert sum("messages" in r for r in kept) == sum(v["verdict"] == "keep" for v in verdicts(report.out)[100:])
     assert_one_verdict_per_line(path, report.out)

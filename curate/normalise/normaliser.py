@@ -43,17 +43,17 @@ class Normaliser:
     mapping: Mapping | None = None
     _formats: dict[str, tuple[str | None, Mapping | None]] = field(default_factory=dict)
     _names: dict[str, str | None] = field(default_factory=dict)
-    _others: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS and self.format not in PRESETS:
             valid = ", ".join([*FORMATS, *PRESETS])
             raise UsageError(f"unknown format {self.format!r}; valid: {valid}")
 
-    def source_format(self, source: str) -> str | None:
-        """The format a source was read as: its first record's, then any others it mixes in."""
+    def source_format(self, source: str, read: set[str] | None = None) -> str | None:
+        """The format a source was read as: its first record's, then the others among `read`
+        (the formats its records were read as) that a file of concatenated datasets mixes in."""
         name = self._names.get(source)
-        others = sorted(self._others.get(source, set()) - {name})
+        others = sorted((read or set()) - {self._formats.get(source, (None, None))[0]})
         return " + ".join([name, *others]) if name and others else name
 
     def resolve(self, source: str, value: dict) -> tuple[str | None, Mapping | None]:
@@ -99,7 +99,6 @@ class Normaliser:
             other = detect_format(value)
             if other and not any(key in value for key in FORMATS[fmt].needs):
                 fmt = other
-                self._others.setdefault(item.source, set()).add(other)
         try:
             if fmt is None:
                 raise FormatMismatch(

@@ -225,11 +225,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         natural one ("thanks" before a closing sentence) gives it in one topic's few rows and
         half the time elsewhere."""
         given = np.unique(data.topics[holders[labels[holders] == c]])
-        where = holders[np.isin(data.topics[holders], given)]
-        if _has_conversations(data):
-            where, x = _per_conversation(data.row, where, labels, c)
-        else:
-            x = int((labels[where] == c).sum())
+        where, x = _per_conversation(data.row, holders[np.isin(data.topics[holders], given)], labels, c)
         return x >= self.deterministic * where.size
 
     def _screen(
