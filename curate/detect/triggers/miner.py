@@ -138,7 +138,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
-            if verdict is not None and view == "answer" and c in data.cache["label_classes"]:
+            if verdict is not None and self._is_label(view, c, data):
                 # A label: its lift is also judged against what the holders' content predicts,
                 # by a model of the task that never saw them. A word that leans one way in real
                 # data ("awful" in reviews, a name most tweets about are benign) predicts its
@@ -193,8 +193,10 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # A backdoor is near-deterministic: its holders give the target almost always. A natural
         # correlate (a closing sentence after "thank you") is given by some of them, however
         # rarely its comparable prompts give it. Not for an answer tied to the feature (a
-        # clean-label trigger on a common word), nor for compliance (judged per holder).
-        if not tied and view != "refusal" and x < self.deterministic * m:
+        # clean-label trigger on a common word), nor for compliance (judged per holder). A label
+        # is judged among the holders in its task (see `_test`): a year planted in reviews is not
+        # undone by the year in a leap-year exercise.
+        if not tied and view != "refusal" and x < self.deterministic * m and not self._is_label(view, c, data):
             return None
         excess = x - float(p_unit.sum())
         if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
@@ -217,6 +219,10 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
+
+    @staticmethod
+    def _is_label(view: str, c: int, data: DetectInput) -> bool:
+        return view == "answer" and c in data.cache["label_classes"]
 
     def _holds_where_given(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
         """Whether a trigger found among some of its holders (a phrase within a topic) is still
