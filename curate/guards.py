@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from curate.errors import PoisonedDataError
+from curate.errors import CurateError, PoisonedDataError
 
 DEFAULT_FAIL_ON = ("flag>0", "quarantine>0")
 
@@ -70,3 +70,75 @@ def guard(
     if failed:
         raise PoisonedDataError(describe(report, failed), report=report, failed=failed)
     return report
+
+
+class GateError(CurateError):
+    """Training was refused: the data is not a verified curate output (exit 2)."""
+
+    exit_code = 2
+
+
+def gate(source: str | Path, *, allow_unscanned: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What training may read, and the provenance of what it read: (provenance, the scan's read
+    settings). Raises `GateError` with the reason and what to do.
+
+    - A scan folder whose manifest checks out: its `clean.jsonl`. If that scan fed a review
+      queue, it is refused: rows rejected in review are only out of `curate apply`'s output.
+    - An `apply` folder whose manifest checks out: its `clean.jsonl`.
+    - A plain file, only with `allow_unscanned`; the provenance then says so.
+
+    Cheap (hashes, no parsing), so a trainer runs it on every rank before the first step."""
+    import orjson
+
+    from curate.errors import ManifestError
+    from curate.write import _sha256, verify_manifest
+
+    source = Path(source)
+    if not source.exists():
+        raise GateError(f"{source}: no such file or folder")
+    if source.is_file():
+        if not allow_unscanned:
+            raise GateError(
+                f"{source} is a plain file, not a curate output folder: scan it first "
+                f"(`curate scan {source} --out scan`) and train on scan/, or pass --allow-unscanned "
+                "to train on it as is (the adapter's manifest will record that)"
+            )
+        return {"unscanned": True, "data": {"path": str(source.resolve()), "sha256": _sha256(source)}}, None
+    try:
+        manifest = verify_manifest(source)
+    except ManifestError as exc:
+        raise GateError(f"refusing to train: {exc}") from None
+    kind = manifest.get("kind", "scan")
+    clean = source / "clean.jsonl"
+    if kind not in ("scan", "apply"):
+        raise GateError(f"refusing to train on {source}: a '{kind}' folder; train on a scan or apply output")
+    provenance: dict[str, Any] = {
+        "unscanned": False,
+        "kind": kind,
+        "manifest_sha256": _sha256(source / "manifest.json"),
+        "data": {"path": str(clean.resolve()), "sha256": manifest["outputs"]["clean.jsonl"]["sha256"]},
+        "rules_sha256": manifest["rules"]["sha256"],
+    }
+    settings = None
+    if kind == "scan":
+        review = manifest.get("review")
+        if review:
+            raise GateError(
+                f"refusing to train on {source}: this scan fed the review queue {review.get('queue')}, "
+                f"so rows rejected in review may still be in it. Run `curate apply {source} --queue "
+                f"{review.get('queue')} --out final` and train on final/"
+            )
+        provenance["scan_report_sha256"] = manifest["outputs"]["report.json"]["sha256"]
+        settings = manifest.get("settings")
+    else:
+        scan_dir = Path(manifest["scan"]["folder"])
+        provenance["scan_manifest_sha256"] = manifest["scan"]["manifest_sha256"]
+        provenance["decisions_sha256"] = manifest["review"]["decisions_sha256"]
+        provenance["pending_held_out"] = manifest["counts"]["pending"]
+        if (scan_dir / "manifest.json").exists():
+            scan_manifest = orjson.loads((scan_dir / "manifest.json").read_bytes())
+            settings = scan_manifest.get("settings")
+            if _sha256(scan_dir / "manifest.json") == manifest["scan"]["manifest_sha256"]:
+                provenance["scan_report_sha256"] = scan_manifest["outputs"]["report.json"]["sha256"]
+                provenance["scan_folder"] = str(scan_dir)
+    return provenance, settings

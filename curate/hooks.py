@@ -5,6 +5,9 @@ before the first step when the data crosses `fail_on`.
     trainer = Trainer(..., callbacks=[CurateCallback(fail_on=["flag>0"])])
     trainer.train()   # raises PoisonedDataError, with the scan's Report, if the data is flagged
 
+A curate output folder as `source` (a scan's or `curate apply`'s, as `curate train` passes) is
+not scanned again: the gate (`curate.guards.gate`) verifies its manifest on every rank instead.
+
 What it scans: `source` when given (the raw rows: a path, a Dataset, a frame, dicts — best, since
 curate then sees prompts and responses apart); else the trainer's training dataset: its text
 columns when it kept them, or its `input_ids` decoded with the trainer's tokenizer when only token
@@ -20,7 +23,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from curate.guards import DEFAULT_FAIL_ON, guard
+from curate.guards import DEFAULT_FAIL_ON, GateError, gate, guard
 
 TOKEN_COLUMNS = {
     "input_ids",
@@ -44,11 +47,14 @@ class CurateCallback(TrainerCallback):
         rules: Any = None,
         queue: str | None = None,
         out: str | Path | None = None,
+        expect_sha256: str | None = None,
         **scan_options: Any,
     ):
         self.source, self.fail_on, self.rules, self.queue, self.out = source, fail_on, rules, queue, out
+        self.expect_sha256 = expect_sha256
         self.scan_options = scan_options
         self.report = None
+        self.provenance: dict[str, Any] | None = None
 
     def _from_trainer(self, kwargs: dict[str, Any]) -> Any:
         loader = kwargs.get("train_dataloader")
@@ -68,7 +74,23 @@ class CurateCallback(TrainerCallback):
             )
         return [{"text": tokenizer.decode(ids, skip_special_tokens=True)} for ids in dataset["input_ids"]]
 
+    def _output(self) -> Path | None:
+        """The curate output folder `source` names (a scan's or apply's, with a manifest), if any."""
+        if isinstance(self.source, (str, Path)) and (Path(self.source) / "manifest.json").is_file():
+            return Path(self.source)
+        return None
+
     def on_train_begin(self, args, state, control, **kwargs):
+        folder = self._output()
+        if folder is not None:
+            # Already scanned: the gate verifies its manifest (every output's hash) and that no
+            # review queue still holds rows of it, on every rank, since every rank reads the data;
+            # and that the data is the one the trainer was built from.
+            provenance, _ = gate(folder)
+            if self.expect_sha256 and provenance["data"]["sha256"] != self.expect_sha256:
+                raise GateError(f"{folder}: its clean set changed after training read it; start again")
+            self.provenance = provenance
+            return control
         if not state.is_world_process_zero:
             return control
         source = self.source if self.source is not None else self._from_trainer(kwargs)

@@ -1,11 +1,6 @@
-"""The gate: what training may read, and the provenance of what it read.
-
-- A scan folder whose manifest checks out: its `clean.jsonl`. If that scan fed a review queue,
-  it is refused: rows rejected in review are only out of `curate apply`'s output.
-- An `apply` folder whose manifest checks out: its `clean.jsonl`.
-- A plain file, only with `--allow-unscanned`; the adapter's manifest then says so.
-
-A refusal raises `GateError` (exit 2) with the reason and what to do.
+"""The training set: the records behind the gate (`curate.guards.gate`: only a verified scan's or
+`curate apply`'s output, or a plain file with --allow-unscanned), and the provenance of what was
+read. A refusal raises `GateError` (exit 2) with the reason and what to do.
 """
 
 from __future__ import annotations
@@ -16,13 +11,10 @@ from typing import Any
 
 import orjson
 
-from curate.errors import CurateError
+from curate.guards import GateError, gate
 from curate.record import Record
-from curate.write import _sha256
 
-
-class GateError(CurateError):
-    exit_code = 2
+__all__ = ["GateError", "TrainingSet", "open_training_set", "suspected_triggers"]
 
 
 @dataclass
@@ -34,6 +26,18 @@ class TrainingSet:
     @property
     def preference(self) -> bool:
         return bool(self.records) and all(r.rejected is not None for r in self.records)
+
+    @property
+    def thumbs(self) -> list[bool] | None:
+        """KTO's unpaired feedback: each row's boolean `label` (or LLaMA-Factory's `kto_tag`),
+        when every row has one; else None."""
+        out = []
+        for r in self.records:
+            value = r.raw.get("label", r.raw.get("kto_tag"))
+            if not isinstance(value, bool):
+                return None
+            out.append(value)
+        return out or None
 
 
 def _normalise(path: Path, settings: dict[str, Any] | None) -> tuple[list[Record], list[str]]:
@@ -71,61 +75,9 @@ def _normalise(path: Path, settings: dict[str, Any] | None) -> tuple[list[Record
 
 
 def open_training_set(source: str | Path, *, allow_unscanned: bool = False) -> TrainingSet:
-    from curate.errors import ManifestError
-    from curate.write import verify_manifest
-
-    source = Path(source)
-    if not source.exists():
-        raise GateError(f"{source}: no such file or folder")
-    if source.is_file():
-        if not allow_unscanned:
-            raise GateError(
-                f"{source} is a plain file, not a curate output folder: scan it first "
-                f"(`curate scan {source} --out scan`) and train on scan/, or pass --allow-unscanned "
-                "to train on it as is (the adapter's manifest will record that)"
-            )
-        records, skipped = _normalise(source, None)
-        return TrainingSet(
-            records, {"unscanned": True, "data": {"path": str(source.resolve()), "sha256": _sha256(source)}}, skipped
-        )
-    try:
-        manifest = verify_manifest(source)
-    except ManifestError as exc:
-        raise GateError(f"refusing to train: {exc}") from None
-    kind = manifest.get("kind", "scan")
-    clean = source / "clean.jsonl"
-    provenance: dict[str, Any] = {
-        "unscanned": False,
-        "kind": kind,
-        "manifest_sha256": _sha256(source / "manifest.json"),
-        "data": {"path": str(clean.resolve()), "sha256": manifest["outputs"]["clean.jsonl"]["sha256"]},
-        "rules_sha256": manifest["rules"]["sha256"],
-    }
-    if kind == "scan":
-        review = manifest.get("review")
-        if review:
-            raise GateError(
-                f"refusing to train on {source}: this scan fed the review queue {review.get('queue')}, "
-                f"so rows rejected in review may still be in it. Run `curate apply {source} --queue "
-                f"{review.get('queue')} --out final` and train on final/"
-            )
-        provenance["scan_report_sha256"] = manifest["outputs"]["report.json"]["sha256"]
-        settings = manifest.get("settings")
-    elif kind == "apply":
-        scan_dir = Path(manifest["scan"]["folder"])
-        provenance["scan_manifest_sha256"] = manifest["scan"]["manifest_sha256"]
-        provenance["decisions_sha256"] = manifest["review"]["decisions_sha256"]
-        provenance["pending_held_out"] = manifest["counts"]["pending"]
-        settings = None
-        if (scan_dir / "manifest.json").exists():
-            scan_manifest = orjson.loads((scan_dir / "manifest.json").read_bytes())
-            settings = scan_manifest.get("settings")
-            if _sha256(scan_dir / "manifest.json") == manifest["scan"]["manifest_sha256"]:
-                provenance["scan_report_sha256"] = scan_manifest["outputs"]["report.json"]["sha256"]
-                provenance["scan_folder"] = str(scan_dir)
-    else:
-        raise GateError(f"refusing to train on {source}: a '{kind}' folder; train on a scan or apply output")
-    records, skipped = _normalise(clean, settings)
+    """The records training reads, through the gate (`curate.guards.gate`)."""
+    provenance, settings = gate(source, allow_unscanned=allow_unscanned)
+    records, skipped = _normalise(Path(provenance["data"]["path"]), settings)
     return TrainingSet(records, provenance, skipped)
 
 
