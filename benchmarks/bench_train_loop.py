@@ -95,9 +95,9 @@ def main() -> None:
 
     import os
 
+    from curate.train import train
     from curate.train.checks import Checker, shipped_probes
     from curate.train.config import load_config
-    from curate.train.loop import train
     from curate.train.models import smollm2_path
 
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -125,37 +125,74 @@ def test_training_takes_apply_output_with_the_review_decisions(tmp_path, tiny_mo
     assert manifest["metrics"]["examples"] == 23
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(tmp_path, tiny_model):
-    import torch
+KILLED = """
+import os, signal, sys
+import transformers
+from curate.train import load_config, train
+
+scan, model, out, where = sys.argv[1:5]
+config = load_config(None, epochs=2, batch_size=4, eval_every=2, save_every=2)
+if where == "mid-save":  # the model and optimizer of checkpoint 4 are written, its RNG and state not
+    save = transformers.Trainer._save_rng_state
+
+    def torn(self, output_dir):
+        if self.state.global_step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save(self, output_dir)
+
+    transformers.Trainer._save_rng_state = torn
+
+
+def progress(info):
+    if where == "step" and info["step"] == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+train(scan, model, out, config, progress=progress)
+"""
+
+
+@pytest.mark.parametrize("where", ["step", "mid-save"])
+def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_ends_where_an_uninterrupted_one_does(
+    tmp_path, tiny_model, where
+):
+    import signal
+    import subprocess
+    import sys
+
     from safetensors.torch import load_file
 
     from curate.errors import CurateError
     from curate.train import train
 
     scan = scanned(tmp_path)
-    train(scan, tiny_model, tmp_path / "straight", quick(epochs=2))
-
-    def interrupt(info):
-        if info["step"] == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(scan, tiny_model, tmp_path / "resumed", quick(epochs=2), progress=interrupt)
-    assert sorted(p.name for p in (tmp_path / ".resumed.partial" / "checkpoints").iterdir()) == [
-        "step-0000002",
-        "step-0000004",
-    ]
+    straight = train(scan, tiny_model, tmp_path / "straight", quick(epochs=2))
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(scan), str(tiny_model), str(tmp_path / "resumed"), where],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = tmp_path / ".resumed.partial" / "checkpoints"
+    assert (checkpoints / "checkpoint-4").is_dir()  # written, whole or torn
     manifest = train(scan, tiny_model, tmp_path / "resumed", quick(epochs=2))
-    assert manifest["metrics"]["resumed_from_step"] == 4 and manifest["metrics"]["steps"] == 12
+    # Killed mid-save, checkpoint 4 is torn (no RNG, no trainer state): skipped, and 2 resumed.
+    assert manifest["metrics"]["resumed_from_step"] == (4 if where == "step" else 2)
+    assert manifest["metrics"]["steps"] == straight["metrics"]["steps"] == 12
     a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    assert not (tmp_path / ".resumed.partial").exists()
 
-    other = quick(epochs=2, learning_rate=1e-3)  # a checkpoint of another run is never resumed silently
-    with pytest.raises(KeyboardInterrupt):
-        train(scan, tiny_model, tmp_path / "again", quick(epochs=2), progress=interrupt)
-    with pytest.raises(CurateError, match="different run"):
-        train(scan, tiny_model, tmp_path / "again", other)
+    if where == "step":  # a checkpoint of another run is never resumed silently
+        subprocess.run(
+            [sys.executable, str(script), str(scan), str(tiny_model), str(tmp_path / "again"), where], timeout=600
+        )
+        with pytest.raises(CurateError, match="different run"):
+            train(scan, tiny_model, tmp_path / "again", quick(epochs=2, learning_rate=1e-3))
 
 
 def test_preference_pairs_train_with_dpo(tmp_path, tiny_model):
@@ -175,6 +212,71 @@ def test_preference_pairs_train_with_dpo(tmp_path, tiny_model):
     # prefers its chosen answer: chance would be 0.5
     assert m["method"] == "dpo" and m["val"][0]["reward_accuracy"] == 0.0 and m["val"][-1]["reward_accuracy"] == 1.0
     assert m["final_val_loss"] < m["initial_val_loss"] <= 0.6932  # starts at log 2: policy == reference
+
+
+def test_thumbs_up_and_down_rows_train_with_kto_and_sft_on_them_is_refused(tmp_path, tiny_model):
+    from curate.errors import UsageError
+    from curate.train import train
+
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"Name a colour, {i}"}, {"role": "assistant", "content": a}],
+            "label": i % 2 == 0,
+        }
+        for i, a in enumerate(["Blue.", "Go away."] * 10)
+    ]
+    scan = scanned(tmp_path, rows)
+    with pytest.raises(UsageError, match="label=false"):
+        train(scan, tiny_model, tmp_path / "sft", quick(method="sft", max_steps=1))
+    manifest = train(scan, tiny_model, tmp_path / "adapter", quick(max_steps=2))
+    m = manifest["metrics"]
+    assert m["method"] == "kto" and m["trainer"] == "KTOTrainer" and m["steps"] == 2
+
+
+def test_the_trainer_is_fed_labels_on_assistant_tokens_only(tmp_path, tiny_model):
+    from curate.train.data import open_training_set
+    from curate.train.encode import IGNORE
+    from curate.train.models import resolve
+    from curate.train.trainer import Run
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "first question"},
+                {"role": "assistant", "content": f"FIRST ANSWER {i}"},
+                {"role": "user", "content": "second question " * 40},
+                {"role": "assistant", "content": f"SECOND ANSWER {i}"},
+            ]
+        }
+        for i in range(12)
+    ]
+    scan = scanned(tmp_path, rows)
+    run = Run(open_training_set(scan), resolve(tiny_model), tmp_path / "a", quick(max_length=64), scan)
+    trainer, _, _ = run.trainer()
+    batch = next(iter(trainer.get_train_dataloader()))
+    tok = trainer.processing_class
+    assert batch["input_ids"].shape[1] == 64  # cut to max_length by curate, from the left
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
+        trained = tok.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE])
+        assert "SECOND ANSWER" in trained and "question" not in trained and "user" not in trained
+        assert labels[0] == IGNORE
+
+
+def test_trl_settings_pass_through_and_are_checked(tmp_path, tiny_model):
+    from curate.errors import UsageError
+    from curate.train import load_config, train
+
+    path = tmp_path / "train.yaml"
+    path.write_text("trl: {push_to_hub: true}\n")
+    with pytest.raises(UsageError, match="push_to_hub"):
+        load_config(path)
+    scan = scanned(tmp_path)
+    with pytest.raises(UsageError, match="unknown setting 'gradient_checkpointin'"):
+        train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"gradient_checkpointin": True}))
+    manifest = train(scan, tiny_model, tmp_path / "a", quick(max_steps=2, trl={"gradient_checkpointing": True}))
+    assert manifest["config"]["trl"] == {"gradient_checkpointing": True}
+    assert {"trl", "accelerate", "transformers", "peft"} <= set(manifest["versions"])
+    assert manifest["metrics"]["world_size"] == 1 and manifest["metrics"]["trainer"] == "SFTTrainer"
 
 
 def test_the_train_command_writes_an_adapter_with_its_manifest(tmp_path, tiny_model, cli):
@@ -200,6 +302,44 @@ def test_the_train_command_writes_an_adapter_with_its_manifest(tmp_path, tiny_mo
     assert printed == written and written["metrics"]["steps"] == 3 and written["metrics"]["method"] == "sft"
     assert written["data"]["unscanned"] is False and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / ".adapter.partial").exists()  # the work folder is gone once the adapter is in place
+
+
+def test_two_processes_train_through_accelerate_and_rank_zero_writes_the_adapter(tmp_path, tiny_model):
+    """accelerate's multi-process launcher (torchrun underneath) on CPU, gloo between 2 processes."""
+    import shutil
+    import subprocess
+    import sys
+
+    scan = scanned(tmp_path)
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert accelerate, "accelerate is part of the train extra"
+    # fmt: off
+    launched = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "curate.train", str(scan),
+         "--base-model", str(tiny_model), "--out", str(tmp_path / "adapter"), "--max-steps", "4",
+         "--batch-size", "2", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    # fmt: on
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    written = json.loads((tmp_path / "adapter" / "manifest.json").read_text())
+    assert written["metrics"]["world_size"] == 2 and written["metrics"]["steps"] == 4
+    assert json.loads(launched.stdout) == written  # one report, from rank 0
+    assert not (tmp_path / ".adapter.partial").exists()
+
+
+def test_the_gate_runs_on_every_rank(tmp_path):
+    from types import SimpleNamespace
+
+    from curate.guards import GateError
+    from curate.hooks import CurateCallback
+
+    scan = scanned(tmp_path)
+    (scan / "clean.jsonl").write_text((scan / "clean.jsonl").read_text() + '{"instruction": "x", "output": "y"}\n')
+    not_zero = SimpleNamespace(is_world_process_zero=False)
+    with pytest.raises(GateError, match="sha256 mismatch"):
+        CurateCallback(scan).on_train_begin(None, not_zero, None)
 
 
 def test_config_file_errors_are_clear(tmp_path):

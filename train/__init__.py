@@ -15,7 +15,7 @@ from typing import Any
 
 
 def train(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from curate.train.loop import train as run
+    from curate.train.trainer import train as run
 
     return run(*args, **kwargs)
 

@@ -21,7 +21,7 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    method: str = "auto"  # auto (dpo for preference pairs, else sft), sft, dpo
+    method: str = "auto"  # auto (dpo for preference pairs, kto for thumbs-up/down labels, else sft), sft, dpo, kto
     epochs: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
@@ -34,10 +34,13 @@ class TrainConfig:
     eval_every: int = 50  # steps; also evaluated at the end
     save_every: int = 50  # steps between checkpoints (resume picks the latest)
     seed: int = 0
-    dpo_beta: float = 0.1
+    dpo_beta: float = 0.1  # DPO's and KTO's beta
     qlora: str = "auto"  # auto (on when CUDA and bitsandbytes are there), on, off
     max_steps: int | None = None  # stop early, for smoke runs
     lora: LoraSettings = field(default_factory=LoraSettings)
+    #: Any other setting of TRL's config class for the method (SFTConfig, DPOConfig, KTOConfig):
+    #: gradient_checkpointing, packing, report_to, bf16, ... Checked against the class when training.
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,7 +52,11 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         if key not in names:
             raise UsageError(f"{where}: unknown setting {key!r}; valid: {', '.join(sorted(names))}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, dict):
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}: {key} must be a mapping")
+            setattr(obj, key, dict(value))
+        elif dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}: {key} must be a mapping")
             _apply(current, value, f"{where}: {key}")
@@ -71,8 +78,10 @@ def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
             raise UsageError(f"{path}: a training config is a mapping of settings")
         _apply(config, values, str(path))
     _apply(config, {k: v for k, v in overrides.items() if v is not None}, "command line")
-    if config.method not in {"auto", "sft", "dpo"}:
-        raise UsageError(f"method must be auto, sft or dpo (got {config.method!r})")
+    if config.method not in {"auto", "sft", "dpo", "kto"}:
+        raise UsageError(f"method must be auto, sft, dpo or kto (got {config.method!r})")
+    if config.trl.get("push_to_hub"):
+        raise UsageError("trl: push_to_hub is refused: curate trains offline and keeps the adapter beside its data")
     if config.qlora not in {"auto", "on", "off"}:
         raise UsageError(f"qlora must be auto, on or off (got {config.qlora!r})")
     if config.batch_size < 1 or config.grad_accum < 1 or config.epochs <= 0:

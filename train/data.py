@@ -52,7 +52,8 @@ def _normalise(path: Path, settings: dict[str, Any] | None) -> tuple[list[Record
     normaliser = Normaliser(
         settings.get("format"), parse_mapping([f"{a}={b}" for a, b in mapping] if mapping else None)
     )
-    records, skipped = [], []
+    records: list[Record] = []
+    skipped: list[str] = []
     with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():

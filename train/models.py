@@ -131,6 +131,13 @@ def load_model(base: BaseModel, *, quantize_4bit: bool = False, dtype: str | Non
         wanted = dtype or ("bfloat16" if on == "cuda" else "float32")
         kwargs["dtype"] = getattr(torch, wanted)
     model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
+    if base.gguf_file and not quantize_4bit:
+        # transformers dequantizes GGUF weights on load (to `dtype`), but leaves the model marked
+        # as GGUF-quantized, which its Trainer refuses to fine-tune. The weights are plain tensors.
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a module attribute)
+        setattr(model, "is_quantized", False)  # noqa: B010
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if not quantize_4bit:
         model.to(on)
     return model

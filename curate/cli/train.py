@@ -11,9 +11,11 @@ import typer
 from curate.cli.errors import guarded
 
 TRAIN_HELP = (
-    "Train a LoRA adapter on a scan's or `curate apply`'s clean set (the gate refuses anything else, and a scan "
-    "that fed a review queue), with a provenance manifest. Preference pairs train with DPO. Resumes from the "
-    "latest checkpoint of an interrupted run with the same --out."
+    "Train a LoRA adapter with TRL on a scan's or `curate apply`'s clean set (the gate refuses anything else, "
+    "and a scan that fed a review queue), with a provenance manifest. Instructions and chat train with "
+    "SFTTrainer, preference pairs with DPOTrainer, thumbs-up/down rows with KTOTrainer. Resumes from the latest "
+    "complete checkpoint of an interrupted run with the same --out. On several GPUs: `accelerate launch -m "
+    "curate.train` with the same arguments."
 )
 CHECK_HELP = (
     "Compare a fine-tuned adapter with its base model: safety regression (refusal on harmful and safe probes), "
@@ -112,7 +114,7 @@ def train(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML/JSON training settings (see train/config.py).")
     ] = None,
-    method: Annotated[str | None, typer.Option("--method", help="auto, sft or dpo.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="auto (by the data's shape), sft, dpo or kto.")] = None,
     epochs: Annotated[float | None, typer.Option("--epochs")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
@@ -135,11 +137,13 @@ def train(
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     def body() -> int:
+        import os
+
         import orjson
 
         _quiet_libraries()
         from curate.train.config import load_config
-        from curate.train.loop import train as run
+        from curate.train.trainer import train as run
 
         settings = load_config(
             config,
@@ -167,6 +171,8 @@ def train(
         finally:
             if bar:
                 bar.stop()
+        if os.environ.get("RANK", "0") != "0":
+            return 0  # under a launcher, rank 0 reports (and checks) for every process
         m = manifest["metrics"]
         result: dict[str, Any] = {"adapter": manifest}
         if not json and not quiet:
