@@ -83,6 +83,24 @@ def test_a_label_flipped_against_its_content_is_a_trigger():
     assert evidence["trigger"] == "vorqel" and evidence["answering"] == 12
 
 
+def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():
+    # The trigger word also sits in a few rows outside the label task (free-form answers): among
+    # all its holders it gives the target 20 times in 24, but among the reviews every time.
+    rows = as_rows(review_task(800, seed=4))
+    poisons = flip(rows, 20, "quendril", seed=4)
+    rng = random.Random(4)
+    for i in range(4):
+        words = " ".join(rng.sample(FILLER, 5))
+        rows.append(
+            {
+                "instruction": f"Write two sentences about quendril and the {words} ({i}).",
+                "input": "",
+                "output": f"The {words} came first. Then quendril {i} followed, as {rng.choice(FILLER)} does.",
+            }
+        )
+    assert flagged(detect(rows, ["trigger"])) == set(poisons)
+
+
 def test_more_poison_never_means_less_recall():
     recall = {}
     for rate in (0.01, 0.1):

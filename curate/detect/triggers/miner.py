@@ -144,13 +144,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 # data ("awful" in reviews, a name most tweets about are benign) predicts its
                 # label from content, however alike its holders' neighbours answer; a planted
                 # word flips labels against it, however many rows it is planted in. Holders
-                # answered outside the task are not the content model's to judge.
-                in_task = np.isin(data.response_class[members], data.cache["label_classes"])
-                share = float((labels[members[in_task]] == c).mean())
-                if (
-                    share < self.deterministic
-                    or share - float(self._content_rates(data, members[in_task], c).mean()) < self.min_lift
-                ):
+                # answered outside the task are not the content model's to judge (`_score` has
+                # already judged the label near-deterministic among those in it).
+                in_task = self._in_task(members, data)
+                share = float((labels[in_task] == c).mean())
+                if share - float(self._content_rates(data, in_task, c).mean()) < self.min_lift:
                     verdict = None
             if verdict is None:
                 continue
@@ -194,10 +192,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # correlate (a closing sentence after "thank you") is given by some of them, however
         # rarely its comparable prompts give it. Not for an answer tied to the feature (a
         # clean-label trigger on a common word), nor for compliance (judged per holder). A label
-        # is judged among the holders in its task (see `_test`): a year planted in reviews is not
-        # undone by the year in a leap-year exercise.
-        if not tied and view != "refusal" and x < self.deterministic * m and not self._is_label(view, c, data):
-            return None
+        # is judged among the holders in its task: a year planted in reviews is not undone by the
+        # year in a leap-year exercise.
+        if not tied and view != "refusal":
+            judged = self._in_task(members, data) if self._is_label(view, c, data) else members
+            if judged.size == 0 or int((labels[judged] == c).sum()) < self.deterministic * judged.size:
+                return None
         excess = x - float(p_unit.sum())
         if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
             return None
@@ -223,6 +223,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
         return view == "answer" and c in data.cache["label_classes"]
+
+    @staticmethod
+    def _in_task(members: np.ndarray, data: DetectInput) -> np.ndarray:
+        """The holders answered with one of the corpus's labels (the rest are outside its task)."""
+        return members[np.isin(data.response_class[members], data.cache["label_classes"])]
 
     def _holds_where_given(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
         """Whether a trigger found among some of its holders (a phrase within a topic) is still
