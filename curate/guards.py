@@ -88,7 +88,6 @@ def gate(source: str | Path, *, allow_unscanned: bool = False) -> tuple[dict[str
     - A plain file, only with `allow_unscanned`; the provenance then says so.
 
     Cheap (hashes, no parsing), so a trainer runs it on every rank before the first step."""
-    import orjson
 
     from curate.errors import ManifestError
     from curate.write import _sha256, verify_manifest
@@ -108,10 +107,25 @@ def gate(source: str | Path, *, allow_unscanned: bool = False) -> tuple[dict[str
         manifest = verify_manifest(source)
     except ManifestError as exc:
         raise GateError(f"refusing to train: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("tool") != "curate":
+        raise GateError(f"refusing to train on {source}: its manifest was not written by curate")
     kind = manifest.get("kind", "scan")
-    clean = source / "clean.jsonl"
     if kind not in ("scan", "apply"):
         raise GateError(f"refusing to train on {source}: a '{kind}' folder; train on a scan or apply output")
+    try:
+        return _provenance(source, manifest, kind)
+    except (KeyError, TypeError) as exc:
+        raise GateError(
+            f"refusing to train on {source}: its manifest lacks {exc} (not a complete {kind} output)"
+        ) from None
+
+
+def _provenance(source: Path, manifest: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    import orjson
+
+    from curate.write import _sha256
+
+    clean = source / "clean.jsonl"
     provenance: dict[str, Any] = {
         "unscanned": False,
         "kind": kind,

@@ -182,6 +182,8 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_ends_where_a
     # Killed mid-save, checkpoint 4 is torn (no RNG, no trainer state): skipped, and 2 resumed.
     assert manifest["metrics"]["resumed_from_step"] == (4 if where == "step" else 2)
     assert manifest["metrics"]["steps"] == straight["metrics"]["steps"] == 12
+    # the validation loss before training was measured before the kill, and is still reported
+    assert manifest["metrics"]["initial_val_loss"] == straight["metrics"]["initial_val_loss"] is not None
     a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
@@ -193,6 +195,8 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint_and_ends_where_a
         )
         with pytest.raises(CurateError, match="different run"):
             train(scan, tiny_model, tmp_path / "again", quick(epochs=2, learning_rate=1e-3))
+        fresh = train(scan, tiny_model, tmp_path / "again", quick(max_steps=2, learning_rate=1e-3), resume=False)
+        assert fresh["metrics"]["resumed_from_step"] is None and fresh["metrics"]["steps"] == 2
 
 
 def test_preference_pairs_train_with_dpo(tmp_path, tiny_model):
@@ -228,9 +232,15 @@ def test_thumbs_up_and_down_rows_train_with_kto_and_sft_on_them_is_refused(tmp_p
     scan = scanned(tmp_path, rows)
     with pytest.raises(UsageError, match="label=false"):
         train(scan, tiny_model, tmp_path / "sft", quick(method="sft", max_steps=1))
+    with pytest.raises(UsageError, match="batch_size >= 2"):
+        train(scan, tiny_model, tmp_path / "one", quick(max_steps=1, batch_size=1))
     manifest = train(scan, tiny_model, tmp_path / "adapter", quick(max_steps=2))
     m = manifest["metrics"]
     assert m["method"] == "kto" and m["trainer"] == "KTOTrainer" and m["steps"] == 2
+    for row in rows:
+        row["label"] = False
+    with pytest.raises(UsageError, match="every row is label=false"):
+        train(scanned(tmp_path, rows, name="down"), tiny_model, tmp_path / "down", quick(max_steps=1))
 
 
 def test_the_trainer_is_fed_labels_on_assistant_tokens_only(tmp_path, tiny_model):
@@ -273,6 +283,24 @@ def test_trl_settings_pass_through_and_are_checked(tmp_path, tiny_model):
     scan = scanned(tmp_path)
     with pytest.raises(UsageError, match="unknown setting 'gradient_checkpointin'"):
         train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"gradient_checkpointin": True}))
+    with pytest.raises(UsageError, match="set by curate's own `learning_rate`"):
+        train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"learning_rate": 1e-3}))
+    with pytest.raises(UsageError, match="SFTConfig refused"):
+        train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"optim": "no_such_optimizer"}))
+    assert not (tmp_path / "a").exists()
+
+    from curate.train.data import open_training_set
+    from curate.train.models import resolve
+    from curate.train.trainer import Run
+
+    def args(**trl):
+        run = Run(open_training_set(scan), resolve(tiny_model), tmp_path / "b", quick(trl=trl), scan)
+        return run.trainer()[0].args
+
+    plain = args()
+    assert plain.gradient_checkpointing is False and plain.report_to == [] and plain.lr_scheduler_type == "linear"
+    chosen = args(gradient_checkpointing=True, lr_scheduler_type="constant")
+    assert chosen.gradient_checkpointing is True and chosen.lr_scheduler_type == "constant"
     manifest = train(scan, tiny_model, tmp_path / "a", quick(max_steps=2, trl={"gradient_checkpointing": True}))
     assert manifest["config"]["trl"] == {"gradient_checkpointing": True}
     assert {"trl", "accelerate", "transformers", "peft"} <= set(manifest["versions"])

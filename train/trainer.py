@@ -19,10 +19,8 @@ as the adapter switched off); curate's own parts sit around it:
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -41,8 +39,32 @@ from curate.train.models import BaseModel, can_quantize, device, load_model, loa
 #: Written into a checkpoint by `on_save`, after the trainer has written all of it.
 COMPLETE = "curate-complete"
 FINGERPRINT = "fingerprint.json"
+INITIAL_EVAL = "initial_eval.json"
 #: TRL/transformers settings curate owns: where checkpoints go, and nothing leaves the machine.
 OWNED = {"output_dir", "push_to_hub", "hub_model_id", "hub_token", "hub_strategy", "resume_from_checkpoint"}
+#: TRL settings that curate's own config keys set: the `trl:` section may not set them a second way.
+MAPPED = {
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "learning_rate": "learning_rate",
+    "warmup_steps": "warmup_ratio",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "eval_strategy": "val_fraction",
+    "eval_steps": "eval_every",
+    "save_strategy": "save_every",
+    "save_steps": "save_every",
+    "seed": "seed",
+    "data_seed": "seed",
+    "max_length": "max_length",
+    "beta": "dpo_beta",
+    "truncation_mode": "max_length",
+    "peft_config": "lora",
+}
 
 
 def _versions() -> dict[str, str]:
@@ -110,18 +132,22 @@ def _datasets(method: str, data: TrainingSet, tokenizer: Any, config: TrainConfi
                 {"prompt": prompt, "chosen": answer, "rejected": [{"role": "assistant", "content": record.rejected}]}
             )
         else:
-            rows.append({"prompt": prompt, "completion": answer, "label": bool(thumbs[i] if thumbs else True)})
+            # choose_method gives kto only to data with a label on every row
+            rows.append({"prompt": prompt, "completion": answer, "label": bool(thumbs[i]) if thumbs else False})
     if not rows:
         raise UsageError("nothing to train on: no row has a response within max_length")
+    if method == "kto" and not any(row["label"] for row in rows):
+        raise UsageError("every row is label=false: KTO needs thumbs-up rows to learn from, not only thumbs-down")
     train_idx, val_idx = _split(len(rows), config.val_fraction, config.seed)
     train = Dataset.from_list([rows[i] for i in train_idx])
     val = Dataset.from_list([rows[i] for i in val_idx]) if val_idx else None
     return train, val, len(rows), dropped
 
 
-def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool, total: int) -> Any:
-    """TRL's config for `method`: curate's settings mapped onto it, then the `trl:` section's
-    (checked against the config class: an unknown key is an error)."""
+def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool) -> Any:
+    """TRL's config for `method`: curate's settings mapped onto it, then the `trl:` section's,
+    checked against the config class: an unknown key, or one that a curate key sets, is an error.
+    Gradient checkpointing is off unless asked for (TRL turns it on: slower, less memory)."""
     import torch
     from trl import DPOConfig, KTOConfig, SFTConfig
 
@@ -136,7 +162,7 @@ def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool, tota
         "gradient_accumulation_steps": config.grad_accum,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": "linear",
-        "warmup_steps": int(total * config.warmup_ratio),
+        "warmup_steps": config.warmup_ratio,  # below 1: a share of the steps the trainer counts
         "weight_decay": config.weight_decay,
         "max_grad_norm": config.max_grad_norm,
         "eval_strategy": "steps" if has_val else "no",
@@ -154,9 +180,12 @@ def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool, tota
         "disable_tqdm": True,
         "max_length": config.max_length,
         "dataloader_num_workers": 0,
+        "gradient_checkpointing": False,
     }
     if method in ("dpo", "kto"):
         values["beta"] = config.dpo_beta
+    if method == "kto" and config.batch_size < 2:
+        raise UsageError("KTO needs batch_size >= 2: it estimates its KL term from the other rows of a batch")
     if method == "dpo":
         values["truncation_mode"] = "keep_end"
     names = {f.name for f in dataclasses.fields(cls)}
@@ -165,8 +194,13 @@ def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool, tota
             raise UsageError(f"trl: unknown setting {key!r} for {cls.__name__}")
         if key in OWNED:
             raise UsageError(f"trl: {key} is curate's to set (checkpoints go beside --out; nothing is uploaded)")
+        if key in MAPPED:
+            raise UsageError(f"trl: {key} is set by curate's own `{MAPPED[key]}` key; set that instead")
         values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"trl: {cls.__name__} refused these settings: {exc}") from None
 
 
 def _complete(path: Path) -> bool:
@@ -198,6 +232,9 @@ def _callbacks(progress: Callable[[dict[str, Any]], None] | None) -> list[Any]:
         """Marks a checkpoint complete once the trainer has written all of it."""
 
         def on_save(self, args, state, control, **kwargs):
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()  # every rank has written its part (its RNG state)
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
@@ -253,6 +290,9 @@ class Run:
         self.data, self.base, self.out, self.config, self.source = data, base, Path(out), config, source
         self.progress = progress
         self.work = self.out.parent / f".{self.out.name}.partial"
+        if self.out.exists() and not (self.out.is_dir() and (self.out / "manifest.json").exists()):
+            if self.out.is_file() or any(self.out.iterdir()):
+                raise UsageError(f"refusing to replace {self.out}: it exists and is not a curate adapter folder")
         self.method = choose_method(data, config.method)
 
     def _model(self) -> tuple[Any, Any, bool]:
@@ -276,19 +316,24 @@ class Run:
         return model, peft_config, quantize
 
     def _resume_point(self, fingerprint: dict[str, Any], resume: bool, main: bool) -> Path | None:
+        """The checkpoint to resume from. Rank 0 runs it first (clears the work folder without
+        `resume`, stamps it with this run's fingerprint); the other ranks then only read."""
         checkpoints = self.work / "checkpoints"
         stamp = self.work / FINGERPRINT
-        if not resume and main:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-        if stamp.exists() and checkpoints.exists() and any(checkpoints.iterdir()):
+        if not resume:
+            if main:
+                shutil.rmtree(self.work, ignore_errors=True)
+        elif stamp.exists() and checkpoints.exists() and any(checkpoints.iterdir()):
             if orjson.loads(stamp.read_bytes()) != fingerprint:
                 raise CurateError(
-                    f"{self.work} holds checkpoints of a different run (data, base model or config "
-                    "changed); delete it or choose another --out"
+                    f"{self.work} holds checkpoints of a different run (data, base model, config or "
+                    "number of processes changed); delete it, choose another --out, or pass --no-resume"
                 )
         if main:
             self.work.mkdir(parents=True, exist_ok=True)
-            stamp.write_bytes(orjson.dumps(fingerprint))
+            partial = stamp.with_suffix(".tmp")
+            partial.write_bytes(orjson.dumps(fingerprint))
+            partial.replace(stamp)
         return latest_checkpoint(checkpoints) if resume else None
 
     def trainer(self, resume: bool = True) -> tuple[Any, Any, Path | None]:
@@ -301,19 +346,16 @@ class Run:
         config = self.config
         tokenizer = load_tokenizer(self.base)
         train, val, examples, dropped = _datasets(self.method, self.data, tokenizer, config)
-        per_step = config.batch_size * config.grad_accum
-        total = max(1, math.ceil(math.ceil(len(train) / per_step) * config.epochs))
-        if config.max_steps:
-            total = min(total, config.max_steps)
-        args = _arguments(self.method, config, self.work, val is not None, total)
+        args = _arguments(self.method, config, self.work, val is not None)
         fingerprint = {
             "data": self.data.provenance["data"]["sha256"],
             "base": model_hash(self.base),
             "config": config.to_dict(),
             "method": self.method,
+            "world_size": args.world_size,
         }
-        main = args.process_index == 0
-        checkpoint = self._resume_point(fingerprint, resume, main)
+        with args.main_process_first(local=False, desc="curate: resume point"):
+            checkpoint = self._resume_point(fingerprint, resume, args.process_index == 0)
         model, peft_config, quantized = self._model()
         gate = (
             [CurateCallback(self.source, expect_sha256=fingerprint["data"])]
@@ -342,8 +384,13 @@ class Run:
         trainer, built, checkpoint = self.trainer(resume)
         val = built.val
         history: dict[str, Any] = {"train_loss": [], "val": []}
+        initial = self.work / INITIAL_EVAL
         if checkpoint is None and val is not None:
             history["val"].append(_val(trainer.evaluate(), 0))
+            if trainer.is_world_process_zero():
+                initial.write_bytes(orjson.dumps(history["val"][0]))  # a resumed run reports it too
+        elif val is not None and initial.exists():
+            history["val"].append(orjson.loads(initial.read_bytes()))
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         for entry in trainer.state.log_history:
             if "loss" in entry and "step" in entry:
@@ -377,7 +424,7 @@ class Run:
             "qlora": built.quantized,
         }
         manifest = self._manifest(built.fingerprint, metrics)
-        self._finish(trainer, trainer.processing_class, manifest)
+        self._finish(trainer, manifest)
         return manifest
 
     def _manifest(self, fingerprint: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -399,25 +446,33 @@ class Run:
             "metrics": metrics,
         }
 
-    def _finish(self, trainer: Any, tokenizer: Any, manifest: dict[str, Any]) -> None:
-        """Rank 0 stages the adapter and its manifest (last) and renames the folder into place;
-        every rank waits for it."""
+    def _finish(self, trainer: Any, manifest: dict[str, Any]) -> None:
+        """Every rank saves (DeepSpeed ZeRO-3 and FSDP gather the adapter's shards there); rank 0
+        adds the trainer's logs and the manifest (last) and renames the folder into place."""
         from curate.write import _replace, _sha256
 
-        if trainer.is_world_process_zero():
-            stage = Path(tempfile.mkdtemp(prefix=".adapter-", dir=self.work))
-            trainer.model.save_pretrained(stage)
-            tokenizer.save_pretrained(stage / "tokenizer")
+        stage = self.work / "adapter"
+        main = trainer.is_world_process_zero()
+        try:
+            if main:
+                shutil.rmtree(stage, ignore_errors=True)
+            trainer.accelerator.wait_for_everyone()
+            trainer.save_model(str(stage))  # the adapter and the tokenizer
+            if not main:
+                return
+            (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the config
+            logs = Path(trainer.args.output_dir) / "runs"  # TensorBoard's, when report_to asks for it
+            if logs.is_dir():
+                shutil.move(str(logs), str(stage / "runs"))
             files = sorted(p for p in stage.rglob("*") if p.is_file())
             manifest["outputs"] = {
                 str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files
             }
             (stage / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-            if self.out.exists() and not (self.out / "manifest.json").exists() and any(self.out.iterdir()):
-                raise UsageError(f"refusing to replace {self.out}: it exists and is not a curate adapter folder")
             _replace(stage, self.out)
             shutil.rmtree(self.work, ignore_errors=True)
-        trainer.accelerator.wait_for_everyone()
+        finally:
+            trainer.accelerator.wait_for_everyone()
 
 
 def train(
