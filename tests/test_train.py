@@ -49,6 +49,18 @@ def test_the_gate_refuses_plain_files_tampered_scans_and_scans_that_fed_a_queue(
     assert fed.exit_code == 2 and "curate apply" in fed.output
     assert not (tmp_path / "a").exists()
 
+    from curate.guards import GateError, gate
+
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "clean.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
+    (forged / "manifest.json").write_text('{"kind": "scan", "outputs": {}}')
+    with pytest.raises(GateError, match="not written by curate"):
+        gate(forged)
+    (forged / "manifest.json").write_text('{"tool": "curate", "kind": "scan", "outputs": {}}')
+    with pytest.raises(GateError, match="lacks 'clean.jsonl'"):
+        gate(forged)
+
 
 def test_unscanned_training_is_recorded(tmp_path, tiny_model):
     from curate.train import train
