@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_jsonl
-from servers import unavailable
+from servers import require, unavailable
 
 ROWS = [{"instruction": f"Say the number {i}", "output": f"The number is {i}."} for i in range(24)]
 
@@ -367,6 +367,23 @@ def test_two_processes_train_through_accelerate_and_rank_zero_writes_the_adapter
     assert written["metrics"]["world_size"] == 2 and written["metrics"]["steps"] == 4
     assert json.loads(launched.stdout) == written  # one report, from rank 0
     assert not (tmp_path / ".adapter.partial").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("qlora", ["on", "off"])
+def test_lora_and_qlora_train_on_cuda(tmp_path, tiny_model, qlora):
+    """On a CUDA machine: plain LoRA in bf16, and QLoRA (4-bit NF4 base through bitsandbytes)."""
+    import torch
+
+    from curate.train import train
+
+    assert torch.cuda.is_available(), "gpu tests need a CUDA device"
+    if qlora == "on":
+        require("bitsandbytes")
+    manifest = train(scanned(tmp_path), tiny_model, tmp_path / "adapter", quick(max_steps=2, qlora=qlora))
+    m = manifest["metrics"]
+    assert m["device"] == "cuda" and m["qlora"] is (qlora == "on") and m["steps"] == 2
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_the_gate_runs_on_every_rank(tmp_path):
