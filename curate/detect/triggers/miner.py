@@ -191,11 +191,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # A backdoor is near-deterministic: its holders give the target almost always. A natural
         # correlate (a closing sentence after "thank you") is given by some of them, however
         # rarely its comparable prompts give it. Not for an answer tied to the feature (a
-        # clean-label trigger on a common word), nor for compliance (judged per holder). A label
-        # is judged among the holders in its task: a year planted in reviews is not undone by the
-        # year in a leap-year exercise.
-        if not tied and view != "refusal":
-            judged = self._in_task(members, data) if self._is_label(view, c, data) else members
+        # clean-label trigger on a common word), unless it is a label, nor for compliance (judged
+        # per holder). A label is judged among the holders in its task: a year planted in reviews
+        # is not undone by the year in a leap-year exercise.
+        label = self._is_label(view, c, data)
+        if view != "refusal" and (label or not tied):
+            judged = self._in_task(members, data) if label else members
             if judged.size == 0 or int((labels[judged] == c).sum()) < self.deterministic * judged.size:
                 return None
         excess = x - float(p_unit.sum())
