@@ -107,17 +107,17 @@ def gate(source: str | Path, *, allow_unscanned: bool = False) -> tuple[dict[str
         manifest = verify_manifest(source)
     except ManifestError as exc:
         raise GateError(f"refusing to train: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("tool") != "curate":
+    if manifest.get("tool") != "curate":
         raise GateError(f"refusing to train on {source}: its manifest was not written by curate")
     kind = manifest.get("kind", "scan")
     if kind not in ("scan", "apply"):
         raise GateError(f"refusing to train on {source}: a '{kind}' folder; train on a scan or apply output")
     try:
         return _provenance(source, manifest, kind)
-    except (KeyError, TypeError) as exc:
-        raise GateError(
-            f"refusing to train on {source}: its manifest lacks {exc} (not a complete {kind} output)"
-        ) from None
+    except KeyError as exc:
+        raise GateError(f"refusing to train on {source}: a manifest lacks {exc}; not a whole {kind} output") from None
+    except (TypeError, AttributeError):
+        raise GateError(f"refusing to train on {source}: a malformed manifest; not a whole {kind} output") from None
 
 
 def _provenance(source: Path, manifest: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

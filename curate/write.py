@@ -553,7 +553,10 @@ def verify_manifest(folder: str | Path) -> dict[str, Any]:
         manifest = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
-    for name, expected in manifest.get("outputs", {}).items():
+    outputs = manifest.get("outputs", {}) if isinstance(manifest, dict) else None
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) and "sha256" in v for v in outputs.values()):
+        raise ManifestError(f"{path}: not a curate manifest (no table of outputs with their sha256)")
+    for name, expected in outputs.items():
         file = folder / name
         if not file.exists():
             raise ManifestError(f"{folder}: {name} is listed in the manifest but missing")

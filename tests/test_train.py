@@ -1,6 +1,6 @@
-"""curate train and curate check: the gate, encoding, the LoRA and DPO loops, resume, provenance,
-and the after-training checks. A tiny Llama built from config with SmolLM2's real tokenizer; one
-test loads the real SmolLM2-135M."""
+"""curate train and curate check: the gate, encoding, training on TRL (SFT, DPO, KTO, two
+processes), resume, provenance, and the after-training checks. A tiny Llama built from config with
+SmolLM2's real tokenizer; one test loads the real SmolLM2-135M."""
 
 from __future__ import annotations
 
@@ -252,7 +252,7 @@ def test_thumbs_up_and_down_rows_train_with_kto_and_sft_on_them_is_refused(tmp_p
     for row in rows:
         row["label"] = False
     with pytest.raises(UsageError, match="every row is label=false"):
-        train(scanned(tmp_path, rows, name="down"), tiny_model, tmp_path / "down", quick(max_steps=1))
+        train(scanned(tmp_path, rows, name="down"), tiny_model, tmp_path / "a", quick(max_steps=1))
 
 
 def test_the_trainer_is_fed_labels_on_assistant_tokens_only(tmp_path, tiny_model):
@@ -299,7 +299,10 @@ def test_trl_settings_pass_through_and_are_checked(tmp_path, tiny_model):
         train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"learning_rate": 1e-3}))
     with pytest.raises(UsageError, match="SFTConfig refused"):
         train(scan, tiny_model, tmp_path / "a", quick(max_steps=1, trl={"optim": "no_such_optimizer"}))
-    assert not (tmp_path / "a").exists()
+    with pytest.raises(UsageError, match="training data's folder"):
+        train(scan, tiny_model, scan, quick(max_steps=1))
+    with pytest.raises(UsageError, match="not a curate adapter folder"):
+        train(scan, tiny_model, scanned(tmp_path, name="other"), quick(max_steps=1))
 
     from curate.train.data import open_training_set
     from curate.train.models import resolve
@@ -311,6 +314,8 @@ def test_trl_settings_pass_through_and_are_checked(tmp_path, tiny_model):
 
     plain = args()
     assert plain.gradient_checkpointing is False and plain.report_to == [] and plain.lr_scheduler_type == "linear"
+    assert plain.warmup_steps == 0.05  # warmup_ratio, a share of the steps the trainer counts
+    assert args(warmup_steps=3).warmup_steps == 3
     chosen = args(gradient_checkpointing=True, lr_scheduler_type="constant")
     assert chosen.gradient_checkpointing is True and chosen.lr_scheduler_type == "constant"
     manifest = train(scan, tiny_model, tmp_path / "a", quick(max_steps=2, trl={"gradient_checkpointing": True}))
@@ -351,6 +356,8 @@ def test_two_processes_train_through_accelerate_and_rank_zero_writes_the_adapter
     import sys
 
     scan = scanned(tmp_path)
+    config = tmp_path / "train.yaml"
+    config.write_text("save_every: 2\n")  # both ranks meet in on_save before a checkpoint is marked
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert accelerate, "accelerate is part of the train extra"
     # fmt: off
@@ -358,7 +365,7 @@ def test_two_processes_train_through_accelerate_and_rank_zero_writes_the_adapter
         [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "curate.train", str(scan),
          "--base-model", str(tiny_model), "--out", str(tmp_path / "adapter"), "--max-steps", "4",
-         "--batch-size", "2", "--json"],
+         "--batch-size", "2", "--config", str(config), "--json"],
         capture_output=True, text=True, timeout=600,
     )
     # fmt: on

@@ -86,6 +86,6 @@ def load_config(path: str | Path | None, **overrides: Any) -> TrainConfig:
         raise UsageError(f"qlora must be auto, on or off (got {config.qlora!r})")
     if config.batch_size < 1 or config.grad_accum < 1 or config.epochs <= 0:
         raise UsageError("batch_size and grad_accum must be >= 1 and epochs > 0")
-    if not 0 <= config.warmup_ratio < 1:
+    if not isinstance(config.warmup_ratio, (int, float)) or not 0 <= config.warmup_ratio < 1:
         raise UsageError(f"warmup_ratio is a share of the steps, in [0, 1) (got {config.warmup_ratio!r})")
     return config

@@ -4,7 +4,6 @@ or a .gguf file itself. Nothing is downloaded (`local_files_only`)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,8 +126,8 @@ def load_model(base: BaseModel, *, quantize_4bit: bool = False, dtype: str | Non
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-        # each process of a multi-GPU launch holds its own copy, on its own GPU
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        # each process of a multi-GPU launch holds its own copy, on the GPU its launcher gave it
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     else:
         wanted = dtype or ("bfloat16" if on == "cuda" else "float32")
         kwargs["dtype"] = getattr(torch, wanted)

@@ -47,10 +47,8 @@ MAPPED = {
     "num_train_epochs": "epochs",
     "max_steps": "max_steps",
     "per_device_train_batch_size": "batch_size",
-    "per_device_eval_batch_size": "batch_size",
     "gradient_accumulation_steps": "grad_accum",
     "learning_rate": "learning_rate",
-    "warmup_steps": "warmup_ratio",
     "warmup_ratio": "warmup_ratio",
     "weight_decay": "weight_decay",
     "max_grad_norm": "max_grad_norm",
@@ -62,8 +60,6 @@ MAPPED = {
     "data_seed": "seed",
     "max_length": "max_length",
     "beta": "dpo_beta",
-    "truncation_mode": "max_length",
-    "peft_config": "lora",
 }
 
 
@@ -147,11 +143,14 @@ def _datasets(method: str, data: TrainingSet, tokenizer: Any, config: TrainConfi
 def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool) -> Any:
     """TRL's config for `method`: curate's settings mapped onto it, then the `trl:` section's,
     checked against the config class: an unknown key, or one that a curate key sets, is an error.
-    Gradient checkpointing is off unless asked for (TRL turns it on: slower, less memory)."""
+    Gradient (activation) checkpointing is off unless asked for (TRL turns it on: slower, less
+    memory). `trl: warmup_steps` sets warmup in steps instead of curate's `warmup_ratio`."""
     import torch
     from trl import DPOConfig, KTOConfig, SFTConfig
 
     cls = {"sft": SFTConfig, "dpo": DPOConfig, "kto": KTOConfig}[method]
+    names = {f.name for f in dataclasses.fields(cls)}
+    chosen = config.trl or {}
     cuda = torch.cuda.is_available()
     values: dict[str, Any] = {
         "output_dir": str(work / "checkpoints"),
@@ -162,7 +161,8 @@ def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool) -> A
         "gradient_accumulation_steps": config.grad_accum,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": "linear",
-        "warmup_steps": config.warmup_ratio,  # below 1: a share of the steps the trainer counts
+        # a share of the steps the trainer counts (transformers 5 reads a warmup_steps below 1 so)
+        ("warmup_ratio" if "warmup_ratio" in names else "warmup_steps"): config.warmup_ratio,
         "weight_decay": config.weight_decay,
         "max_grad_norm": config.max_grad_norm,
         "eval_strategy": "steps" if has_val else "no",
@@ -180,16 +180,17 @@ def _arguments(method: str, config: TrainConfig, work: Path, has_val: bool) -> A
         "disable_tqdm": True,
         "max_length": config.max_length,
         "dataloader_num_workers": 0,
-        "gradient_checkpointing": False,
     }
+    if not {"activation_checkpointing", "gradient_checkpointing"} & set(chosen):
+        # transformers 5 renamed it; the new name, when set, wins over TRL's default of the old
+        values["activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"] = False
     if method in ("dpo", "kto"):
         values["beta"] = config.dpo_beta
-    if method == "kto" and config.batch_size < 2:
+    if method == "kto" and config.batch_size < 2 and chosen.get("loss_type", "kto") == "kto":
         raise UsageError("KTO needs batch_size >= 2: it estimates its KL term from the other rows of a batch")
     if method == "dpo":
         values["truncation_mode"] = "keep_end"
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key, value in (config.trl or {}).items():
+    for key, value in chosen.items():
         if key not in names:
             raise UsageError(f"trl: unknown setting {key!r} for {cls.__name__}")
         if key in OWNED:
@@ -277,6 +278,14 @@ def _val(metrics: dict[str, Any], step: int) -> dict[str, Any]:
     return out
 
 
+def _is_adapter(folder: Path) -> bool:
+    try:
+        manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("tool") == "curate" and manifest.get("kind") == "adapter"
+
+
 class Run:
     def __init__(
         self,
@@ -290,12 +299,13 @@ class Run:
         self.data, self.base, self.out, self.config, self.source = data, base, Path(out), config, source
         self.progress = progress
         self.work = self.out.parent / f".{self.out.name}.partial"
-        if self.out.exists() and not (self.out.is_dir() and (self.out / "manifest.json").exists()):
-            if self.out.is_file() or any(self.out.iterdir()):
-                raise UsageError(f"refusing to replace {self.out}: it exists and is not a curate adapter folder")
+        if source is not None and self.out.resolve() == Path(source).resolve():
+            raise UsageError(f"--out {self.out} is the training data's folder; choose another")
+        if self.out.exists() and (self.out.is_file() or any(self.out.iterdir())) and not _is_adapter(self.out):
+            raise UsageError(f"refusing to replace {self.out}: it exists and is not a curate adapter folder")
         self.method = choose_method(data, config.method)
 
-    def _model(self) -> tuple[Any, Any, bool]:
+    def _model(self, checkpointing: bool) -> tuple[Any, Any, bool]:
         from peft import LoraConfig
 
         quantize = self.config.qlora == "on" or (self.config.qlora == "auto" and can_quantize())
@@ -303,7 +313,7 @@ class Run:
         if quantize:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model)
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
         lora = self.config.lora
         peft_config = LoraConfig(
             r=lora.r,
@@ -356,7 +366,8 @@ class Run:
         }
         with args.main_process_first(local=False, desc="curate: resume point"):
             checkpoint = self._resume_point(fingerprint, resume, args.process_index == 0)
-        model, peft_config, quantized = self._model()
+        checkpointing = bool(getattr(args, "activation_checkpointing", None) or args.gradient_checkpointing)
+        model, peft_config, quantized = self._model(checkpointing)
         gate = (
             [CurateCallback(self.source, expect_sha256=fingerprint["data"])]
             if self.source is not None and not self.data.provenance.get("unscanned")
@@ -447,7 +458,8 @@ class Run:
         }
 
     def _finish(self, trainer: Any, manifest: dict[str, Any]) -> None:
-        """Every rank saves (DeepSpeed ZeRO-3 and FSDP gather the adapter's shards there); rank 0
+        """Every rank saves (DeepSpeed ZeRO-3 gathers the adapter's shards there, and FSDP with a
+        full state dict; neither has run here: only one process and CPU DDP have); rank 0
         adds the trainer's logs and the manifest (last) and renames the folder into place."""
         from curate.write import _replace, _sha256
 
@@ -460,6 +472,11 @@ class Run:
             trainer.save_model(str(stage))  # the adapter and the tokenizer
             if not main:
                 return
+            if not (stage / "adapter_model.safetensors").is_file():
+                raise CurateError(
+                    "the trainer saved no adapter weights (under FSDP, set fsdp_state_dict_type: "
+                    "FULL_STATE_DICT in accelerate's config); nothing was written to --out"
+                )
             (stage / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest holds the config
             logs = Path(trainer.args.output_dir) / "runs"  # TensorBoard's, when report_to asks for it
             if logs.is_dir():
