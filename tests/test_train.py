@@ -54,6 +54,9 @@ def test_the_gate_refuses_plain_files_tampered_scans_and_scans_that_fed_a_queue(
     forged = tmp_path / "forged"
     forged.mkdir()
     (forged / "clean.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
+    (forged / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(GateError, match="not a curate manifest"):
+        gate(forged)
     (forged / "manifest.json").write_text('{"kind": "scan", "outputs": {}}')
     with pytest.raises(GateError, match="not written by curate"):
         gate(forged)
