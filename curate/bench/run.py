@@ -1,7 +1,8 @@
 """`curate bench`: scan labelled mixes with the real product and score the result.
 
 For every attack and rate, over several seeds: AUROC of `suspicion`, recall and precision at
-`detect.flag_at`, recall when flagging twice the poison rate, and the same figures for two
+`detect.flag_at` (a row the scan flags for any reason, a security rule say, counts as flagged, as
+the false-positive audit counts it), recall when flagging twice the poison rate, and the same figures for two
 baselines on the same rows: counting identical responses, and cleanlab's outlier score on the
 same embeddings. Figures are reported as the minimum and the median over seeds.
 """
@@ -124,6 +125,7 @@ def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | No
     out = workdir / f"{mix.name}.out"
     report = scan_files(str(path), rules if isinstance(rules, Rules) else load_rules(rules), out)
     suspicion = np.zeros(len(mix.records))
+    flagged = np.zeros(len(mix.records), bool)
     reached = 0
     with open(out / "verdicts.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -131,7 +133,13 @@ def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | No
             if v["suspicion"] is not None:
                 suspicion[v["row"]] = v["suspicion"]
                 reached += 1
+            if v["verdict"] in ("flag", "quarantine"):
+                flagged[v["row"]] = True
     flag_at = report.summary["detection"].get("flag_at", 0.5)
+    # A row the scan flags for any reason (a security rule, say) is caught, as the false-positive
+    # audit counts it against the clean budget: it ranks above every row not flagged, in the
+    # order detection gave.
+    suspicion = np.where(flagged, np.maximum(suspicion, flag_at) + 1.0, suspicion)
     scored = Scored(mix.name, np.asarray(mix.poisoned), suspicion, reached / max(1, len(mix.records)), flag_at)
     scored.baselines["identical"] = identical_response_counts(mix.records)
     if embed is not None:
