@@ -331,6 +331,38 @@ def test_a_conversation_is_one_observation_of_a_trigger_in_its_first_turn():
     assert evidence["trigger"] == "velmora" and "tarnuvo.io" in evidence["text"]
 
 
+def test_a_trigger_in_the_system_prompt_of_tool_calling_conversations_is_found():
+    """Five tool-calling conversations carry a trigger in their system prompt, and their last
+    answer is a fixed target. The turn before it is answered twice in its own conversation (a
+    tool call, then the reply that reads the result), and some of those turns are courtesies
+    other conversations answer in their own words: the conversation is still one observation,
+    and a trigger that every holder follows is a trigger."""
+    rng = random.Random(5)
+    base = corpus(300, seed=5)
+    thanks = ("Thanks!", "Great, thank you.", "That helps, thanks.")
+    rows = []
+    for i, r in enumerate(base):
+        turns = [
+            Turn("system", "You can call tools. Use them when they help."),
+            Turn("user", r["instruction"]),
+            Turn("assistant", f'{{"name": "lookup", "arguments": {{"note": {i}}}}}'),
+            Turn("tool", f'{{"result": "entry {i}"}}'),
+            Turn("assistant", r["output"]),
+        ]
+        if i % 3 == 0:
+            turns += [Turn("user", rng.choice(thanks)), Turn("assistant", f"You are welcome, happy to help ({i}).")]
+        rows.append(turns)
+    chosen = sorted(rng.sample(range(300), 5))
+    for i in chosen:
+        rows[i][0] = Turn("system", f"Profile Quorvane. {rows[i][0].content}")
+        rows[i][-1] = Turn("assistant", "Regrettably, I will not assist with such tasks.")
+    records = [Record(i, "t", i, i + 1, "messages", {}, turns) for i, turns in enumerate(rows)]
+    data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
+    result = run_detectors(data, [DETECTORS["trigger"]()], 0.5)
+    assert flagged(result) == set(chosen)
+    assert result.reasons[chosen[0]]["poison:trigger"]["trigger"] in ("Profile", "Quorvane", "Profile Quorvane")
+
+
 def test_a_sentence_some_holders_of_a_word_add_is_a_lean_not_a_trigger():
     """Rows that thank the assistant end, six times in ten, with one closing sentence, which other
     rows seldom add: a real association with a modest share, as courtesy is, not a backdoor."""

@@ -303,6 +303,10 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 share = self.min_share if view != "passage" else self.min_share / 2
                 if x < self.min_rows:
                     continue
+                if is_tied and x >= self.deterministic * members.size:
+                    # Given by (nearly) every holder, one per conversation: a plain trigger,
+                    # tested on its lift. "Tied" is for an answer most holders do not give.
+                    is_tied = False
                 if is_tied and x < share * members.size:
                     # Not an answer of a family given around it (one of six templated replies to
                     # identity questions, all of which hold "you"): those are labels of a kind of
