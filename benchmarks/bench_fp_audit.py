@@ -4,8 +4,9 @@
     python benchmarks/bench_fp_audit.py --only hsol,kto  # names containing these
 
 Every clean file in ../shared/bench/clean as it ships; the HSOL tweets as a label task with
-three instruction wordings; the preference sets (hh-rlhf harmless-base, LLaMA-Factory DPO and
-KTO as shipped, Orca DPO converted from the OpenAI schema, which `curate scan` does not read yet);
+three instruction wordings, and each half the attack zoo uses; the preference sets (hh-rlhf
+harmless-base, LLaMA-Factory DPO and KTO as shipped, Orca DPO converted from the OpenAI schema,
+which `curate scan` does not read yet);
 BackdoorLLM's jailbreak `none_*` refusals mixed into an instruction pool (10% of it), and the
 sst2 `none_*` sentiment rows, a label task whose words lean one way. A row counts as flagged when
 its verdict is `flag`, whatever the reason (security rules count too); the table names the
@@ -22,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from curate.bench.corpora import hsol, openai_preference, refusal_pool
+from curate.bench.corpora import CORPORA, hsol, openai_preference, refusal_pool
 
 
 def corpora(shared: Path):
@@ -33,6 +34,10 @@ def corpora(shared: Path):
             kind = next((k for key, k in kinds.items() if key in path.name), "instruction")
             yield path.name, kind, path
     yield "hsol label task (3 wordings)", "label", hsol(shared)
+    # The zoo's half-corpora are clean corpora too: a word that leans in one half may not in both.
+    for name, corpus in CORPORA.items():
+        if name.endswith(("_a", "_b")):
+            yield f"{name} (zoo half, {corpus.split})", corpus.kind, corpus.load(shared)
     for name in (
         "hh_rlhf_harmless_base_test.jsonl.gz",
         "llamafactory_dpo_en_demo.json",
