@@ -240,15 +240,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         where, x = _per_conversation(data.row, holders[np.isin(data.topics[holders], given)], labels, c)
         return x >= self.deterministic * where.size
 
-    def _label_holds(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
-        """Whether a label found among some holders of its trigger (a word within one topic) is
-        near-deterministic among all its holders in the task, one per conversation, as every
-        row that carries it is about to be flagged. A planted word flips every row it is put
-        in; a natural one ("trash" in tweets, mostly labelled benign) leans, however strongly it
-        leans in one topic."""
-        where, x = _per_conversation(data.row, self._in_task(holders, data), labels, c)
-        return where.size > 0 and x >= self.deterministic * where.size
-
     def _screen(
         self,
         rows: np.ndarray,
@@ -597,8 +588,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             elif f["view"] != "alike":
                 labels = views[f["view"]]
                 if not f.get("tied") and not label and not self._holds_where_given(holders, labels, f["label"], data):
-                    continue
-                if label and not self._label_holds(holders, labels, f["label"], data):
                     continue
                 members = np.union1d(members, holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
