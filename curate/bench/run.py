@@ -139,8 +139,8 @@ def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | No
     # A row the scan flags for any reason (a security rule, say) is caught, as the false-positive
     # audit counts it against the clean budget: it ranks above every row not flagged, in the
     # order detection gave.
-    suspicion = np.where(flagged, np.maximum(suspicion, flag_at) + 1.0, suspicion)
-    scored = Scored(mix.name, np.asarray(mix.poisoned), suspicion, reached / max(1, len(mix.records)), flag_at)
+    ranked = np.where(flagged, np.maximum(suspicion, flag_at) + 1.0, suspicion)
+    scored = Scored(mix.name, np.asarray(mix.poisoned), ranked, reached / max(1, len(mix.records)), flag_at)
     scored.baselines["identical"] = identical_response_counts(mix.records)
     if embed is not None:
         outlier = cleanlab_outlier(mix.records, embed)
