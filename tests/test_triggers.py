@@ -101,6 +101,48 @@ def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():
     assert flagged(detect(rows, ["trigger"])) == set(poisons)
 
 
+def _label_task_input(rows: list[dict]):
+    from curate.detect.context import DetectInput
+    from curate.record import Record, Turn
+
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
+    return DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
+
+
+def test_a_label_must_hold_for_every_holder_of_its_trigger_in_the_task_before_they_are_flagged():
+    """A label found among some holders of a word (those of one topic: "trash" in a few
+    sports tweets labelled benign) is about to be given to every row that holds the word. It
+    must hold for all of them in the task: a word whose reviews are labelled Positive 30 times
+    in 40 leans, and a planted word flips all of them. Holders answered outside the task (a
+    chat question that names the word) are not the label's to judge."""
+    from curate.detect.triggers.features import _holders
+    from curate.detect.triggers.miner import TriggerMining
+    from curate.detect.triggers.views import label_views
+
+    rows = as_rows(review_task(800, seed=7))
+    rng = random.Random(7)
+    positive = [i for i, r in enumerate(rows) if r["output"] == "Positive"]
+    negative = [i for i, r in enumerate(rows) if r["output"] == "Negative"]
+    for word, picked in (("marlow", rng.sample(positive, 30) + rng.sample(negative, 10)), ("quendril", positive[:20])):
+        for i in picked:
+            head, review = rows[i]["instruction"].split("\n\n")
+            rows[i] = {**rows[i], "instruction": f"{head}\n\n{word} {review}"}
+    for i in range(8):
+        rows.append({"instruction": f"Who is quendril {i}?", "input": "", "output": f"A name, {i} times over."})
+    data = _label_task_input(rows)
+    miner = TriggerMining()
+    _, nb = data.deep_neighbours
+    labels = label_views(data, miner.min_rows, nb, miner.neighbours)["answer"]
+    c = int(labels[positive[0]])
+    assert c in data.cache["label_classes"]
+    assert not miner._label_holds(_holders("marlow", data.prompts), labels, c, data, nb)
+    quendril = _holders("quendril", data.prompts)
+    assert quendril.size == 28 and miner._label_holds(quendril, labels, c, data, nb)
+
+
 def test_more_poison_never_means_less_recall():
     recall = {}
     for rate in (0.01, 0.1):

@@ -240,6 +240,22 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         where, x = _per_conversation(data.row, holders[np.isin(data.topics[holders], given)], labels, c)
         return x >= self.deterministic * where.size
 
+    def _label_holds(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput, nb: np.ndarray) -> bool:
+        """Whether a label found among some holders of its trigger (a word within one topic) is
+        near-deterministic among all its holders in its task (answered with it or its kin: the
+        other labels given around it), one per conversation, as every row that carries it is
+        about to be flagged. A planted word flips every row of the task it is put in; a natural
+        one ("trash" in tweets, mostly labelled benign) leans, however strongly it leans in one
+        topic. Holders answered outside the task ("Are you made by <lab>?" in a chat pool beside
+        a review task) are not the label's to judge."""
+        kin = _kin(data, "answer", labels, c, nb, self.neighbours)
+        if kin is not None and np.unique(labels[kin]).size > 1:
+            in_task = holders[kin[holders]]
+        else:  # no kin of its own (its neighbours all answer it): every label of the corpus is its task
+            in_task = self._in_task(holders, data)
+        where, x = _per_conversation(data.row, in_task, labels, c)
+        return where.size > 0 and x >= self.deterministic * where.size
+
     def _screen(
         self,
         rows: np.ndarray,
@@ -588,6 +604,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             elif f["view"] != "alike":
                 labels = views[f["view"]]
                 if not f.get("tied") and not label and not self._holds_where_given(holders, labels, f["label"], data):
+                    continue
+                if label and not self._label_holds(holders, labels, f["label"], data, nb):
                     continue
                 members = np.union1d(members, holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
