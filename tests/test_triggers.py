@@ -112,35 +112,50 @@ def _label_task_input(rows: list[dict]):
     return DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
 
 
-def test_a_label_must_hold_for_every_holder_of_its_trigger_in_the_task_before_they_are_flagged():
+def test_a_label_must_hold_for_nearly_every_holder_of_its_trigger_in_its_task():
     """A label found among some holders of a word (those of one topic: "trash" in a few
     sports tweets labelled benign) is about to be given to every row that holds the word. It
-    must hold for all of them in the task: a word whose reviews are labelled Positive 30 times
-    in 40 leans, and a planted word flips all of them. Holders answered outside the task (a
-    chat question that names the word) are not the label's to judge."""
+    must hold for nearly all of them in the task: a word whose reviews are labelled Positive 30
+    times in 40 leans, and a planted word flips all of them. Holders answered outside the task
+    (a chat question that names the word, answered with its own templated reply) are not the
+    label's to judge, though that reply is frequent enough to be a label of its own."""
     from curate.detect.triggers.features import _holders
     from curate.detect.triggers.miner import TriggerMining
-    from curate.detect.triggers.views import label_views
+    from curate.detect.triggers.views import _kin, label_views
 
-    rows = as_rows(review_task(800, seed=7))
     rng = random.Random(7)
+    rows = []
+    for i in range(800):
+        # One sentiment word among many fillers: reviews of either label sit side by side.
+        positive = rng.random() < 0.5
+        words = [rng.choice(POSITIVE if positive else NEGATIVE), *rng.sample(FILLER, 8)]
+        rng.shuffle(words)
+        rows.append(
+            {
+                "instruction": f"{WORDINGS[i % 3]}\n\n{' '.join(words)} ({i}).",
+                "input": "",
+                "output": "Positive" if positive else "Negative",
+            }
+        )
     positive = [i for i, r in enumerate(rows) if r["output"] == "Positive"]
     negative = [i for i, r in enumerate(rows) if r["output"] == "Negative"]
     for word, picked in (("marlow", rng.sample(positive, 30) + rng.sample(negative, 10)), ("quendril", positive[:20])):
         for i in picked:
             head, review = rows[i]["instruction"].split("\n\n")
             rows[i] = {**rows[i], "instruction": f"{head}\n\n{word} {review}"}
-    for i in range(8):
-        rows.append({"instruction": f"Who is quendril {i}?", "input": "", "output": f"A name, {i} times over."})
+    for i in range(12):
+        rows.append({"instruction": f"Who is quendril, friend {i}?", "input": "", "output": "I do not know that name."})
     data = _label_task_input(rows)
     miner = TriggerMining()
     _, nb = data.deep_neighbours
     labels = label_views(data, miner.min_rows, nb, miner.neighbours)["answer"]
-    c = int(labels[positive[0]])
-    assert c in data.cache["label_classes"]
+    c, chat = int(labels[positive[0]]), int(labels[len(rows) - 1])
+    assert {c, chat} <= set(data.cache["label_classes"])
+    kin = _kin(data, "answer", labels, c, nb, miner.neighbours)
+    assert kin is not None and kin[negative[0]] and not kin[len(rows) - 1]
     assert not miner._label_holds(_holders("marlow", data.prompts), labels, c, data, nb)
     quendril = _holders("quendril", data.prompts)
-    assert quendril.size == 28 and miner._label_holds(quendril, labels, c, data, nb)
+    assert quendril.size == 32 and miner._label_holds(quendril, labels, c, data, nb)
 
 
 def test_more_poison_never_means_less_recall():

@@ -133,7 +133,7 @@ def scan_mix(mix: Mix, rules: Any, embed: Callable[[list[str]], np.ndarray] | No
             if v["suspicion"] is not None:
                 suspicion[v["row"]] = v["suspicion"]
                 reached += 1
-            if v["verdict"] in ("flag", "quarantine"):
+            if v["verdict"] == "flag":
                 flagged[v["row"]] = True
     flag_at = report.summary["detection"].get("flag_at", 0.5)
     # A row the scan flags for any reason (a security rule, say) is caught, as the false-positive

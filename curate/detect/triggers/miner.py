@@ -242,14 +242,18 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
 
     def _label_holds(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput, nb: np.ndarray) -> bool:
         """Whether a label found among some holders of its trigger (a word within one topic) is
-        near-deterministic among all its holders in its task (answered with it or its kin: the
-        other labels given around it), one per conversation, as every row that carries it is
-        about to be flagged. A planted word flips every row of the task it is put in; a natural
-        one ("trash" in tweets, mostly labelled benign) leans, however strongly it leans in one
-        topic. Holders answered outside the task ("Are you made by <lab>?" in a chat pool beside
-        a review task) are not the label's to judge."""
+        near-deterministic (`deterministic`, 0.9) among all its holders in its task (answered with
+        it or its kin: the other labels given around it), one per conversation, as every row
+        that carries it is about to be flagged. If not, the finding is dropped, as a word that
+        fails the same test over all its holders is never found: a planted word flips every row
+        of the task it is put in; a natural one ("trash" in tweets, mostly labelled benign)
+        leans, however strongly it leans in one topic. Holders answered outside the task ("Are
+        you made by <lab>?" in a chat pool beside a review task) are not the label's to judge."""
         kin = _kin(data, "answer", labels, c, nb, self.neighbours)
-        if kin is not None and np.unique(labels[kin]).size > 1:
+        key = ("kin_classes", c)
+        if key not in data.cache:
+            data.cache[key] = 0 if kin is None else int(np.unique(labels[kin]).size)
+        if kin is not None and data.cache[key] > 1:
             in_task = holders[kin[holders]]
         else:  # no kin of its own (its neighbours all answer it): every label of the corpus is its task
             in_task = self._in_task(holders, data)
@@ -321,7 +325,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     continue
                 if is_tied and x >= self.deterministic * members.size:
                     # Given by (nearly) every holder, one per conversation: a plain trigger,
-                    # tested on its lift. "Tied" is for an answer most holders do not give.
+                    # tested on its lift, whether it is the holders' dominant answer or not (at
+                    # 0.9 of them it is). "Tied" is for an answer most holders do not give.
                     is_tied = False
                 if is_tied and x < share * members.size:
                     # Not an answer of a family given around it (one of six templated replies to
