@@ -250,10 +250,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         leans, however strongly it leans in one topic. Holders answered outside the task ("Are
         you made by <lab>?" in a chat pool beside a review task) are not the label's to judge."""
         kin = _kin(data, "answer", labels, c, nb, self.neighbours)
-        key = ("kin_classes", c)
-        if key not in data.cache:
-            data.cache[key] = 0 if kin is None else int(np.unique(labels[kin]).size)
-        if kin is not None and data.cache[key] > 1:
+        if kin is not None and bool((kin & (labels != c)).any()):
             in_task = holders[kin[holders]]
         else:  # no kin of its own (its neighbours all answer it): every label of the corpus is its task
             in_task = self._in_task(holders, data)
