@@ -2,9 +2,10 @@
 
 For every attack and rate, over several seeds: AUROC of `suspicion`, recall and precision at
 `detect.flag_at` (a row the scan flags for any reason, a security rule say, counts as flagged, as
-the false-positive audit counts it), recall when flagging twice the poison rate, and the same figures for two
-baselines on the same rows: counting identical responses, and cleanlab's outlier score on the
-same embeddings. Figures are reported as the minimum and the median over seeds.
+the false-positive audit counts it), recall when flagging twice the poison rate, and the same
+figures for two baselines on the same rows: counting identical responses, and cleanlab's
+outlier score on the same embeddings. Figures are reported as the minimum and the median over
+seeds.
 """
 
 from __future__ import annotations
