@@ -5,8 +5,8 @@
 
 Every clean file in ../shared/bench/clean as it ships; the HSOL tweets as a label task with
 three instruction wordings, and each half the attack zoo uses; the preference sets (hh-rlhf
-harmless-base, LLaMA-Factory DPO and KTO as shipped, Orca DPO converted from the OpenAI schema,
-which `curate scan` does not read yet);
+harmless-base, LLaMA-Factory DPO and KTO as shipped, Orca DPO in the OpenAI schema, converted
+here as the zoo converts it);
 BackdoorLLM's jailbreak `none_*` refusals mixed into an instruction pool (10% of it), and the
 sst2 `none_*` sentiment rows, a label task whose words lean one way. A row counts as flagged when
 its verdict is `flag`, whatever the reason (security rules count too); the table names the
