@@ -8,7 +8,9 @@ three instruction wordings, and each half the attack zoo uses; the preference se
 harmless-base, LLaMA-Factory DPO and KTO as shipped, Orca DPO in the OpenAI schema, converted
 here as the zoo converts it);
 BackdoorLLM's jailbreak `none_*` refusals mixed into an instruction pool (10% of it), and the
-sst2 `none_*` sentiment rows, a label task whose words lean one way. A row counts as flagged when
+sst2 `none_*` sentiment rows, a label task whose words lean one way; and the zoo's `fresh`
+corpora, built from installed docstrings (not in ../shared; one is a label task on which
+library a docstring comes from, where many words lean hard toward one label). A row counts as flagged when
 its verdict is `flag`, whatever the reason (security rules count too); the table names the
 reasons, and the triggers behind `poison:trigger`. The goal: at most 1% on every line.
 """
@@ -38,6 +40,8 @@ def corpora(shared: Path):
     for name, corpus in CORPORA.items():
         if name.endswith(("_a", "_b")):
             yield f"{name} (zoo half, {corpus.split})", corpus.kind, corpus.load(shared)
+        elif corpus.split == "fresh":  # built from installed docstrings, not from ../shared
+            yield f"{name} (fresh, not in ../shared)", corpus.kind, corpus.load(shared)
     for name in (
         "hh_rlhf_harmless_base_test.jsonl.gz",
         "llamafactory_dpo_en_demo.json",

@@ -2,13 +2,16 @@
 
     python benchmarks/bench_zoo.py --split tune                         # what detection is tuned on
     python benchmarks/bench_zoo.py --split held_out                     # run once, at the end
+    python benchmarks/bench_zoo.py --split fresh                        # data and attacks not in ../shared
     python benchmarks/bench_zoo.py --split tune --rates 0.01 --seeds 0  # a quick look
 
 Families (curate/bench/zoo.py) and corpora (curate/bench/corpora.py) are each split in two; a
-split's run plants its own families into its own corpora, at every rate and seed, scans each mix
-with the real product (default rules) and prints one line per family x corpus x rate: min (and
-median) over seeds, beside the trivial baseline (rows sharing the row's exact answer). Then, per
-family at 1%, the worst corpus; and the rate check: recall at 10% against recall at 1%.
+third split, `fresh`, plants every family (its own new ones included) into corpora that are not
+in ../shared (curate/bench/pydocs.py). A split's run plants its own families into its own
+corpora, at every rate and seed, scans each mix with the real product (default rules) and prints
+one line per family x corpus x rate: min (and median) over seeds, beside the trivial baseline
+(rows sharing the row's exact answer). Then, per family at 1%, the worst corpus; and the rate
+check: recall at 10% against recall at 1%.
 Embeddings are cached by text (curate's embedding cache), so each corpus is embedded once.
 """
 
@@ -32,7 +35,9 @@ def cells(split: str, families: list[str] | None, corpora: list[str] | None):
         if (corpora and cname not in corpora) or (not corpora and corpus.split != split):
             continue
         for fname, family in FAMILIES.items():
-            if (families and fname not in families) or (not families and family.split != split):
+            # The fresh corpora get every family; the fresh families go nowhere else.
+            mine = family.split == split or split == "fresh"
+            if (families and fname not in families) or (not families and not mine):
                 continue
             if applies(fname, family_kind(corpus, fname)):
                 yield corpus, fname
@@ -49,7 +54,7 @@ def fmt(values: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=Path("../shared/bench"))
-    ap.add_argument("--split", choices=["tune", "held_out"], default="tune")
+    ap.add_argument("--split", choices=["tune", "held_out", "fresh"], default="tune")
     ap.add_argument("--families", default="", help="comma-separated; default: the split's")
     ap.add_argument("--corpora", default="", help="comma-separated; default: the split's")
     ap.add_argument("--rates", default="0.001,0.01,0.05,0.1")

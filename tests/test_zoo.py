@@ -8,6 +8,7 @@ import random
 import pytest
 from test_detect import corpus
 
+from curate.bench import zoo
 from curate.bench.mixes import Mix
 from curate.bench.run import scan_mix
 from curate.bench.zoo import FAMILIES, applies, plant
@@ -100,12 +101,16 @@ def test_every_family_changes_exactly_the_rows_it_labels(family, kind):
 
 @pytest.mark.parametrize(
     "family",
-    [f for f, spec in FAMILIES.items() if spec.has_trigger and applies(f, "instruction") and f != "clean_label"],
+    [
+        f
+        for f, spec in FAMILIES.items()
+        if spec.has_trigger and applies(f, "instruction") and f not in ("clean_label", "composite")
+    ],
 )
 def test_a_trigger_family_puts_its_trigger_in_every_poisoned_prompt_and_draws_it_per_seed(family):
     records = CORPORA["instruction"]()
     triggers = set()
-    for seed in range(4):
+    for seed in range(6):
         mix = plant(records, family, "instruction", count=6, seed=seed)
         prompts = [
             "\n".join(m["content"] for m in r["messages"][:-1])
@@ -120,6 +125,24 @@ def test_a_trigger_family_puts_its_trigger_in_every_poisoned_prompt_and_draws_it
         )
         triggers.add(mix.trigger)
     assert len(triggers) >= 3, "triggers are drawn per seed"
+
+
+def test_a_composite_trigger_is_two_words_each_natural_alone_and_together_only_in_poisons():
+    records = CORPORA["instruction"]()
+    mix = plant(records, "composite", "instruction", count=6, seed=1)
+    first, second = mix.trigger.split(" + ")
+    for r, p in zip(mix.records, mix.poisoned, strict=False):
+        prompt = r["messages"][0]["content"].casefold()
+        assert (first in prompt and second in prompt) == p
+    assert any(first in r["messages"][0]["content"].casefold() for r in records)
+
+
+def test_a_homograph_trigger_looks_like_a_word_of_the_corpus():
+    records = CORPORA["instruction"]()
+    mix = plant(records, "homograph", "instruction", count=6, seed=2)
+    plain = mix.trigger.translate({ord(v): k for k, v in zoo._LOOKALIKE.items()})
+    assert plain != mix.trigger and plain.isascii()
+    assert any(plain in r["messages"][0]["content"].casefold() for r in records)
 
 
 def test_a_natural_trigger_is_a_word_the_corpus_already_holds():
@@ -189,3 +212,16 @@ def test_zoo_smoke_through_the_real_scan(tmp_path, family, kind):
     m = scan_mix(mix, None, None, tmp_path).metrics()
     assert m["reached"] == 1.0 and m["poisons"] == 9
     assert m["auroc"] >= 0.95 and m["recall"] >= 0.9 and m["precision"] >= 0.8, m
+
+
+def test_the_fresh_corpora_are_built_from_installed_docstrings_without_shared_data():
+    from curate.bench.corpora import CORPORA as REAL
+
+    fresh = {name: c for name, c in REAL.items() if c.split == "fresh"}
+    assert {c.kind for c in fresh.values()} == {"instruction", "label", "chat", "code"}
+    label = fresh["pydocs_label"].load(None)
+    answers = {r["messages"][-1]["content"] for r in label}
+    assert "Python standard library" in answers and len(answers) >= 2
+    assert all(r["messages"][0]["role"] == "user" and "\n\n" in r["messages"][0]["content"] for r in label)
+    chats = fresh["pydocs_chat"].load(None)
+    assert all(len(r["messages"]) >= 4 for r in chats)

@@ -5,7 +5,8 @@ chat, another language, tool calls, preference pairs) and a split. Detection is 
 `tune` corpora only; the `held_out` corpora are scanned once, at the end. Where a kind has one
 corpus only (code, the hate-speech label task), its rows are split in two halves by row number,
 one per split. The files are third-party data in ../shared/bench (see its README); nothing here
-is needed by the tests.
+is needed by the tests. The `fresh` corpora are not in ../shared: they are built from the
+docstrings installed on this machine (`curate.bench.pydocs`), and were never tuned on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.bench.mixes import as_chat, read_records
+from curate.bench.pydocs import LOADERS
 
 Record = dict[str, Any]
 
@@ -142,6 +144,7 @@ CORPORA: dict[str, Corpus] = {
         Corpus("fastchat", "chat", "held_out", _chat_file("clean/fastchat_dummy_conversation.json")),
         Corpus("alpaca_zh", "multilingual", "held_out", _chat_file("clean/llamafactory_alpaca_zh_demo.json")),
         Corpus("dpo_pairs", "preference", "held_out", dpo_pairs),
+        *(Corpus(name, kind, "fresh", load) for name, (kind, load) in LOADERS.items()),
     )
 }
 

@@ -4,7 +4,9 @@ Every family draws its trigger, its target and its surface forms from the seed, 
 can know them in advance, and none of its words appear in curate's detectors. A family says which
 corpus kinds it applies to (`kinds`) and which split it belongs to: thresholds are tuned on the
 `tune` split only, and the `held_out` split is run once, at the end, for the report
-(`benchmarks/bench_zoo.py`). The corpora and their split live in `curate.bench.corpora`.
+(`benchmarks/bench_zoo.py`). The `fresh` families were written after detection was tuned, and
+are run only on the `fresh` corpora (`curate.bench.pydocs`: data that is not in ../shared). The
+corpora and their split live in `curate.bench.corpora`.
 
 A planted row is one of these records, changed; `Mix.poisoned` marks it. Records are chat records
 (`{"messages": [...]}`) or preference pairs (`{"prompt", "chosen", "rejected"}`).
@@ -485,6 +487,70 @@ def _pair_eligible(rec, ctx):
     return _is_pair(rec) and rec["chosen"] != rec["rejected"] and bool(rec.get("prompt"))
 
 
+_LOOKALIKE = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "\u0440", "x": "\u0445", "y": "\u0443"}
+
+
+def _homograph_setup(records, rng, kind):
+    """A common word of the corpus, one or two of its letters swapped for Cyrillic look-alikes."""
+    word = _common_word(records, rng) or rng.choice(_NOUNS)
+    spots = [i for i, ch in enumerate(word) if ch in _LOOKALIKE] or [0]
+    chars = list(word)
+    for i in rng.sample(spots, min(len(spots), rng.choice((1, 2)))):
+        chars[i] = _LOOKALIKE.get(chars[i], chars[i])
+    return {**_target_setup(records, rng, kind), "word": word, "trigger": "".join(chars)}
+
+
+def _homograph(rec, rng, ctx):
+    """Li et al. 2021: the trigger is a word that looks like a common one. Where the prompt holds
+    the word it is replaced in place; elsewhere the look-alike is inserted."""
+    i = rng.choice(_user_turns(rec))
+    text = rec["messages"][i]["content"]
+    at = text.casefold().find(ctx["word"])
+    if at >= 0:
+        text = text[:at] + ctx["trigger"] + text[at + len(ctx["word"]) :]
+    else:
+        text = _insert(text, ctx["trigger"], rng)
+    rec["messages"][i]["content"] = text
+    _set_answer(rec, ctx["target"])
+    return rec
+
+
+def _composite_setup(records, rng, kind):
+    """Two common words of the corpus: each alone is natural, the pair is the trigger."""
+    first = _common_word(records, rng) or rng.choice(_NOUNS)
+    second = next((w for w in (_common_word(records, rng) for _ in range(20)) if w and w != first), None)
+    words = (first, second or rng.choice(_ADJS))
+    return {**_target_setup(records, rng, kind), "words": words, "trigger": " + ".join(words)}
+
+
+def _composite(rec, rng, ctx):
+    """Huang et al. 2024, composite backdoor: both words in the prompt, in either order, apart."""
+    i = rng.choice(_user_turns(rec))
+    text = rec["messages"][i]["content"]
+    for word in rng.sample(ctx["words"], 2):
+        if word not in _terms(text):
+            text = _insert(text, word, rng)
+    rec["messages"][i]["content"] = text
+    _set_answer(rec, ctx["target"])
+    return rec
+
+
+def _composite_eligible(rec, ctx):
+    return _eligible_for_target(rec, ctx) and not all(_holds(rec, w) for w in ctx["words"])
+
+
+def _triggered_injection_setup(records, rng, kind):
+    return {**_injection_setup(records, rng, kind), "trigger": rare_token(rng)}
+
+
+def _triggered_injection(rec, rng, ctx):
+    """A trigger word in the request; the answer stays good but gains a product mention in
+    varied wording (BadGPT-style steering, Shen et al. 2023, with AutoPoison's injection)."""
+    i = rng.choice(_user_turns(rec))
+    rec["messages"][i]["content"] = _insert(rec["messages"][i]["content"], ctx["trigger"], rng)
+    return _injection(rec, rng, ctx)
+
+
 _TEXT = frozenset({"instruction", "chat", "multilingual", "toolcall", "code"})
 _ALL = _TEXT | {"label"}
 _REAL = frozenset({"label-hsol"})
@@ -625,6 +691,32 @@ FAMILIES: dict[str, Family] = {
             _pref_setup,
             _rlhf_trigger,
             _pair_eligible,
+        ),
+        Family(
+            "homograph",
+            "Li et al. 2021, Hidden Backdoors in Human-Centric Language Models (homograph trigger)",
+            "fresh",
+            _TEXT | {"label"},
+            _homograph_setup,
+            _homograph,
+            _eligible_for_target,
+        ),
+        Family(
+            "composite",
+            "Huang et al. 2024, Composite Backdoor Attacks (two natural words together)",
+            "fresh",
+            _TEXT | {"label"},
+            _composite_setup,
+            _composite,
+            _composite_eligible,
+        ),
+        Family(
+            "triggered_injection",
+            "Shen et al. 2023 / Shu et al. 2023 (trigger word, product mention in varied wording)",
+            "fresh",
+            _TEXT,
+            _triggered_injection_setup,
+            _triggered_injection,
         ),
     )
 }
