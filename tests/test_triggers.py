@@ -310,3 +310,42 @@ def test_hash_embedder_reads_words_for_the_content_model():
     e = HashEmbedder(dim=256)
     a, b = e.encode(["lovely superb plot"]), e.encode(["dreadful tedious plot"])
     assert float(np.dot(a[0], b[0])) < 0.9
+
+
+class _Vectors:
+    """The few columns of a DetectInput the varied-target test reads, built by hand."""
+
+    def __init__(self, responses: np.ndarray, prompts: np.ndarray, rows: np.ndarray):
+        self.response_vecs, self.answered_vecs, self.row = responses, prompts, rows
+        self.answered_id = np.arange(len(responses))
+        self.response_keys = [f"answer number {i} in words" for i in range(len(responses))]
+
+    def __len__(self) -> int:
+        return len(self.response_vecs)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize(("alike", "found"), [(20, True), (16, False)])
+def test_a_varied_target_must_be_given_by_nearly_every_holder(alike, found):
+    """A backdoor whose target comes in many wordings is near-deterministic, as one with a fixed
+    answer is: every holder answers alike. Answers about what a word names ("What does
+    `lumen.arc` do?", answered from its documentation) are alike for most of its holders, not
+    all, however unlike the answers to comparable prompts they are."""
+    from curate.detect.triggers.miner import TriggerMining
+
+    rng = np.random.default_rng(0)
+    n, dim = 300, 64
+    responses = _unit(rng.normal(size=(n, dim)))
+    members = np.arange(20)
+    centre = _unit(rng.normal(size=dim))
+    responses[:alike] = _unit(centre + 0.3 * rng.normal(size=(alike, dim)) / np.sqrt(dim))
+    data = _Vectors(responses, _unit(rng.normal(size=(n, dim))), np.arange(n))
+    nb = np.stack([np.roll(np.arange(20, 60), -i) for i in range(n)])  # comparable prompts: rows 20-59
+    miner = TriggerMining()
+    out = miner._alike(data, [(0, 0, members)], nb, 1.0, np.ones(n))
+    assert bool(out) == found
+    if found:
+        assert set(out[0]["answering"].tolist()) == set(range(20))

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from curate.detect.context import DetectInput
-from curate.detect.triggers.stats import _distinct_share
+from curate.detect.triggers.stats import _distinct_share, _per_conversation
 
 
 class VariedTargets:
     min_rows: int
     min_share: float
+    deterministic: float
     max_coverage: float
     alike_min: float
     alike_max_rows: int
@@ -86,13 +87,18 @@ class VariedTargets:
             # The holders that give the target in a less typical wording (alike to the core of
             # those answers, though less to every other holder's): at least alike_min to the
             # core's centroid, and closer than all but 5% of the comparable prompts' answers.
-            # Then most holders must give it (earlier turns of a conversation the trigger opens
-            # are holders too, with their own answers).
+            # Then nearly every holder must give it, one per conversation (earlier turns of a
+            # conversation the trigger opens are holders too, with their own answers): a backdoor
+            # is near-deterministic, as for a fixed answer. Answers about what a word names
+            # ("math" in "What does `math.log` do?") are alike for most of its holders, not all.
             centre = R[answering].sum(axis=0)
             centre /= np.linalg.norm(centre) + 1e-12
             cut = max(float(np.quantile(B[has] @ centre, 0.95)), self.alike_min)
             answering = np.union1d(answering, members[R[members] @ centre > cut])
-            if answering.size < self.min_share * m or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+            gives = np.zeros(len(data), np.int64)
+            gives[answering] = 1
+            where, x = _per_conversation(data.row, members, gives, 1)
+            if x < self.deterministic * where.size or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
                 continue
             found.append(
                 {

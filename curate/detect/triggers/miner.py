@@ -40,6 +40,7 @@ from curate.detect.triggers.rates import ComparableRates
 from curate.detect.triggers.stats import (
     _distinct_share,
     _pb_log10_tail,
+    _per_conversation,
     log10_factors,
 )
 from curate.detect.triggers.views import (
@@ -665,18 +666,3 @@ def _has_conversations(data: DetectInput) -> bool:
     if "conversations" not in data.cache:
         data.cache["conversations"] = bool(len(data) and np.unique(data.row).size < len(data))
     return bool(data.cache["conversations"])
-
-
-def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, int]:
-    """The holders of a feature one per conversation, and how many of those answer `c`. A
-    feature in a turn is in the prompt of every later answer of its conversation; a trigger in
-    the first turn whose conversation's last answer is the target would otherwise count the
-    answers in between against itself. A conversation is one observation: its unit that answers
-    `c` if one does, else its last that holds the feature."""
-    conv = rows[members]
-    if np.unique(conv).size == conv.size:
-        return members, int((labels[members] == c).sum())
-    order = np.lexsort((members, labels[members] == c, conv))
-    last = np.r_[conv[order][1:] != conv[order][:-1], True]
-    kept = np.sort(members[order][last])
-    return kept, int((labels[kept] == c).sum())

@@ -55,3 +55,18 @@ def log10_factors(tests: Counter) -> dict[str, float]:
     error stays at most alpha (the weights are fixed before looking)."""
     present = [f for f in ("behaviour", "content") if tests[f]]
     return {f: math.log10(max(1, len(present) * tests[f])) for f in ("behaviour", "content")}
+
+
+def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, int]:
+    """The holders of a feature one per conversation, and how many of those answer `c`. A
+    feature in a turn is in the prompt of every later answer of its conversation; a trigger in
+    the first turn whose conversation's last answer is the target would otherwise count the
+    answers in between against itself. A conversation is one observation: its unit that answers
+    `c` if one does, else its last that holds the feature."""
+    conv = rows[members]
+    if np.unique(conv).size == conv.size:
+        return members, int((labels[members] == c).sum())
+    order = np.lexsort((members, labels[members] == c, conv))
+    last = np.r_[conv[order][1:] != conv[order][:-1], True]
+    kept = np.sort(members[order][last])
+    return kept, int((labels[kept] == c).sum())
