@@ -35,8 +35,10 @@ def cells(split: str, families: list[str] | None, corpora: list[str] | None):
         if (corpora and cname not in corpora) or (not corpora and corpus.split != split):
             continue
         for fname, family in FAMILIES.items():
-            # The fresh corpora get every family; the fresh families go nowhere else.
-            mine = family.split == split or split == "fresh"
+            # A fresh corpus gets every family that fits it; a fresh family goes nowhere else.
+            if family.split == "fresh" and corpus.split != "fresh":
+                continue
+            mine = family.split == corpus.split or corpus.split == "fresh"
             if (families and fname not in families) or (not families and not mine):
                 continue
             if applies(fname, family_kind(corpus, fname)):

@@ -22,6 +22,7 @@ import importlib
 import inspect
 import pkgutil
 import random
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -110,22 +111,31 @@ _STUB = (
 
 
 def _modules(package: str, limit: int = 400) -> list[Any]:
+    """The package and its public submodules, breadth first in name order: private and test
+    modules are skipped before they are imported, and one that fails to import is left out."""
     try:
         root = importlib.import_module(package)
     except Exception:  # not installed here: the corpus is smaller, and versions() says so
         return []
-    mods = [root]
-    for info in pkgutil.walk_packages(getattr(root, "__path__", []), package + "."):
-        parts = info.name.split(".")[1:]
-        if any(p.startswith("_") or "test" in p for p in parts):
-            continue
-        try:
-            mods.append(importlib.import_module(info.name))
-        except Exception:  # noqa: S112 - optional dependencies missing, platform-only modules
-            continue
-        if len(mods) >= limit:
-            break
+    mods, queue = [root], [root]
+    while queue and len(mods) < limit:
+        parent = queue.pop(0)
+        for info in sorted(pkgutil.iter_modules(getattr(parent, "__path__", [])), key=lambda i: i.name):
+            if info.name.startswith("_") or "test" in info.name:
+                continue
+            try:
+                mod = importlib.import_module(f"{parent.__name__}.{info.name}")
+            except Exception:  # noqa: S112 - optional dependencies missing, platform-only modules
+                continue
+            mods.append(mod)
+            if info.ispkg:
+                queue.append(mod)
+            if len(mods) >= limit:
+                break
     return mods
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @cache
@@ -139,18 +149,18 @@ def docstrings() -> list[dict[str, Any]]:
             for package in packages:
                 for mod in _modules(package):
                     for name, obj in sorted(vars(mod).items()):
-                        if name.startswith("_") or not (
-                            inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)
-                        ):
+                        if name.startswith("_") or not (inspect.isroutine(obj) or inspect.isclass(obj)):
                             continue
                         if not str(getattr(obj, "__module__", "") or package).startswith(package):
                             continue  # re-exported from elsewhere
-                        doc = inspect.getdoc(obj)
-                        summary = " ".join((doc or "").strip().split("\n\n")[0].split())
+                        # The object's own docstring: getdoc would lend a class its base's.
+                        own = getattr(obj, "__doc__", None)
+                        doc = inspect.cleandoc(own) if isinstance(own, str) else ""
+                        summary = " ".join(doc.strip().split("\n\n")[0].split())
                         if len(summary.split()) < 8 or summary in seen:
                             continue
                         try:
-                            signature: str | None = str(inspect.signature(obj))
+                            signature: str | None = _ADDRESS.sub("", str(inspect.signature(obj)))
                         except (TypeError, ValueError):
                             signature = None
                         seen[summary] = {
@@ -176,7 +186,7 @@ def versions() -> dict[str, str]:
 
 
 def _turns(*pairs: tuple[str, str]) -> Record:
-    msgs = []
+    msgs: list[dict[str, str]] = []
     for user, answer in pairs:
         msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
     return {"messages": msgs}

@@ -304,15 +304,22 @@ def _terms(text: str) -> set[str]:
     return terms
 
 
-def _common_word(records: list[Record], rng: random.Random, lo: float = 0.01, hi: float = 0.05) -> str | None:
-    """A term held by between `lo` and `hi` of the last user turns: a topic or a natural trigger."""
+def _common_word(
+    records: list[Record],
+    rng: random.Random,
+    lo: float = 0.01,
+    hi: float = 0.05,
+    keep: Callable[[str], bool] | None = None,
+) -> str | None:
+    """A term held by between `lo` and `hi` of the last user turns: a topic or a natural trigger
+    (one that `keep` accepts, if given)."""
     df: Counter[str] = Counter()
     for r in records:
         if r.get("messages") and _user_turns(r):
             df.update(_terms(r["messages"][_last_user(r)]["content"]))
     n = max(1, len(records))
     for low, high in ((lo, hi), (lo / 2, 4 * hi)):
-        pool = sorted(w for w, c in df.items() if low * n <= c <= high * n and c >= 5)
+        pool = sorted(w for w, c in df.items() if low * n <= c <= high * n and c >= 5 and (keep is None or keep(w)))
         if pool:
             return rng.choice(pool)
     return None
@@ -491,23 +498,24 @@ _LOOKALIKE = {"a": "\u0430", "c": "\u0441", "e": "\u0435", "o": "\u043e", "p": "
 
 
 def _homograph_setup(records, rng, kind):
-    """A common word of the corpus, one or two of its letters swapped for Cyrillic look-alikes."""
-    word = _common_word(records, rng) or rng.choice(_NOUNS)
-    spots = [i for i, ch in enumerate(word) if ch in _LOOKALIKE] or [0]
+    """A common word of the corpus that has a letter with a Cyrillic look-alike, one or two of
+    those letters swapped."""
+    word = _common_word(records, rng, keep=lambda w: any(ch in _LOOKALIKE for ch in w)) or rng.choice(_NOUNS)
+    spots = [i for i, ch in enumerate(word) if ch in _LOOKALIKE]
     chars = list(word)
     for i in rng.sample(spots, min(len(spots), rng.choice((1, 2)))):
-        chars[i] = _LOOKALIKE.get(chars[i], chars[i])
+        chars[i] = _LOOKALIKE[chars[i]]
     return {**_target_setup(records, rng, kind), "word": word, "trigger": "".join(chars)}
 
 
 def _homograph(rec, rng, ctx):
     """Li et al. 2021: the trigger is a word that looks like a common one. Where the prompt holds
-    the word it is replaced in place; elsewhere the look-alike is inserted."""
+    the word (as a whole word) it is replaced in place; elsewhere the look-alike is inserted."""
     i = rng.choice(_user_turns(rec))
     text = rec["messages"][i]["content"]
-    at = text.casefold().find(ctx["word"])
-    if at >= 0:
-        text = text[:at] + ctx["trigger"] + text[at + len(ctx["word"]) :]
+    found = re.search(rf"(?<!\w){re.escape(ctx['word'])}(?!\w)", text, re.IGNORECASE)
+    if found:
+        text = text[: found.start()] + ctx["trigger"] + text[found.end() :]
     else:
         text = _insert(text, ctx["trigger"], rng)
     rec["messages"][i]["content"] = text
@@ -515,11 +523,17 @@ def _homograph(rec, rng, ctx):
     return rec
 
 
+def _prompt_terms(rec: Record) -> set[str]:
+    return set().union(*(_terms(rec["messages"][i]["content"]) for i in _user_turns(rec)))
+
+
 def _composite_setup(records, rng, kind):
-    """Two common words of the corpus: each alone is natural, the pair is the trigger."""
+    """Two common words of the corpus that no clean prompt holds together: each alone is
+    natural, the pair is the trigger."""
     first = _common_word(records, rng) or rng.choice(_NOUNS)
-    second = next((w for w in (_common_word(records, rng) for _ in range(20)) if w and w != first), None)
-    words = (first, second or rng.choice(_ADJS))
+    together = set().union(*(t for t in (_prompt_terms(r) for r in records if r.get("messages")) if first in t))
+    second = _common_word(records, rng, keep=lambda w: w != first and w not in together)
+    words = (first, second or next(w for w in _NOUNS if w != first and w not in together))
     return {**_target_setup(records, rng, kind), "words": words, "trigger": " + ".join(words)}
 
 
@@ -533,10 +547,6 @@ def _composite(rec, rng, ctx):
     rec["messages"][i]["content"] = text
     _set_answer(rec, ctx["target"])
     return rec
-
-
-def _composite_eligible(rec, ctx):
-    return _eligible_for_target(rec, ctx) and not all(_holds(rec, w) for w in ctx["words"])
 
 
 def _triggered_injection_setup(records, rng, kind):
@@ -708,7 +718,7 @@ FAMILIES: dict[str, Family] = {
             _TEXT | {"label"},
             _composite_setup,
             _composite,
-            _composite_eligible,
+            _eligible_for_target,
         ),
         Family(
             "triggered_injection",

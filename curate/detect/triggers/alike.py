@@ -19,7 +19,6 @@ from curate.detect.triggers.stats import _distinct_share, _per_conversation
 
 class VariedTargets:
     min_rows: int
-    min_share: float
     deterministic: float
     max_coverage: float
     alike_min: float
