@@ -349,3 +349,25 @@ def test_a_varied_target_must_be_given_by_nearly_every_holder(alike, found):
     assert bool(out) == found
     if found:
         assert set(out[0]["answering"].tolist()) == set(range(20))
+
+
+@pytest.mark.parametrize(("questions_alike", "found"), [(False, True), (True, False)])
+def test_answers_alike_because_their_questions_are_are_not_a_target(questions_alike, found):
+    """Answers about one module of a library, each from its documentation, are alike, far more
+    than the answers to comparable prompts, and every question about the module gets one: a
+    varied target, by that measure. But their questions are more alike still. A target makes
+    answers to unrelated questions alike."""
+    from curate.detect.triggers.miner import TriggerMining
+
+    rng = np.random.default_rng(1)
+    n, dim = 300, 64
+    responses = _unit(rng.normal(size=(n, dim)))
+    prompts = _unit(rng.normal(size=(n, dim)))
+    members = np.arange(20)
+    responses[:20] = _unit(_unit(rng.normal(size=dim)) + 0.8 * rng.normal(size=(20, dim)) / np.sqrt(dim))
+    if questions_alike:
+        prompts[:20] = _unit(_unit(rng.normal(size=dim)) + 0.6 * rng.normal(size=(20, dim)) / np.sqrt(dim))
+    data = _Vectors(responses, prompts, np.arange(n))
+    nb = np.stack([np.roll(np.arange(20, 60), -i) for i in range(n)])
+    out = TriggerMining()._alike(data, [(0, 0, members)], nb, 1.0, np.ones(n))
+    assert bool(out) == found

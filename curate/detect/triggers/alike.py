@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from curate.detect.context import DetectInput
-from curate.detect.triggers.stats import _distinct_share, _per_conversation
+from curate.detect.triggers.stats import _distinct_share, _per_conversation, likeness
 
 
 class VariedTargets:
@@ -31,8 +31,7 @@ class VariedTargets:
         # Within one topic answers are alike anyway: only plain features are tested.
         if m < self.min_rows or m > self.alike_max_rows or topic >= 0:
             return False
-        total = data.response_vecs[members].sum(axis=0)
-        return bool((total @ total - m) / (m * (m - 1)) >= self.alike_min)
+        return likeness(data.response_vecs[members]) >= self.alike_min
 
     def _alike(
         self,
@@ -98,6 +97,11 @@ class VariedTargets:
             gives[answering] = 1
             where, x = _per_conversation(data.row, members, gives, 1)
             if x < self.deterministic * where.size or np.unique(data.answered_id[answering]).size * eff < self.min_rows:
+                continue
+            # A target makes answers to unrelated turns alike. Answers alike because the turns
+            # they answer are ("What does `numpy.char.find` do?", "... `numpy.char.join` ...",
+            # each answered from its documentation) are the turns' likeness, not a target.
+            if likeness(data.answered_vecs[answering]) >= likeness(R[answering]):
                 continue
             found.append(
                 {
