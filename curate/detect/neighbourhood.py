@@ -11,17 +11,9 @@ import numpy as np
 
 from curate.detect.base import Detector, Findings, register, squash_score
 from curate.detect.context import DetectInput
-from curate.embed.vectors import Vectors, rowdot
+from curate.embed.vectors import Vectors, mean_pairwise_cos, rowdot
 
 CHUNK = 4096
-
-
-def _mean_pairwise_cos(vectors: np.ndarray) -> float:
-    m = len(vectors)
-    if m < 2:
-        return 1.0
-    total = vectors.sum(axis=0)
-    return float((total @ total - m) / (m * (m - 1)))
 
 
 @register
@@ -53,7 +45,7 @@ class ResponseConcentration(Detector):
         P = data.prompt_vecs
         rng = np.random.default_rng(data.seed)
         sample = P[rng.choice(n, size=min(n, 4000), replace=False)]
-        corpus_spread = max(1e-3, 1 - _mean_pairwise_cos(sample))
+        corpus_spread = max(1e-3, 1 - mean_pairwise_cos(sample))
         classes = data.response_class
         _, nb = data.neighbours
         groups = []
@@ -69,7 +61,7 @@ class ResponseConcentration(Detector):
             key = data.response_keys[int(members[0])]
             if len(key.split()) < self.min_words or data.fit(distinct) >= self.fitting:
                 continue
-            spread = (1 - _mean_pairwise_cos(P[distinct])) / corpus_spread
+            spread = (1 - mean_pairwise_cos(P[distinct])) / corpus_spread
             # Foreign to the neighbourhood: what similar prompts outside the group get answered
             # is unlike the target. Identity questions get identity answers everywhere; a
             # planted insult is unlike anything the neighbours say.

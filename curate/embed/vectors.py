@@ -133,6 +133,15 @@ def rowdot(a: Vectors | np.ndarray, b: Vectors | np.ndarray) -> np.ndarray:
     return np.einsum("nd,nd->n", np.asarray(a, np.float32), np.asarray(b, np.float32))
 
 
+def mean_pairwise_cos(vectors: np.ndarray) -> float:
+    """Mean cosine over the distinct pairs of unit vectors (1.0 for fewer than two)."""
+    m = len(vectors)
+    if m < 2:
+        return 1.0
+    total = vectors.sum(axis=0)
+    return float((total @ total - m) / (m * (m - 1)))
+
+
 def iter_chunks(vectors: Vectors | np.ndarray, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, float32 block) for an array or Vectors."""
     if isinstance(vectors, Vectors):

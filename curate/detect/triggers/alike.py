@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from curate.detect.context import DetectInput
-from curate.detect.triggers.stats import _distinct_share, _per_conversation, likeness
+from curate.detect.triggers.stats import _distinct_share, _per_conversation
+from curate.embed.vectors import mean_pairwise_cos
 
 
 class VariedTargets:
@@ -31,7 +32,7 @@ class VariedTargets:
         # Within one topic answers are alike anyway: only plain features are tested.
         if m < self.min_rows or m > self.alike_max_rows or topic >= 0:
             return False
-        return likeness(data.response_vecs[members]) >= self.alike_min
+        return mean_pairwise_cos(data.response_vecs[members]) >= self.alike_min
 
     def _alike(
         self,
@@ -101,7 +102,7 @@ class VariedTargets:
             # A target makes answers to unrelated turns alike. Answers alike because the turns
             # they answer are ("What does `numpy.char.find` do?", "... `numpy.char.join` ...",
             # each answered from its documentation) are the turns' likeness, not a target.
-            if likeness(data.answered_vecs[answering]) >= likeness(R[answering]):
+            if mean_pairwise_cos(data.answered_vecs[answering]) >= mean_pairwise_cos(R[answering]):
                 continue
             found.append(
                 {

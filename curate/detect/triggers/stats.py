@@ -70,12 +70,3 @@ def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray,
     last = np.r_[conv[order][1:] != conv[order][:-1], True]
     kept = np.sort(members[order][last])
     return kept, int((labels[kept] == c).sum())
-
-
-def likeness(vecs: np.ndarray) -> float:
-    """Mean cosine over distinct pairs of unit vectors."""
-    m = len(vecs)
-    if m < 2:
-        return 0.0
-    total = vecs.sum(axis=0)
-    return float((total @ total - m) / (m * (m - 1)))
