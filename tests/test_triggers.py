@@ -352,7 +352,7 @@ def test_a_varied_target_must_be_given_by_nearly_every_holder(alike, found):
 
 
 @pytest.mark.parametrize(("questions_alike", "found"), [(False, True), (True, False)])
-def test_answers_alike_because_their_questions_are_are_not_a_target(questions_alike, found):
+def test_answers_alike_because_their_questions_are_alike_are_not_a_target(questions_alike, found):
     """Answers about one module of a library, each from its documentation, are alike, far more
     than the answers to comparable prompts, and every question about the module gets one: a
     varied target, by that measure. But their questions are more alike still. A target makes

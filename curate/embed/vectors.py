@@ -134,11 +134,12 @@ def rowdot(a: Vectors | np.ndarray, b: Vectors | np.ndarray) -> np.ndarray:
 
 
 def mean_pairwise_cos(vectors: np.ndarray) -> float:
-    """Mean cosine over the distinct pairs of unit vectors (1.0 for fewer than two)."""
+    """Mean cosine over the distinct pairs of rows, which must be unit vectors (1.0 for fewer
+    than two). Summed in float64: float16 rows would overflow."""
     m = len(vectors)
     if m < 2:
         return 1.0
-    total = vectors.sum(axis=0)
+    total = np.asarray(vectors, np.float32).sum(axis=0, dtype=np.float64)
     return float((total @ total - m) / (m * (m - 1)))
 
 
