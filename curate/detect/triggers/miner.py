@@ -188,7 +188,6 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         """(units the trigger explains, log10 p, z) when the feature is a trigger, else None. An
         answer `tied` to the feature needs no lift over all its holders, most of whom answer
         otherwise."""
-        m = members.size
         # A backdoor is near-deterministic: its holders give the target almost always. A natural
         # correlate (a closing sentence after "thank you") is given by some of them, however
         # rarely its comparable prompts give it. Not for an answer tied to the feature (a
@@ -200,8 +199,16 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             judged = self._in_task(members, data) if label else members
             if judged.size == 0 or int((labels[judged] == c).sum()) < self.deterministic * judged.size:
                 return None
+        # Compliance is judged among the holders that look like harmful requests (the safety
+        # classifier's region): a word planted in harmful requests (a name) is also in benign
+        # ones, which comply like their neighbours and would dilute its lift and its tail.
+        region = self._region(data) if view == "refusal" else None
+        if region is not None:
+            weighed = np.isin(members, region)
+            members, p_unit = members[weighed], p_unit[weighed]
+            x = int((labels[members] == c).sum())
         excess = x - float(p_unit.sum())
-        if excess < max(self.min_rows, 0.0 if tied else self.min_lift * m):
+        if excess < max(self.min_rows, 0.0 if tied else self.min_lift * members.size):
             return None
         is_c = labels[members] == c
         # Which holders the trigger explains: for a fixed answer, all that give it; for a
