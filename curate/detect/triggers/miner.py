@@ -126,6 +126,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 if x < self.min_rows:
                     continue
                 p_unit = self._pooled_rates(nb[gives], members, labels, c, prior_rate, m)
+            if view == "refusal":
+                p_unit = self._deeper_rates(members, nb, labels, c, prior_rate, p_unit, data)
             raw_rates = p_unit
             verdict = self._score(view, labels, c, x, members, p_unit, data, log10_tests, tied)
             if (verdict is None or verdict[2] < math.log10(1 / self.alpha)) and view != "refusal" and not tied:
@@ -405,6 +407,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 if f["tied"]
                 else self._rates(nb[members], skip, labels, c, f["prior_rate"])
             )
+            if f["view"] == "refusal" and not f["stripped"]:
+                p_unit = self._deeper_rates(members, nb, labels, c, f["prior_rate"], p_unit, data, skip)
         verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
         if verdict is None:
             return None

@@ -7,7 +7,7 @@ what a model of the task's content predicts, learnt without the holders. The rat
 unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 
 `ComparableRates` is mixed into the miner: it reads the miner's parameters (`neighbours`,
-`prior`, `harm_region`, `min_rows`).
+`prior`, `harm_region`, `min_rows`, `min_lift`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class ComparableRates:
     prior: float
     harm_region: float
     min_rows: int
+    min_lift: float
 
     def _hits(
         self, neigh: np.ndarray, holders: np.ndarray, labels: np.ndarray, c: int
@@ -111,13 +112,14 @@ class ComparableRates:
         queries = data.embed(stripped)
         region = self._region(data) if view == "refusal" else None
         inside = np.isin(units, region) if region is not None else np.zeros(units.size, bool)
-        k = min(len(data), data.deep)
-        neigh = np.full((units.size, k), -1, np.int64)
+        rates = np.empty(units.size)
         if not inside.all():
-            neigh[~inside] = knn(data.prompt_vecs, k, queries=queries[~inside], index=data.prompt_index)[1]
+            k = min(len(data), data.deep)
+            neigh = knn(data.prompt_vecs, k, queries=queries[~inside], index=data.prompt_index)[1]
+            rates[~inside] = self._rates(neigh, holders, labels, c, prior_rate)
         if inside.any():
-            neigh[inside] = self._region_search(data, queries[inside], k)
-        return self._rates(neigh, holders, labels, c, prior_rate)
+            rates[inside] = self._region_rates(data, queries[inside], holders, labels, c, prior_rate)
+        return rates
 
     def _region(self, data: DetectInput) -> np.ndarray | None:
         """The units whose prompts look like harmful requests (the safety classifier's
@@ -145,6 +147,53 @@ class ComparableRates:
         out = np.full((len(queries), k), -1, np.int64)
         out[:, : ids.shape[1]] = np.where(ids >= 0, region[np.maximum(ids, 0)], -1)
         return out
+
+    def _deeper_rates(
+        self,
+        members: np.ndarray,
+        nb: np.ndarray,
+        labels: np.ndarray,
+        c: int,
+        prior_rate: float,
+        p_unit: np.ndarray,
+        data: DetectInput,
+        skip: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """`p_unit` with the rates of harmful-looking holders whose neighbour lists ran out of
+        comparable prompts found again deeper in the region. A trigger planted in many harmful
+        requests (several tokens at once, so that taking one out leaves the rest) makes its
+        holders each other's nearest: the list holds none without the feature, and the rate
+        would fall back to the corpus's, which complies. `skip`: the units that are not
+        comparable (the holders, by default)."""
+        skip = members if skip is None else skip
+        region = self._region(data)
+        if region is None:
+            return p_unit
+        inside = np.isin(members, region)
+        short = inside & (self._comparable(nb[members], skip).sum(axis=1) < self.neighbours)
+        # Only where it could matter: were every short rate 0, would the lift among the
+        # harmful-looking holders pass (`min_lift`, as `_score` judges it)? A common word whose
+        # harmful-looking holders refuse is not searched for.
+        gives = float((labels[members[inside]] == c).sum())
+        if not short.any() or gives - p_unit[inside & ~short].sum() < self.min_lift * inside.sum():
+            return p_unit
+        out = p_unit.copy()
+        out[short] = self._region_rates(data, data.prompt_vecs[members[short]], skip, labels, c, prior_rate)
+        return out
+
+    def _region_rates(
+        self, data: DetectInput, queries: np.ndarray, skip: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+    ) -> np.ndarray:
+        """`_rates` of harmful-looking queries from their nearest harmful-looking prompts, searched
+        deep enough that `neighbours` of them are not in `skip` (the holders) however many of
+        the region those are."""
+        region = self._region(data)
+        k = min(region.size, int(np.isin(skip, region).sum()) + self.neighbours + 8)
+        rates = []
+        for lo in range(0, len(queries), 1024):  # a chunk at a time: k may be thousands wide
+            neigh = self._region_search(data, queries[lo : lo + 1024], k)
+            rates.append(self._rates(neigh, skip, labels, c, prior_rate))
+        return np.concatenate(rates) if rates else np.zeros(0)
 
     def _refusal_neighbours(self, data: DetectInput, nb: np.ndarray) -> np.ndarray:
         """The neighbours compliance is judged against. A harmful request that complies is a
