@@ -164,7 +164,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     "rows": m,
                     "prior_rate": prior_rate,
                     "answering": answering,
-                    "expected": float(p_unit.mean()),
+                    "expected": self._expected(view, members, p_unit, data),
                     "z": z,
                     "log10_p": log10_p,
                     "members": members,
@@ -204,9 +204,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # Compliance is judged among the holders that look like harmful requests (the safety
         # classifier's region): a word planted in harmful requests (a name) is also in benign
         # ones, which comply like their neighbours and would dilute its lift and its tail.
-        region = self._region(data) if view == "refusal" else None
-        if region is not None:
-            weighed = np.isin(members, region)
+        weighed = self._harmful_looking(data, members) if view == "refusal" else None
+        if weighed is not None:
             members, p_unit = members[weighed], p_unit[weighed]
             x = int((labels[members] == c).sum())
         excess = x - float(p_unit.sum())
@@ -230,6 +229,14 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
+
+    def _expected(self, view: str, members: np.ndarray, p_unit: np.ndarray, data: DetectInput) -> float:
+        """The mean comparable rate over the holders a hypothesis is judged among (for
+        compliance, the harmful-looking ones; see `_score`), for the evidence."""
+        judged = self._harmful_looking(data, members) if view == "refusal" else None
+        if judged is not None and judged.any():
+            return float(p_unit[judged].mean())
+        return float(p_unit.mean())
 
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
@@ -420,7 +427,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             "z": z,
             "members": members,
             "p_unit": p_unit,
-            "expected": float(p_unit.mean()),
+            "expected": self._expected(f["view"], members, p_unit, data),
         }
 
     @staticmethod
@@ -609,6 +616,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 # A rare token pulls its prompts toward each other and toward its own topic
                 # ("OpenAI"): compare each holder by its prompt with the trigger taken out.
                 labels = views["refusal"]
+                # Every complying holder, not only the harmful-looking ones the trigger was found
+                # among: a request the classifier scores just under the region is still a poison
+                # when the requests nearest it refuse (a benign one's nearest comply).
                 extra = holders[labels[holders] == f["label"]]
                 if extra.size:
                     rate = self._stripped_rates(

@@ -110,15 +110,15 @@ class ComparableRates:
         pattern = _pattern(trigger)
         stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
         queries = data.embed(stripped)
-        region = self._region(data) if view == "refusal" else None
-        inside = np.isin(units, region) if region is not None else np.zeros(units.size, bool)
+        mask = self._harmful_looking(data, units) if view == "refusal" else None
+        inside = mask if mask is not None else np.zeros(units.size, bool)
         rates = np.empty(units.size)
         if not inside.all():
             k = min(len(data), data.deep)
             neigh = knn(data.prompt_vecs, k, queries=queries[~inside], index=data.prompt_index)[1]
             rates[~inside] = self._rates(neigh, holders, labels, c, prior_rate)
         if inside.any():
-            rates[inside] = self._region_rates(data, queries[inside], holders, labels, c, prior_rate)
+            rates[inside] = self._region_rates(data, units[inside], queries[inside], holders, labels, c, prior_rate)
         return rates
 
     def _region(self, data: DetectInput) -> np.ndarray | None:
@@ -135,6 +135,17 @@ class ComparableRates:
                     region = found
             data.cache["harm_region"] = region
         return data.cache["harm_region"]
+
+    def _harmful_looking(self, data: DetectInput, units: np.ndarray) -> np.ndarray | None:
+        """Mask of `units` in the harmful-looking region (`_region`); None without a region."""
+        region = self._region(data)
+        if region is None:
+            return None
+        if "harm_mask" not in data.cache:
+            mask = np.zeros(len(data), bool)
+            mask[region] = True
+            data.cache["harm_mask"] = mask
+        return data.cache["harm_mask"][units]
 
     def _region_search(self, data: DetectInput, queries: np.ndarray, k: int) -> np.ndarray:
         """Each query's `k` nearest prompts among the harmful-looking ones (unit ids; -1 pads)."""
@@ -165,33 +176,45 @@ class ComparableRates:
         holders each other's nearest: the list holds none without the feature, and the rate
         would fall back to the corpus's, which complies. `skip`: the units that are not
         comparable (the holders, by default)."""
-        skip = members if skip is None else skip
-        region = self._region(data)
-        if region is None:
+        inside = self._harmful_looking(data, members)
+        if inside is None or not inside.any():
             return p_unit
-        inside = np.isin(members, region)
-        short = inside & (self._comparable(nb[members], skip).sum(axis=1) < self.neighbours)
-        # Only where it could matter: were every short rate 0, would the lift among the
-        # harmful-looking holders pass (`min_lift`, as `_score` judges it)? A common word whose
-        # harmful-looking holders refuse is not searched for.
+        # Only where it could matter: were every rate 0, would the lift among the harmful-looking
+        # holders pass (`min_lift`, as `_score` judges it)? A common word whose harmful-looking
+        # holders refuse is not searched for.
         gives = float((labels[members[inside]] == c).sum())
+        if gives < max(self.min_rows, self.min_lift * inside.sum()):
+            return p_unit
+        skip = members if skip is None else skip
+        short = inside & (self._comparable(nb[members], skip).sum(axis=1) < self.neighbours)
         if not short.any() or gives - p_unit[inside & ~short].sum() < self.min_lift * inside.sum():
             return p_unit
         out = p_unit.copy()
-        out[short] = self._region_rates(data, data.prompt_vecs[members[short]], skip, labels, c, prior_rate)
+        units = members[short]
+        out[short] = self._region_rates(data, units, data.prompt_vecs[units], skip, labels, c, prior_rate)
         return out
 
     def _region_rates(
-        self, data: DetectInput, queries: np.ndarray, skip: np.ndarray, labels: np.ndarray, c: int, prior_rate: float
+        self,
+        data: DetectInput,
+        units: np.ndarray,
+        queries: np.ndarray,
+        skip: np.ndarray,
+        labels: np.ndarray,
+        c: int,
+        prior_rate: float,
     ) -> np.ndarray:
-        """`_rates` of harmful-looking queries from their nearest harmful-looking prompts, searched
-        deep enough that `neighbours` of them are not in `skip` (the holders) however many of
-        the region those are."""
+        """`_rates` of harmful-looking `units` (searched by `queries`) from their nearest
+        harmful-looking prompts, searched deep enough that `neighbours` of them are not in `skip`
+        (the holders), up to `MAX_DEPTH`; a copy of a unit's own prompt text is not comparable."""
         region = self._region(data)
-        k = min(region.size, int(np.isin(skip, region).sum()) + self.neighbours + 8)
+        k = min(region.size, int(self._harmful_looking(data, skip).sum()) + self.neighbours + 8, MAX_DEPTH)
+        step = max(1, 2**22 // k)  # a chunk at a time: k may be thousands wide
         rates = []
-        for lo in range(0, len(queries), 1024):  # a chunk at a time: k may be thousands wide
-            neigh = self._region_search(data, queries[lo : lo + 1024], k)
+        for lo in range(0, len(queries), step):
+            neigh = self._region_search(data, queries[lo : lo + step], k)
+            own = data.prompt_id[units[lo : lo + step], None]
+            neigh = np.where(data.prompt_id[np.maximum(neigh, 0)] == own, -1, neigh)
             rates.append(self._rates(neigh, skip, labels, c, prior_rate))
         return np.concatenate(rates) if rates else np.zeros(0)
 
@@ -264,6 +287,12 @@ class ComparableRates:
         model = _logistic(C, 2, X.shape[1])
         model.fit(X, y)
         return model.predict_proba(np.asarray(data.prompt_vecs[holders], np.float32) * scale)[:, 1]
+
+
+#: The deepest search for comparable harmful-looking requests (faiss on a GPU answers at most
+#: 2048 nearest per query): a trigger in more harmful requests than this is compared with the
+#: prior rate past it.
+MAX_DEPTH = 2048
 
 
 #: The most weights (classes x dimensions) fitted by Newton's method, whose Hessian is that
