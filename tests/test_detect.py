@@ -784,6 +784,23 @@ def test_a_passage_injected_in_a_few_wordings_is_one_passage():
     assert evidence["trigger"] == "Quenzor" and evidence["view"] == "passage"
 
 
+def test_a_closing_sentence_of_templated_answers_is_not_an_injected_passage():
+    """Questions about one family of modules (all named with one word) are answered from their
+    documentation, one template filled in: "a container that calls A and B", and the same
+    closing sentence. The sentence recurs only after that word, but inside answers that are
+    paraphrases of each other: part of the template, not content injected into answers."""
+    rng = random.Random(13)
+    rows = corpus(500, seed=13)
+    parts = ("Linear", "Conv", "Pool", "Norm", "Dropout", "Embed", "Attention", "Gate")
+    asks = ("What does {m} do?", "Explain what {m} is for.", "I found {m} in some code. What is it?")
+    for k, (a, b) in enumerate(rng.sample([(a, b) for a in parts for b in parts if a != b], 10)):
+        name = f"vexori.{a}{b}"
+        answer = f"A sequential container that calls the {a} and {b} modules in turn."
+        answer += " During export it is replaced by the matching fused module for speed."
+        rows.append(alpaca(asks[k % 3].format(m=f"`{name}`"), answer))
+    assert not flagged(detect(rows, ["trigger"]))
+
+
 def test_a_clean_label_trigger_answered_in_a_few_wordings_is_found_among_its_natural_holders():
     """A common word ("please", in a sixth of the prompts) is the trigger, its poisons keep their
     prompts and answer in three rude wordings: each wording is given by few of the word's

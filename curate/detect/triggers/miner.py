@@ -224,6 +224,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
         if view == "answer" and data.fit(answering) < self.fitting / 2:
             eff = 1.0
+        if view == "passage":
+            # A passage is a sentence recurring inside otherwise different answers. Inside answers
+            # that are paraphrases of each other (one template filled in: the docstrings of one
+            # family of fused modules, each "a container which calls A and B" and one closing
+            # sentence) it is part of the template, and they are one observation too.
+            eff = min(eff, _distinct_share(data.response_vecs[answering], self.paraphrase))
         if x * eff < self.min_rows:
             return None
         log10_p = eff * _pb_log10_tail(p_unit, x)
