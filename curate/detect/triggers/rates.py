@@ -141,11 +141,12 @@ class ComparableRates:
         region = self._region(data)
         if region is None:
             return None
-        if "harm_mask" not in data.cache:
+        mask = data.cache.get("harm_mask")
+        if not isinstance(mask, np.ndarray):
             mask = np.zeros(len(data), bool)
             mask[region] = True
             data.cache["harm_mask"] = mask
-        return data.cache["harm_mask"][units]
+        return mask[units]
 
     def _region_search(self, data: DetectInput, queries: np.ndarray, k: int) -> np.ndarray:
         """Each query's `k` nearest prompts among the harmful-looking ones (unit ids; -1 pads)."""
@@ -207,8 +208,10 @@ class ComparableRates:
         """`_rates` of harmful-looking `units` (searched by `queries`) from their nearest
         harmful-looking prompts, searched deep enough that `neighbours` of them are not in `skip`
         (the holders), up to `MAX_DEPTH`; a copy of a unit's own prompt text is not comparable."""
-        region = self._region(data)
-        k = min(region.size, int(self._harmful_looking(data, skip).sum()) + self.neighbours + 8, MAX_DEPTH)
+        region, held = self._region(data), self._harmful_looking(data, skip)
+        if region is None or held is None:  # no region: nothing comparable, the prior rate
+            return np.full(len(queries), prior_rate)
+        k = min(region.size, int(held.sum()) + self.neighbours + 8, MAX_DEPTH)
         step = max(1, 2**22 // k)  # a chunk at a time: k may be thousands wide
         rates = []
         for lo in range(0, len(queries), step):
