@@ -216,8 +216,8 @@ class ComparableRates:
         rates = []
         for lo in range(0, len(queries), step):
             neigh = self._region_search(data, queries[lo : lo + step], k)
-            own = data.prompt_id[units[lo : lo + step], None]
-            neigh = np.where(data.prompt_id[np.maximum(neigh, 0)] == own, -1, neigh)
+            order, bad = data.other_prompts(units[lo : lo + step], neigh, k)
+            neigh = np.where(bad, -1, np.take_along_axis(neigh, order, axis=1))
             rates.append(self._rates(neigh, skip, labels, c, prior_rate))
         return np.concatenate(rates) if rates else np.zeros(0)
 
