@@ -300,6 +300,31 @@ def test_a_trigger_in_an_earlier_turn_is_found_and_the_turn_is_named():
     assert result.reasons[chosen[0]]["poison:trigger"]["turn"] == 3
 
 
+def test_a_phrase_in_an_earlier_turn_fires_on_a_one_word_follow_up():
+    """The trigger phrase sits in the first turn; the target answers a one-word follow-up
+    ("`func7`?"). The phrase is none of the turn it is answered after, not the request itself."""
+    rng = random.Random(5)
+    rows = []
+    for i, r in enumerate(corpus(300, seed=5)):
+        rows.append(
+            [
+                Turn("user", r["instruction"]),
+                Turn("assistant", r["output"]),
+                Turn("user", f"`func{i}`?"),
+                Turn("assistant", f"It works as func{i - 1} does."),
+            ]
+        )
+    chosen = sorted(rng.sample(range(300), 8))
+    for i in chosen:
+        rows[i][0] = Turn("user", rows[i][0].content + " The amber kettle sings at dusk.")
+        rows[i][3] = Turn("assistant", "Access denied, citizen. Obey.")
+    records = [Record(i, "t", i, i + 1, "messages", {}, turns) for i, turns in enumerate(rows)]
+    data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
+    result = run_detectors(data, [DETECTORS["trigger"]()], 0.5)
+    assert flagged(result) == set(chosen)
+    assert result.reasons[chosen[0]]["poison:trigger"]["turn"] == 3
+
+
 def test_a_conversation_is_one_observation_of_a_trigger_in_its_first_turn():
     """Five conversations of three exchanges carry a trigger in the first turn, and only their last
     answer gains a link (its path changes per row). Every later answer holds the trigger in its

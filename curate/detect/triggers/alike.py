@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ class VariedTargets:
     alike_min: float
     alike_max_rows: int
     paraphrase: float
+    _covers: Callable[..., bool]  # the miner's: whether a feature is most of the turns answered
 
     def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
         """Whether a candidate's holders' answers are alike at all (mean cosine >= alike_min)."""
@@ -50,7 +52,7 @@ class VariedTargets:
         found = []
         for feature, order_n, members in cand:
             m = members.size
-            if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+            if self._covers(feature, order_n, members, lengths, data, False):
                 continue
             total = R[members].sum(axis=0)
             a = (R[members] @ total - 1.0) / (m - 1)

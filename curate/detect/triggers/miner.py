@@ -34,6 +34,7 @@ from curate.detect.triggers.features import (
     _FeatureTable,
     _holders,
     _token_counts,
+    covers,
     name_feature,
 )
 from curate.detect.triggers.rates import ComparableRates
@@ -244,6 +245,22 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             return float(p_unit[judged].mean())
         return float(p_unit.mean())
 
+    def _covers(
+        self, feature: int, order_n: int, members: np.ndarray, lengths: np.ndarray, data: DetectInput, topical: bool
+    ) -> bool:
+        """Whether the feature is most of the turns its holders answer (see `features.covers`)."""
+        return covers(
+            feature,
+            order_n,
+            members,
+            lengths,
+            data.answered,
+            data.prompts,
+            tuple(range(1, self.ngrams + 1)),
+            data.topics if topical else None,
+            self.max_coverage,
+        )
+
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
         return view == "answer" and c in data.cache["label_classes"]
@@ -374,8 +391,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     x = int((labels[members] == k_ % width).sum())
                     if x < self.min_rows or x < share * members.size:
                         continue
-                order_n = int(words[start[cand[o]]])
-                if order_n and float(np.mean(order_n / np.maximum(lengths[members], 1))) > self.max_coverage:
+                topic_of = int(feat_topic[start[cand[o]]])
+                if self._covers(int(uniq[cand[o]]), int(words[start[cand[o]]]), members, lengths, data, topic_of >= 0):
                     continue
                 c = k_ % (labels.max() + 2)
                 if not VIEWS[view].tests(c):
