@@ -158,6 +158,20 @@ def test_a_label_must_hold_for_nearly_every_holder_of_its_trigger_in_its_task():
     assert quendril.size == 32 and miner._label_holds(quendril, labels, c, data, nb)
 
 
+def test_a_sentence_planted_in_short_prompts_does_not_make_them_paraphrases():
+    """A whole sentence put before short reviews is most of each poisoned prompt: by their vectors
+    its holders are paraphrases of one another, and would count as one observation. Judged with
+    the sentence taken out, they are as different as the reviews."""
+    rows = as_rows(review_task(600, seed=2))
+    rng = random.Random(2)
+    chosen = sorted(rng.sample([i for i, r in enumerate(rows) if r["output"] == "Negative"], 10))
+    sentence = "The restless signal watches the compass by the quiet sea."
+    for i in chosen:
+        head, review = rows[i]["instruction"].split("\n\n")
+        rows[i] = {"instruction": f"{head}\n\n{sentence} {review}", "input": "", "output": "Positive"}
+    assert flagged(detect(rows, ["trigger"])) == set(chosen)
+
+
 def test_more_poison_never_means_less_recall():
     recall = {}
     for rate in (0.01, 0.1):

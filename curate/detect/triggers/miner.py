@@ -139,7 +139,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 text = name(o, int(members[labels[members] == c][0])) if bound > -self.refine else None
                 if text:
                     stripped = self._stripped_rates(members, members, text, labels, c, prior_rate, data)
-                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied)
+                    again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied, text)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
             if verdict is not None and self._is_label(view, c, data):
@@ -187,10 +187,12 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         data: DetectInput,
         log10_tests: float,
         tied: bool = False,
+        without: str | None = None,
     ) -> tuple[np.ndarray, float, float] | None:
         """(units the trigger explains, log10 p, z) when the feature is a trigger, else None. An
         answer `tied` to the feature needs no lift over all its holders, most of whom answer
-        otherwise."""
+        otherwise. `without`: the trigger's text, when the rates are its holders' with it taken
+        out (`_stripped_rates`): so are the turns they answer when judged for paraphrase."""
         # A backdoor is near-deterministic: its holders give the target almost always. A natural
         # correlate (a closing sentence after "thank you") is given by some of them, however
         # rarely its comparable prompts give it. Not for an answer tied to the feature (a
@@ -222,7 +224,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # the answer. Not when the answer does not answer them (a planted insult given to a
         # templated request, "Describe <name> <n>", whose clean rows each get their own answer):
         # then their shared wording explains nothing.
-        eff = _distinct_share(data.answered_vecs[answering], self.paraphrase)
+        # A sentence planted in short prompts makes them alike by itself: judged without it.
+        asked = data.answered_vecs[answering] if without is None else self._answered_without(data, answering, without)
+        eff = _distinct_share(asked, self.paraphrase)
         if view == "answer" and data.fit(answering) < self.fitting / 2:
             eff = 1.0
         if view == "passage":
@@ -439,7 +443,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             )
             if f["view"] == "refusal" and not f["stripped"]:
                 p_unit = self._deeper_rates(members, nb, labels, c, f["prior_rate"], p_unit, data, skip)
-        verdict = self._score(f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"])
+        verdict = self._score(
+            f["view"], labels, c, x, members, p_unit, data, log10_tests, f["tied"], f["text"] if f["stripped"] else None
+        )
         if verdict is None:
             return None
         answering, log10_p, z = verdict

@@ -92,6 +92,14 @@ class ComparableRates:
             yield from np.split(rates, np.cumsum(sizes)[:-1])
             i = j
 
+    @staticmethod
+    def _answered_without(data: DetectInput, units: np.ndarray, trigger: str) -> np.ndarray:
+        """Embeddings of the turns `units` answer with `trigger` taken out (as `_stripped_rates`
+        takes it out of their prompts)."""
+        pattern = _pattern(trigger)
+        texts = data.answered or data.prompts
+        return data.embed([" ".join(pattern.sub(" ", texts[u]).split()) for u in units.tolist()])
+
     def _stripped_rates(
         self,
         units: np.ndarray,
