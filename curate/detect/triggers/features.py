@@ -200,32 +200,17 @@ def _token_counts(texts, chunk: int = 50_000) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def covers(
+def held_where_answered(
     feature: int,
-    order_n: int,
-    members: np.ndarray,
-    lengths: np.ndarray,
+    units: list[int],
     answered: list[str],
     prompts: list[str],
     orders: tuple[int, ...],
     topics: np.ndarray | None,
-    limit: float,
-    sample: int = 64,
-) -> bool:
-    """Whether a feature of `order_n` words is most of the turns its holders answer (mean share
-    over holders > `limit`): then it is the request ("thank you" before "You're welcome"), not a
-    trigger beside one. A holder that carries it in an earlier turn or the system prompt, not in
-    the turn answered, covers none of that turn: a sentence in a chat's first turn is not the
-    content of a later "And `x`?". Checked on an even sample of the holders, only where the
-    answered turn is not the whole prompt."""
-    share = order_n / np.maximum(lengths[members], 1)
-    if not order_n or float(share.mean()) <= limit:
-        return False
-    ix = np.unique(np.linspace(0, members.size - 1, min(members.size, sample)).astype(np.int64))
-    units = members[ix].tolist()
-    if not answered or all(answered[u] == prompts[u] for u in units):
-        return True
-    held = np.fromiter(
+) -> np.ndarray:
+    """Per unit, whether the turn it answers holds the feature (not only an earlier turn or the
+    system prompt)."""
+    return np.fromiter(
         (
             answered[u] == prompts[u]
             or name_feature(answered[u], feature, orders, None if topics is None else int(topics[u])) is not None
@@ -234,7 +219,6 @@ def covers(
         bool,
         len(units),
     )
-    return float((share[ix] * held).mean()) > limit
 
 
 def _pattern(trigger: str) -> re.Pattern:

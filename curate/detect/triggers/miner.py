@@ -34,7 +34,7 @@ from curate.detect.triggers.features import (
     _FeatureTable,
     _holders,
     _token_counts,
-    covers,
+    held_where_answered,
     name_feature,
 )
 from curate.detect.triggers.rates import ComparableRates
@@ -252,18 +252,27 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     def _covers(
         self, feature: int, order_n: int, members: np.ndarray, lengths: np.ndarray, data: DetectInput, topical: bool
     ) -> bool:
-        """Whether the feature is most of the turns its holders answer (see `features.covers`)."""
-        return covers(
+        """Whether a feature of `order_n` words is most of the turns its holders answer (mean share
+        over holders > `max_coverage`): then it is the request ("thank you" before "You're
+        welcome"), not a trigger beside one. A holder that carries it in an earlier turn or the
+        system prompt, not in the turn answered, covers none of that turn: a sentence in a
+        chat's first turn is not the content of a later "And `x`?". Checked on an even sample of
+        the holders, only when the plain share is over the line."""
+        share = order_n / np.maximum(lengths[members], 1)
+        if not order_n or float(share.mean()) <= self.max_coverage:
+            return False
+        if not data.answered:
+            return True
+        ix = np.unique(np.linspace(0, members.size - 1, min(members.size, 64)).astype(np.int64))
+        held = held_where_answered(
             feature,
-            order_n,
-            members,
-            lengths,
+            members[ix].tolist(),
             data.answered,
             data.prompts,
             tuple(range(1, self.ngrams + 1)),
             data.topics if topical else None,
-            self.max_coverage,
         )
+        return float((share[ix] * held).mean()) > self.max_coverage
 
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
