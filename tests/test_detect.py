@@ -90,7 +90,9 @@ def detect(rows: list[dict], names: list[str] | None = None, flag_at: float = 0.
     embedder = HashEmbedder(dim=256)
     data = DetectInput.from_records(records, embedder.encode, semantic=False)
     detectors = [DETECTORS[n]() for n in (names or DETECTORS)]
-    return run_detectors(data, detectors, flag_at)
+    result = run_detectors(data, detectors, flag_at)
+    assert not result.failures, result.summary.get("tracebacks")
+    return result
 
 
 def flagged(result) -> set[int]:
