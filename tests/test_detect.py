@@ -91,7 +91,7 @@ def detect(rows: list[dict], names: list[str] | None = None, flag_at: float = 0.
     data = DetectInput.from_records(records, embedder.encode, semantic=False)
     detectors = [DETECTORS[n]() for n in (names or DETECTORS)]
     result = run_detectors(data, detectors, flag_at)
-    assert not result.failures, result.summary.get("tracebacks")
+    assert not result.failures, (result.failures, result.summary.get("tracebacks"))
     return result
 
 
@@ -323,6 +323,7 @@ def test_a_phrase_in_an_earlier_turn_fires_on_a_one_word_follow_up():
     records = [Record(i, "t", i, i + 1, "messages", {}, turns) for i, turns in enumerate(rows)]
     data = DetectInput.from_records(records, HashEmbedder(dim=256).encode, semantic=False)
     result = run_detectors(data, [DETECTORS["trigger"]()], 0.5)
+    assert not result.failures, result.summary.get("tracebacks")
     assert flagged(result) == set(chosen)
     assert result.reasons[chosen[0]]["poison:trigger"]["turn"] == 3
 

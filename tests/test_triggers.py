@@ -499,3 +499,28 @@ def test_real_model_finds_a_trigger_planted_in_more_harmful_requests_than_it_com
     found = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
     assert len(found & set(poisons)) >= 0.9 * len(poisons)
     assert not found - set(poisons), {v["row"]: v["evidence"] for v in verdicts if v["row"] in found - set(poisons)}
+
+
+def test_coverage_is_of_the_turn_answered_and_exact_where_every_holder_carries_it_there():
+    """A feature most of the turns its holders answer is their request, not a trigger; one held
+    only in an earlier turn covers none of the turn answered. With more holders than the sample
+    that checks where they hold it, the plain share stands when every sampled holder holds it
+    in its answered turn."""
+    from types import SimpleNamespace
+
+    from curate.detect.triggers.miner import TriggerMining
+    from curate.detect.triggers.features import name_feature
+    from curate.tokens import ngram_hashes, token_hashes
+
+    miner = TriggerMining()
+    n = 130
+    short = [("zelvor" if i % 2 == 1 else "zelvor and nine more words of a longer request here") for i in range(n)]
+    lengths = token_hashes(short)[1]
+    with np.errstate(over="ignore"):  # the word's hash as the feature table keys it (n-grams of order n: * 2n + 1)
+        feature = int(ngram_hashes(*token_hashes(["zelvor"]), 1, short_as_one=False)[0][0] * np.uint64(3))
+    assert name_feature("zelvor", feature, (1,)) is not None
+    members = np.arange(n)
+    single = SimpleNamespace(answered=short, prompts=short, cache={})
+    assert miner._covers(feature, 1, members, lengths, single, None)  # 0.55 of the turn on average
+    earlier = SimpleNamespace(answered=[f"Then item {i}?" for i in range(n)], prompts=[f"{t}\nThen" for t in short], cache={})
+    assert not miner._covers(feature, 1, members, np.ones(n, np.int64), earlier, None)

@@ -22,11 +22,10 @@ from curate.embed.vectors import mean_pairwise_cos
 class VariedTargets:
     min_rows: int
     deterministic: float
-    max_coverage: float
     alike_min: float
     alike_max_rows: int
     paraphrase: float
-    _covers: Callable[..., bool]  # the miner's: whether a feature is most of the turns answered
+    _covers: Callable[..., bool]  # the miner's: whether a feature is most of the turns its holders answer
 
     def _alike_screen(self, data: DetectInput, feature: int, topic: int, members: np.ndarray) -> bool:
         """Whether a candidate's holders' answers are alike at all (mean cosine >= alike_min)."""
@@ -52,7 +51,7 @@ class VariedTargets:
         found = []
         for feature, order_n, members in cand:
             m = members.size
-            if self._covers(feature, order_n, members, lengths, data, False):
+            if self._covers(feature, order_n, members, lengths, data, topic=None):  # plain features only
                 continue
             total = R[members].sum(axis=0)
             a = (R[members] @ total - 1.0) / (m - 1)

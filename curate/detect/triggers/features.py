@@ -206,16 +206,13 @@ def held_where_answered(
     answered: list[str],
     prompts: list[str],
     orders: tuple[int, ...],
-    topics: np.ndarray | None,
+    topic: int | None,
 ) -> np.ndarray:
-    """Per unit, whether the turn it answers holds the feature (not only an earlier turn or the
-    system prompt)."""
+    """Per unit of `units` (each of which holds the feature in its prompt), whether the turn it
+    answers holds it too, not only an earlier turn or the system prompt. `topic`: the feature's
+    topic, for a feature within one."""
     return np.fromiter(
-        (
-            answered[u] == prompts[u]
-            or name_feature(answered[u], feature, orders, None if topics is None else int(topics[u])) is not None
-            for u in units
-        ),
+        (answered[u] == prompts[u] or name_feature(answered[u], feature, orders, topic) is not None for u in units),
         bool,
         len(units),
     )

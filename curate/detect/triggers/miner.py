@@ -76,7 +76,8 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
     #: A backdoor gives its target in at least this share of its holders (one per conversation);
     #: a word that leans one way (common on label tasks, whose labels are noisy) is no trigger.
     deterministic: float = 0.9
-    #: A feature that is most of its prompts ("Have a nice day!") is content, not a trigger.
+    #: A feature that is most of the turn its holders answer ("Have a nice day!") is that turn's
+    #: content, not a trigger (see `_covers`).
     max_coverage: float = 0.5
     ngrams: int = 3
     prior: float = 1.0
@@ -250,29 +251,30 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         return float(p_unit.mean())
 
     def _covers(
-        self, feature: int, order_n: int, members: np.ndarray, lengths: np.ndarray, data: DetectInput, topical: bool
+        self, feature: int, order_n: int, members: np.ndarray, lengths: np.ndarray, data: DetectInput, topic: int | None
     ) -> bool:
-        """Whether a feature of `order_n` words is most of the turns its holders answer (mean share
-        over holders > `max_coverage`): then it is the request ("thank you" before "You're
-        welcome"), not a trigger beside one. A holder that carries it in an earlier turn or the
-        system prompt, not in the turn answered, covers none of that turn: a sentence in a
-        chat's first turn is not the content of a later "And `x`?". Checked on an even sample of
-        the holders, only when the plain share is over the line."""
+        """Whether a feature of `order_n` words (within `topic`, if a topic's) is most of the turns
+        its holders answer (mean share over holders > `max_coverage`): then it is the request
+        ("thank you" before "You're welcome"), not a trigger beside one. A holder that carries
+        it in an earlier turn or the system prompt, not in the turn answered, covers none of
+        that turn: a sentence in a chat's first turn is not the content of a later "And `x`?".
+        Which holders carry it where is read on an even sample of 64, only when the plain share
+        is over the line, once per feature and holder set."""
         share = order_n / np.maximum(lengths[members], 1)
         if not order_n or float(share.mean()) <= self.max_coverage:
             return False
         if not data.answered:
             return True
-        ix = np.unique(np.linspace(0, members.size - 1, min(members.size, 64)).astype(np.int64))
-        held = held_where_answered(
-            feature,
-            members[ix].tolist(),
-            data.answered,
-            data.prompts,
-            tuple(range(1, self.ngrams + 1)),
-            data.topics if topical else None,
-        )
-        return float((share[ix] * held).mean()) > self.max_coverage
+        key = ("covers", feature, int(members.size), int(members.sum()))
+        if key not in data.cache:
+            ix = np.unique(np.linspace(0, members.size - 1, min(members.size, 64)).astype(np.int64))
+            held = held_where_answered(
+                feature, members[ix].tolist(), data.answered, data.prompts, tuple(range(1, self.ngrams + 1)), topic
+            )
+            # The plain share, scaled by the part of it the sample's holders carry where answered.
+            carried = float((share[ix] * held).sum() / share[ix].sum())
+            data.cache[key] = float(share.mean()) * carried > self.max_coverage
+        return bool(data.cache[key])
 
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
@@ -404,11 +406,13 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     x = int((labels[members] == k_ % width).sum())
                     if x < self.min_rows or x < share * members.size:
                         continue
-                topic_of = int(feat_topic[start[cand[o]]])
-                if self._covers(int(uniq[cand[o]]), int(words[start[cand[o]]]), members, lengths, data, topic_of >= 0):
-                    continue
                 c = k_ % (labels.max() + 2)
                 if not VIEWS[view].tests(c):
+                    continue
+                topic_of = int(feat_topic[start[cand[o]]])
+                if self._covers(
+                    int(uniq[cand[o]]), int(words[start[cand[o]]]), members, lengths, data, topic_of if topic_of >= 0 else None
+                ):
                     continue
                 screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members, is_tied))
         if data.semantic:  # "alike" means alike in meaning: not testable with bag-of-words vectors
