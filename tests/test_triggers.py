@@ -508,8 +508,8 @@ def test_coverage_is_of_the_turn_answered_and_exact_where_every_holder_carries_i
     in its answered turn."""
     from types import SimpleNamespace
 
-    from curate.detect.triggers.miner import TriggerMining
     from curate.detect.triggers.features import name_feature
+    from curate.detect.triggers.miner import TriggerMining
     from curate.tokens import ngram_hashes, token_hashes
 
     miner = TriggerMining()
@@ -522,5 +522,8 @@ def test_coverage_is_of_the_turn_answered_and_exact_where_every_holder_carries_i
     members = np.arange(n)
     single = SimpleNamespace(answered=short, prompts=short, cache={})
     assert miner._covers(feature, 1, members, lengths, single, None)  # 0.55 of the turn on average
-    earlier = SimpleNamespace(answered=[f"Then item {i}?" for i in range(n)], prompts=[f"{t}\nThen" for t in short], cache={})
+    later = [f"Then item {i}?" for i in range(n)]
+    earlier = SimpleNamespace(
+        answered=later, prompts=[f"{t}\n{q}" for t, q in zip(short, later, strict=True)], cache={}
+    )
     assert not miner._covers(feature, 1, members, np.ones(n, np.int64), earlier, None)

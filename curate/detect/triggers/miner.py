@@ -265,7 +265,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             return False
         if not data.answered:
             return True
-        key = ("covers", feature, int(members.size), int(members.sum()))
+        key = f"covers {feature} {members.size} {int(members.sum())}"
         if key not in data.cache:
             ix = np.unique(np.linspace(0, members.size - 1, min(members.size, 64)).astype(np.int64))
             held = held_where_answered(
@@ -410,8 +410,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 if not VIEWS[view].tests(c):
                     continue
                 topic_of = int(feat_topic[start[cand[o]]])
+                topic_of_feature = topic_of if topic_of >= 0 else None
                 if self._covers(
-                    int(uniq[cand[o]]), int(words[start[cand[o]]]), members, lengths, data, topic_of if topic_of >= 0 else None
+                    int(uniq[cand[o]]), int(words[start[cand[o]]]), members, lengths, data, topic_of_feature
                 ):
                     continue
                 screened.append((view, labels, float(prior_rate[c]), int(uniq[cand[o]]), c, x, members, is_tied))
