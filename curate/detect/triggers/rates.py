@@ -12,7 +12,7 @@ unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -93,12 +93,28 @@ class ComparableRates:
             i = j
 
     @staticmethod
-    def _answered_without(data: DetectInput, units: np.ndarray, trigger: str) -> np.ndarray:
-        """Embeddings of the turns `units` answer with `trigger` taken out (as `_stripped_rates`
-        takes it out of their prompts)."""
+    def _embed_without(data: DetectInput, texts: Sequence[str], units: np.ndarray, trigger: str) -> np.ndarray:
+        """Embeddings of `texts[u]` for each of `units` with `trigger` taken out. Those of the
+        last trigger asked for are kept: a candidate near the line is judged on its holders'
+        prompts without it (`_stripped_rates`), then on the turns they answer without it, the
+        same texts in single-turn data."""
         pattern = _pattern(trigger)
-        texts = data.answered or data.prompts
-        return data.embed([" ".join(pattern.sub(" ", texts[u]).split()) for u in units.tolist()])
+        stripped = [" ".join(pattern.sub(" ", texts[u]).split()) for u in units.tolist()]
+        last = data.cache.get("without")
+        if not (isinstance(last, tuple) and last[0] == trigger.casefold()):
+            last = (trigger.casefold(), {})
+            data.cache["without"] = last
+        known: dict[str, np.ndarray] = last[1]
+        new = list(dict.fromkeys(t for t in stripped if t not in known))
+        if new:
+            known.update(zip(new, data.embed(new), strict=True))
+        if not stripped:
+            return np.zeros((0, data.prompt_vecs.shape[1]), np.float32)
+        return np.stack([known[t] for t in stripped])
+
+    def _answered_without(self, data: DetectInput, units: np.ndarray, trigger: str) -> np.ndarray:
+        """Embeddings of the turns `units` answer with `trigger` taken out."""
+        return self._embed_without(data, data.answered or data.prompts, units, trigger)
 
     def _stripped_rates(
         self,
@@ -115,9 +131,7 @@ class ComparableRates:
         (for compliance, a harmful-looking request's among harmful-looking requests)."""
         from curate.embed import knn
 
-        pattern = _pattern(trigger)
-        stripped = [" ".join(pattern.sub(" ", data.prompts[u]).split()) for u in units.tolist()]
-        queries = data.embed(stripped)
+        queries = self._embed_without(data, data.prompts, units, trigger)
         mask = self._harmful_looking(data, units) if view == "refusal" else None
         inside = mask if mask is not None else np.zeros(units.size, bool)
         rates = np.empty(units.size)
