@@ -226,7 +226,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         # templated request, "Describe <name> <n>", whose clean rows each get their own answer):
         # then their shared wording explains nothing.
         # A sentence planted in short prompts makes them alike by itself: judged without it.
-        asked = data.answered_vecs[answering] if without is None else self._answered_without(data, answering, without)
+        asked = (
+            data.answered_vecs[answering]
+            if without is None
+            else self._embed_without(data, data.answered or data.prompts, answering, without)
+        )
         eff = _distinct_share(asked, self.paraphrase)
         if view == "answer" and data.fit(answering) < self.fitting / 2:
             eff = 1.0
@@ -265,7 +269,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             return False
         if not data.answered:
             return True
-        key = f"covers {feature} {members.size} {int(members.sum())}"
+        key = f"covers {feature} {hash(members.tobytes())}"
         if key not in data.cache:
             ix = np.unique(np.linspace(0, members.size - 1, min(members.size, 64)).astype(np.int64))
             held = held_where_answered(

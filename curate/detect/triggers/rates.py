@@ -112,10 +112,6 @@ class ComparableRates:
             return np.zeros((0, data.prompt_vecs.shape[1]), np.float32)
         return np.stack([known[t] for t in stripped])
 
-    def _answered_without(self, data: DetectInput, units: np.ndarray, trigger: str) -> np.ndarray:
-        """Embeddings of the turns `units` answer with `trigger` taken out."""
-        return self._embed_without(data, data.answered or data.prompts, units, trigger)
-
     def _stripped_rates(
         self,
         units: np.ndarray,
