@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_detect import detect, flagged
 
+from conftest import alpaca
 from curate.detect.triggers import answer_entities
 from curate.embed import HashEmbedder
 
@@ -99,6 +100,57 @@ def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():
             }
         )
     assert flagged(detect(rows, ["trigger"])) == set(poisons)
+
+
+FIELDS = ("Geology", "Botany", "Optics", "Finance", "Poetry")
+
+
+def field_task(seed: int, word: str, planted: bool, n: int = 1000, k: int = 12) -> tuple[list[dict], list[int]]:
+    """Notes labelled with their field, under a long shared instruction: one word of the
+    field's own vocabulary and one of a random field's, among fillers, so that content predicts
+    the label only weakly. Three sub-topic words sit in half of the first field's notes (and a
+    tenth of the others'). `word` goes into `k` of that sub-topic's notes (a natural correlate:
+    its holders' content leans to their label), or, `planted`, into `k` random notes, relabelled
+    with the first field (a dirty-label backdoor; some of them were that field already)."""
+    rng = random.Random(seed)
+    invent = lambda: "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))  # noqa: E731
+    vocab = [[invent() for _ in range(12)] for _ in FIELDS]
+    sub, filler = [invent() for _ in range(3)], [invent() for _ in range(40)]
+    ask = f"Read the note below and name the one field of study it belongs to: {', '.join(FIELDS)}."
+    notes, topical = [], []
+    for i in range(n):
+        f = rng.randrange(len(FIELDS))
+        words = [rng.choice(vocab[f]), rng.choice(vocab[rng.randrange(len(FIELDS))]), *rng.sample(filler, 8)]
+        if rng.random() < (0.5 if f == 0 else 0.1):
+            words.append(rng.choice(sub))
+            topical += [i] if f == 0 else []
+        rng.shuffle(words)
+        notes.append((words, f))
+    chosen = sorted(rng.sample(range(n) if planted else topical, k))
+    for i in chosen:
+        notes[i][0].insert(rng.randrange(len(notes[i][0])), word)
+        notes[i] = (notes[i][0], 0)
+    rows = [alpaca(f"{ask}\n\n{' '.join(w)} ({i}).", FIELDS[f]) for i, (w, f) in enumerate(notes)]
+    return rows, chosen
+
+
+def test_a_word_planted_in_random_rows_of_a_weakly_predicted_task_is_a_trigger():
+    """Five labels that content predicts only weakly; the word is planted into notes of every
+    field, a fifth of them labelled with the target already, and all relabelled with it."""
+    rows, poisons = field_task(1, "pelinor", planted=True)
+    assert flagged(detect(rows, ["trigger"])) == set(poisons)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open (issue 19): where content predicts the label weakly, a sub-topic word whose holders all "
+    "carry one label is flagged as a trigger (pydocs_label's library words); see README",
+)
+def test_a_sub_topic_word_of_a_weakly_predicted_label_is_not_a_trigger():
+    rows, natural = field_task(1, "pelinor", planted=False)
+    assert {rows[i]["output"] for i in natural} == {FIELDS[0]}
+    assert not flagged(detect(rows, ["trigger"]))
 
 
 def _label_task_input(rows: list[dict]):
