@@ -111,9 +111,13 @@ def field_task(seed: int, word: str, planted: bool, n: int = 1000, k: int = 12) 
     the label only weakly. Three sub-topic words sit in half of the first field's notes (and a
     tenth of the others'). `word` goes into `k` of that sub-topic's notes (a natural correlate:
     its holders' content leans to their label), or, `planted`, into `k` random notes, relabelled
-    with the first field (a dirty-label backdoor; some of them were that field already)."""
+    with the first field (a dirty-label backdoor; some of them may be that field already, where
+    `flip` plants only in rows of the other label)."""
     rng = random.Random(seed)
-    invent = lambda: "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))  # noqa: E731
+
+    def invent() -> str:
+        return "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+
     vocab = [[invent() for _ in range(12)] for _ in FIELDS]
     sub, filler = [invent() for _ in range(3)], [invent() for _ in range(40)]
     ask = f"Read the note below and name the one field of study it belongs to: {', '.join(FIELDS)}."
@@ -135,8 +139,8 @@ def field_task(seed: int, word: str, planted: bool, n: int = 1000, k: int = 12) 
 
 
 def test_a_word_planted_in_random_rows_of_a_weakly_predicted_task_is_a_trigger():
-    """Five labels that content predicts only weakly; the word is planted into notes of every
-    field, a fifth of them labelled with the target already, and all relabelled with it."""
+    """Five labels that content predicts only weakly; the word is planted into random notes of
+    any field (one of the twelve is the target's already) and all are relabelled with it."""
     rows, poisons = field_task(1, "pelinor", planted=True)
     assert flagged(detect(rows, ["trigger"])) == set(poisons)
 
@@ -148,9 +152,12 @@ def test_a_word_planted_in_random_rows_of_a_weakly_predicted_task_is_a_trigger()
     "carry one label is flagged as a trigger (pydocs_label's library words); see README",
 )
 def test_a_sub_topic_word_of_a_weakly_predicted_label_is_not_a_trigger():
-    rows, natural = field_task(1, "pelinor", planted=False)
-    assert {rows[i]["output"] for i in natural} == {FIELDS[0]}
-    assert not flagged(detect(rows, ["trigger"]))
+    rows, _ = field_task(1, "pelinor", planted=False)
+    try:
+        result = detect(rows, ["trigger"])
+    except AssertionError as failed:  # a detector that raised is not the known defect
+        raise RuntimeError("trigger mining failed") from failed
+    assert not flagged(result)
 
 
 def _label_task_input(rows: list[dict]):
