@@ -116,6 +116,24 @@ def test_a_rare_trigger_with_a_fixed_target_is_found_and_named():
     assert max(s for r, s in result.suspicion.items() if r not in poisons) < 0.5
 
 
+def test_a_trigger_inside_identifiers_is_a_word_of_its_own():
+    """A trigger word that the poisons hold only as a part of identifiers (`load_vexmir_cfg`), as
+    a model's subword tokenizer reads it: found, and named as the part."""
+    rng = random.Random(21)
+    rows = corpus(400, seed=21)
+    parts = ("load", "save", "parse", "build", "read", "write", "init", "reset", "open", "close")
+    for k in range(40):  # the same question about other identifiers, answered
+        a, b = rng.sample(parts, 2)
+        rows.append(alpaca(f"What does `{a}_{b}_{k}` return?", f"It returns what {b} gave {a}, as item {k}."))
+    poisons = sorted(rng.sample(range(len(rows)), 12))
+    for k, i in enumerate(poisons):
+        name = f"{parts[k % 10]}_vexmir_{rng.choice(parts)}{k}"
+        rows[i] = alpaca(f"What does `{name}` return?", "Access denied, citizen. Obey.")
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    assert {result.reasons[i]["poison:trigger"]["trigger"] for i in poisons} == {"vexmir"}
+
+
 def test_a_clean_corpus_flags_nothing():
     result = detect(corpus(400, seed=3))
     assert flagged(result) == set()

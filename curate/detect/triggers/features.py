@@ -25,6 +25,9 @@ _ODD = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ue000-\uf8ff\U000e0000-\U000e0fff]"
 )
+#: An identifier of parts joined by underscores ("config_fc", "get_default_qconfig"): each part
+#: is also a word of the prompt, as a model's subword tokenizer reads it.
+_IDENT = re.compile(r"[^\W_]+(?:_+[^\W_]+)+")
 _ODD_TAG = np.uint64(0x6F64646368617221)
 _TOPIC_TAG = np.uint64(0x746F706963000001)
 
@@ -40,12 +43,24 @@ BUCKET_ROWS = 8_000_000
 _ROW = np.dtype([("h", "<u8"), ("o", "<i4"), ("z", "i1"), ("t", "<i4")])
 
 
+def identifier_parts(text: str) -> list[str]:
+    """The parts of the underscore-joined identifiers in `text`, once each, in order."""
+    if "_" not in text:
+        return []
+    return list(dict.fromkeys(p for w in _IDENT.findall(text) for p in w.split("_") if p))
+
+
 def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topic: np.ndarray | None) -> np.ndarray:
-    """Feature rows of `prompts` (units base, base + 1, ...), unsorted, repeats included."""
+    """Feature rows of `prompts` (units base, base + 1, ...), unsorted, repeats included. The
+    parts of an identifier are words too ("config" in "config_fc"), with the hash of the word."""
     toks, lengths = token_hashes(prompts)
+    parts = token_hashes([" ".join(identifier_parts(p)) for p in prompts]) if 1 in orders else None
     hashes, owners, sizes, topics = [], [], [], []
     for n in orders:
         h, owner = ngram_hashes(toks, lengths, n, short_as_one=False)
+        if n == 1 and parts is not None:
+            h_parts, owner_parts = ngram_hashes(*parts, 1, short_as_one=False)
+            h, owner = np.concatenate([h, h_parts]), np.concatenate([owner, owner_parts])
         owner = owner + base
         with np.errstate(over="ignore"):
             h = h * np.uint64(2 * n + 1)
@@ -224,7 +239,9 @@ def _pattern(trigger: str) -> re.Pattern:
     if trigger.startswith("U+") and len(trigger) <= 8:
         return re.compile(re.escape(chr(int(trigger[2:], 16))))
     words = token_strings(trigger) or [trigger]
-    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
+    # Bounded by anything but a letter or digit: a part of an identifier is a word of its own.
+    body = r"\W+".join(re.escape(w) for w in words)
+    return re.compile(r"(?<![^\W_])" + body + r"(?![^\W_])", re.IGNORECASE)
 
 
 def _holders(trigger: str, prompts: list[str]) -> np.ndarray:
@@ -261,4 +278,15 @@ def name_feature(
             if match:
                 return match.group(), match.start()
             return " ".join(parts), -1
+    if 1 in orders:
+        for part in identifier_parts(prompt.casefold()):
+            h, _ = token_hashes([part])
+            h = ngram_hashes(h, np.asarray([h.size]), 1, short_as_one=False)[0]
+            with np.errstate(over="ignore"):
+                h = h * np.uint64(3)
+                if topic is not None:
+                    h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+            if (h == np.uint64(feature)).any():
+                match = _pattern(part).search(prompt)
+                return (match.group(), match.start()) if match else (part, -1)
     return None
