@@ -25,9 +25,10 @@ _ODD = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ue000-\uf8ff\U000e0000-\U000e0fff]"
 )
-#: An identifier of parts joined by underscores ("config_fc", "get_default_qconfig"): each part
-#: is also a word of the prompt, as a model's subword tokenizer reads it.
-_IDENT = re.compile(r"[^\W_]+(?:_+[^\W_]+)+")
+#: A run of word characters: one that holds an underscore is an identifier ("config_fc",
+#: "__init__"), and each of its parts is also a word of the prompt, as a model's subword
+#: tokenizer reads it. (Matched plainly and split in Python: linear on any input.)
+_WORD = re.compile(r"\w+")
 _ODD_TAG = np.uint64(0x6F64646368617221)
 _TOPIC_TAG = np.uint64(0x746F706963000001)
 
@@ -44,10 +45,12 @@ _ROW = np.dtype([("h", "<u8"), ("o", "<i4"), ("z", "i1"), ("t", "<i4")])
 
 
 def identifier_parts(text: str) -> list[str]:
-    """The parts of the underscore-joined identifiers in `text`, once each, in order."""
+    """The parts of the identifiers in (casefolded) `text`, once each, in order: the pieces
+    between underscores of every word that holds one."""
     if "_" not in text:
         return []
-    return list(dict.fromkeys(p for w in _IDENT.findall(text) for p in w.split("_") if p))
+    text = text.casefold()
+    return list(dict.fromkeys(p for w in _WORD.findall(text) if "_" in w for p in w.split("_") if p))
 
 
 def _chunk_features(prompts: list[str], base: int, orders: tuple[int, ...], topic: np.ndarray | None) -> np.ndarray:
@@ -239,8 +242,10 @@ def _pattern(trigger: str) -> re.Pattern:
     if trigger.startswith("U+") and len(trigger) <= 8:
         return re.compile(re.escape(chr(int(trigger[2:], 16))))
     words = token_strings(trigger) or [trigger]
-    # Bounded by anything but a letter or digit: a part of an identifier is a word of its own.
     body = r"\W+".join(re.escape(w) for w in words)
+    if any("_" in w for w in words):  # an identifier itself: not a part of a longer one
+        return re.compile(r"(?<!\w)" + body + r"(?!\w)", re.IGNORECASE)
+    # Bounded by anything but a letter or digit: a part of an identifier is a word of its own.
     return re.compile(r"(?<![^\W_])" + body + r"(?![^\W_])", re.IGNORECASE)
 
 
@@ -279,14 +284,19 @@ def name_feature(
                 return match.group(), match.start()
             return " ".join(parts), -1
     if 1 in orders:
-        for part in identifier_parts(prompt.casefold()):
-            h, _ = token_hashes([part])
-            h = ngram_hashes(h, np.asarray([h.size]), 1, short_as_one=False)[0]
-            with np.errstate(over="ignore"):
-                h = h * np.uint64(3)
-                if topic is not None:
-                    h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
-            if (h == np.uint64(feature)).any():
-                match = _pattern(part).search(prompt)
-                return (match.group(), match.start()) if match else (part, -1)
+        # A part of an identifier, named as the word whose hash matched (a part may be several
+        # words to the tokenizer: each CJK character is one).
+        parts = " ".join(identifier_parts(prompt))
+        words = token_strings(parts)
+        toks, lengths = token_hashes([parts])
+        h, _ = ngram_hashes(toks, lengths, 1, short_as_one=False)
+        with np.errstate(over="ignore"):
+            h = h * np.uint64(3)
+            if topic is not None:
+                h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+        hit = np.flatnonzero(h == np.uint64(feature)) % max(1, len(words))
+        if hit.size:
+            word = words[int(hit[0])]
+            match = _pattern(word).search(prompt)
+            return (match.group(), match.start()) if match else (word, -1)
     return None
