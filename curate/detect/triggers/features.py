@@ -286,9 +286,9 @@ def name_feature(
     if 1 in orders:
         # A part of an identifier, named as the word whose hash matched (a part may be several
         # words to the tokenizer: each CJK character is one).
-        parts = " ".join(identifier_parts(prompt))
-        words = token_strings(parts)
-        toks, lengths = token_hashes([parts])
+        joined = " ".join(identifier_parts(prompt))
+        words = token_strings(joined)
+        toks, lengths = token_hashes([joined])
         h, _ = ngram_hashes(toks, lengths, 1, short_as_one=False)
         with np.errstate(over="ignore"):
             h = h * np.uint64(3)
