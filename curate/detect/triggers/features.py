@@ -259,6 +259,17 @@ def _holders(trigger: str, prompts: list[str]) -> np.ndarray:
     )
 
 
+def _text_hashes(toks: np.ndarray, lengths: np.ndarray, n: int, topic: int | None) -> np.ndarray:
+    """The feature hashes `_chunk_features` gives one text's `n`-word runs (then, with `topic`,
+    the same runs as features within it)."""
+    h, _ = ngram_hashes(toks, lengths, n, short_as_one=False)
+    with np.errstate(over="ignore"):
+        h = h * np.uint64(2 * n + 1)
+        if topic is not None:
+            h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+    return h
+
+
 def name_feature(
     prompt: str, feature: int, orders: tuple[int, ...], topic: int | None = None
 ) -> tuple[str, int] | None:
@@ -269,11 +280,7 @@ def name_feature(
     words = token_strings(prompt)
     toks, lengths = token_hashes([prompt])
     for n in orders:
-        h, _ = ngram_hashes(toks, lengths, n, short_as_one=False)
-        with np.errstate(over="ignore"):
-            h = h * np.uint64(2 * n + 1)
-            if topic is not None:
-                h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+        h = _text_hashes(toks, lengths, n, topic)
         hit = np.flatnonzero(h == np.uint64(feature)) % max(1, len(words) - n + 1)
         if hit.size:
             j = int(hit[0])
@@ -288,12 +295,7 @@ def name_feature(
         # words to the tokenizer: each CJK character is one).
         joined = " ".join(identifier_parts(prompt))
         words = token_strings(joined)
-        toks, lengths = token_hashes([joined])
-        h, _ = ngram_hashes(toks, lengths, 1, short_as_one=False)
-        with np.errstate(over="ignore"):
-            h = h * np.uint64(3)
-            if topic is not None:
-                h = np.concatenate([h, mix(h ^ (np.uint64(topic) * _TOPIC_TAG))])
+        h = _text_hashes(*token_hashes([joined]), 1, topic)
         hit = np.flatnonzero(h == np.uint64(feature)) % max(1, len(words))
         if hit.size:
             word = words[int(hit[0])]
