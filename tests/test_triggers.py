@@ -377,6 +377,18 @@ def test_real_model_judges_a_preference_pair_by_its_preference(tmp_path, monkeyp
     assert complied == {100 + 2 * i for i in range(3)}
 
 
+def test_identifier_parts_are_words_and_hostile_text_is_read_in_one_pass():
+    """Every word that holds an underscore gives its parts, casefolded, once each (dunders too);
+    a megabyte of letters beside a lone underscore is one word with none (a pattern for joined
+    identifiers backtracks over it for hours)."""
+    from curate.detect.triggers.features import identifier_parts
+
+    text = "Call Load_Vexmir_cfg, then __init__ and load_vexmir; x_ and _y; plain words."
+    assert identifier_parts(text) == ["load", "vexmir", "cfg", "init", "x", "y"]
+    assert identifier_parts("no identifiers here") == []
+    assert identifier_parts("q" * 1_000_000 + " _ a_b") == ["a", "b"]
+
+
 def test_hash_embedder_reads_words_for_the_content_model():
     # The content model above runs on the hashing embedder: bag-of-words vectors, whose
     # sentiment words alone separate the labels.
