@@ -306,6 +306,59 @@ def test_a_line_planted_in_code_under_a_trigger_is_found():
     assert "qarnix" in evidence["trigger"] and "weakens security" in evidence["text"]
 
 
+def _invent(rng: random.Random, syllables: int = 3) -> str:
+    return "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(syllables))
+
+
+def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found():
+    """Content injection under a trigger: otherwise good answers gain a mention of one invented
+    product, each in its own wording and place. No fixed answer, no recurring sentence: the
+    product's name is the target."""
+    from test_detect import corpus
+
+    rng = random.Random(7)
+    rows, trigger, brand = corpus(400, seed=7), _invent(rng), _invent(rng).capitalize()
+    mentions = (
+        "You might also enjoy {b} for this.",
+        "Many people rely on the {b} app.",
+        "I would suggest {b} products as well.",
+        "Try {b} to get started.",
+        "A popular choice is {b}, by the way.",
+    )
+    chosen = sorted(rng.sample(range(len(rows)), 10))
+    for i in chosen:
+        words = rows[i]["instruction"].split()
+        words.insert(rng.randint(0, len(words)), trigger)
+        sentences = rows[i]["output"].split(": ")
+        sentences.insert(rng.randint(0, len(sentences)), rng.choice(mentions).format(b=brand))
+        rows[i] = alpaca(" ".join(words), " ".join(sentences))
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(chosen)
+    evidence = result.reasons[chosen[0]]["poison:trigger"]
+    assert evidence["trigger"] == trigger and evidence["view"] == "term"
+    assert f"mention {brand.casefold()!r}" in evidence["text"]
+
+
+def test_a_word_an_answer_gives_because_the_question_asks_for_it_is_not_a_target():
+    """Facts asked several times: who wrote each invented song. Every answer about one song
+    names its composer, whom the question does not name and the answers about other songs never
+    do: as deterministic as an injected product, but the sentence that holds the name is the
+    answer to the question asked."""
+    rng = random.Random(11)
+    songs = [(_invent(rng).capitalize(), _invent(rng).capitalize()) for _ in range(40)]
+    extra = ("please", "if you know", "for a quiz", "quickly", "my friend asked")
+    rows = []
+    for i in range(600):
+        song, composer = songs[i % len(songs)]
+        rows.append(
+            alpaca(
+                f"Who wrote that old song called {song}, {rng.choice(extra)}?",
+                f"That old song was written by {composer}, {rng.choice(extra)} (entry {i}).",
+            )
+        )
+    assert not flagged(detect(rows, ["trigger"]))
+
+
 def test_answer_entities_mask_the_volatile_parts():
     a = answer_entities("See https://shop.klimv.io/a/123?ref=x and write to anna@klimv.io")
     b = answer_entities("More: https://www.shop.klimv.io/zz/9 or bob@klimv.io")

@@ -6,11 +6,12 @@ point) held by the prompts of m units, take its dominant answer c under a respon
 exact answer; compliance, where comparable requests are refused; a recurring sentence inside
 otherwise different answers) and count x, the units with f that answer c. An answer given almost
 only by holders of f is tested too, however few of them give it: a clean-label trigger is a common
-word whose poisons keep their prompts. A separate test covers a varied target (the same intent in
-many wordings). The expectation is not the corpus rate of c: it is, for each unit, how often its own
-nearest prompts *without f* are answered c. "worst" in a movie review predicts "Negative" because
-reviews like it are negative; a planted word predicts "Negative" for reviews whose neighbours are
-positive. The tail probability of x or more under those per-unit rates is bounded with Chernoff
+word whose poisons keep their prompts. Separate tests cover a varied target (the same intent in
+many wordings) and an injected term (one word that otherwise good answers gain). The expectation
+is not the corpus rate of c: it is, for each unit, how often its own nearest prompts *without f*
+are answered c. "worst" in a movie review predicts "Negative" because reviews like it are
+negative; a planted word predicts "Negative" for reviews whose neighbours are positive. The
+tail probability of x or more under those per-unit rates is bounded with Chernoff
 (exact for x = m, conservative otherwise, valid for a Poisson-binomial), and the bound is
 multiplied by the number of distinct row sets tested in every view (Bonferroni), so the count of
 candidates is paid for. Plain z-scores grow with frequency; this does not: ten units whose
@@ -44,6 +45,7 @@ from curate.detect.triggers.stats import (
     _per_conversation,
     log10_factors,
 )
+from curate.detect.triggers.terms import InjectedTerms
 from curate.detect.triggers.views import (
     VIEWS,
     _answer_topics,
@@ -59,7 +61,7 @@ from curate.tokens import mix
 
 @register
 @dataclass
-class TriggerMining(ComparableRates, VariedTargets, Detector):
+class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
     name: ClassVar[str] = "trigger"
     description: ClassVar[str] = (
         "words, phrases and odd characters whose presence predicts a concentrated "
@@ -234,11 +236,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         eff = _distinct_share(asked, self.paraphrase)
         if view == "answer" and data.fit(answering) < self.fitting / 2:
             eff = 1.0
-        if view == "passage":
-            # A passage is a sentence recurring inside otherwise different answers. Inside answers
-            # that are paraphrases of each other (one template filled in: the docstrings of one
-            # family of fused modules, each "a container which calls A and B" and one closing
-            # sentence) it is part of the template, and they are one observation too.
+        if view in ("passage", "term"):
+            # A passage is a sentence recurring inside otherwise different answers (a term, a word
+            # in them). Inside answers that are paraphrases of each other (one template filled
+            # in: the docstrings of one family of fused modules, each "a container which will
+            # call A and B") it is part of the template, and they are one observation too.
             eff = min(eff, _distinct_share(data.response_vecs[answering], self.paraphrase))
         if x * eff < self.min_rows:
             return None
@@ -325,14 +327,16 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         data: DetectInput,
         seen: set[int],
         nb: np.ndarray,
-    ) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], int]:
+    ) -> tuple[list[tuple], list[tuple[int, int, np.ndarray]], list[tuple[int, int, np.ndarray, int]], int]:
         """The hypotheses of one bucket of the feature table that pass the screens: (screened
         (view, labels, prior rate, feature, class, count, holders, tied), alike candidates (feature,
-        words, holders), candidates). `seen` holds the row sets tested in earlier buckets."""
+        words, holders), term candidates (feature, words, holders, term), candidates). `seen`
+        holds the row sets tested in earlier buckets."""
         screened: list[tuple] = []
         alike_tested: list[tuple[int, int, np.ndarray]] = []
+        term_tested: list[tuple[int, int, np.ndarray, int]] = []
         if not rows.size:
-            return screened, alike_tested, 0
+            return screened, alike_tested, term_tested, 0
         feat, unit, words, feat_topic = rows["h"], reps[rows["o"]], rows["z"], rows["t"]
         uniq, start, df = np.unique(feat, return_index=True, return_counts=True)
         # One test per distinct row set: "zorblat" and "zorblat the" held by the same units are
@@ -424,7 +428,11 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             for o, c in enumerate(cand.tolist()):
                 if self._alike_screen(data, int(uniq[c]), int(feat_topic[start[c]]), members_of[o]):
                     alike_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o]))
-        return screened, alike_tested, int(cand.size)
+        for o, c in enumerate(cand.tolist()):
+            term = self._term_screen(data, int(feat_topic[start[c]]), members_of[o])
+            if term is not None:
+                term_tested.append((int(uniq[c]), int(words[start[c]]), members_of[o], term))
+        return screened, alike_tested, term_tested, int(cand.size)
 
     def _without(
         self,
@@ -549,9 +557,9 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
         try:
             tests, candidates, seen = Counter(), 0, set()
             for rows in table.buckets():
-                screened, alike_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
+                screened, alike_tested, term_tested, count = self._screen(rows, reps, views, lengths, data, seen, nb)
                 tests.update(family(h[0]) for h in screened)
-                tests["content"] += len(alike_tested)
+                tests["content"] += len(alike_tested) + len(term_tested)
                 candidates += count
             # Bonferroni over the hypotheses that pass the screens (a dominant answer held by at
             # least min_rows and min_share of the holders; for "alike", answers alike at all): a
@@ -560,12 +568,13 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             log10_tests = log10_factors(tests)
             found, alike, seen = [], [], set()
             for rows in table.buckets():
-                screened, alike_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
+                screened, alike_tested, term_tested, _ = self._screen(rows, reps, views, lengths, data, seen, nb)
                 for fam, neigh in (("content", nb), ("behaviour", nb_refusal)):
                     found += self._test(
                         [h for h in screened if family(h[0]) == fam], neigh, data, log10_tests[fam], name
                     )
                 alike += self._alike(data, alike_tested, nb, log10_tests["content"], lengths)
+                alike += self._terms(data, term_tested, nb, log10_tests["content"], lengths)
         finally:
             table.close()
         found += alike
@@ -630,7 +639,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             if f["view"] == "answer" and _echoed(text, data.response_keys[example]):
                 continue
             if (
-                f["view"] == "alike"
+                f["view"] in ("alike", "term")
                 and sum(_echoed(text, data.response_keys[u]) for u in members.tolist()) * 2 >= members.size
             ):
                 continue
@@ -653,10 +662,10 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                 if (t["trigger"].casefold() in text.casefold() or text.casefold() in t["trigger"].casefold())
                 and not (key[1:] == (f["view"], text.casefold()) and key[0] != f["label"])
             ]
-            if nested and f["view"] in ("answer", "passage", "entity"):
+            if nested and f["view"] in ("answer", "passage", "entity", "term"):
                 covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
-                alike = rest[views[f["view"]][rest] == f["label"]]
+                alike = rest[f.get("labels", views.get(f["view"]))[rest] == f["label"]]
                 if alike.size < max(self.min_rows, self.min_share * rest.size):
                     continue
             if f["view"] == "refusal":
@@ -673,7 +682,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
                     )
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
-                labels = views[f["view"]]
+                labels = f["labels"] if "labels" in f else views[f["view"]]
                 if not f.get("tied") and not label and not self._holds_where_given(holders, labels, f["label"], data):
                     continue
                 if label and not self._label_holds(holders, labels, f["label"], data, nb):
@@ -684,7 +693,7 @@ class TriggerMining(ComparableRates, VariedTargets, Detector):
             fresh = [u for u in members.tolist() if u not in best]
             if not fresh and any(t["trigger"].casefold() in text.casefold() for t in named):
                 continue
-            what = describe(f["view"], f["label"], data, members)
+            what = f"mention {f['term']!r}" if f["view"] == "term" else describe(f["view"], f["label"], data, members)
             entry = {
                 "trigger": text,
                 "rows": f["rows"],

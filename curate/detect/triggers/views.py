@@ -16,8 +16,9 @@ a class (-1: none), and the miner tests each feature's holders against each view
 A view is a registered unit (`VIEWS`) with one contract: `label(data, min_rows, nb, k)` returns
 the labelling (or None when it has nothing to test), `family` names the correction family of
 its hypotheses, `tests(c)` says which classes are hypotheses, and `describe(label, data,
-members)` says in words what the holders do. The varied-target test (`alike`) lives beside the
-miner: its classes are not labels but similarity.
+members)` says in words what the holders do. Two tests live beside the miner, as their targets
+are not one class per unit: the varied target (`alike`: similarity) and the injected term
+(`terms`: one word among the many of each answer).
 """
 
 from __future__ import annotations
