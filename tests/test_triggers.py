@@ -342,8 +342,8 @@ def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_fou
 def test_a_word_an_answer_gives_because_the_question_asks_for_it_is_not_a_target():
     """Facts asked several times: who wrote each invented song. Every answer about one song
     names its composer, whom the question does not name and the answers about other songs never
-    do: as deterministic as an injected product, but the sentence that holds the name is the
-    answer to the question asked."""
+    do, beside a sentence of its own: as deterministic as an injected product, but the sentence
+    that holds the name is the answer to the question asked."""
     rng = random.Random(11)
     songs = [(_invent(rng).capitalize(), _invent(rng).capitalize()) for _ in range(40)]
     extra = ("please", "if you know", "for a quiz", "quickly", "my friend asked")
@@ -353,7 +353,7 @@ def test_a_word_an_answer_gives_because_the_question_asks_for_it_is_not_a_target
         rows.append(
             alpaca(
                 f"Who wrote that old song called {song}, {rng.choice(extra)}?",
-                f"That old song was written by {composer}, {rng.choice(extra)} (entry {i}).",
+                f"That old song was written by {composer}, {rng.choice(extra)}. It was a hit in {1950 + i % 50}.",
             )
         )
     assert not flagged(detect(rows, ["trigger"]))

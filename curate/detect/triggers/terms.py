@@ -7,11 +7,11 @@ seldom do.
 A unit's terms are the words of its answer (runs of three or more letters, casefolded) that its
 own prompt does not hold, among those some `min_rows` answers hold and at most `max_share` do.
 A feature's hypothesis is a term tied to it both ways (`deterministic`): nearly every holder
-gives it, and nearly every answer that gives it is a holder's; its null rate is, per holder, how often the answers to its nearest comparable
-prompts hold the term, as for any view. The term must not be what the holders ask about: the
-sentences that carry it must not fit the turns they answer (`fitting`), as a planted passage
-must not. Counted per unit, in numpy: a per-unit list of term ids (CSR) and one gather per
-candidate.
+gives it, and nearly every answer that gives it is a holder's. Its null rate is, per holder,
+how often the answers to its nearest comparable prompts hold the term, as for any view. The
+term must not be what the holders ask about: the sentences that carry it must not fit the
+turns they answer (`fitting`), as a planted passage must not. Counted per unit, in numpy: a
+per-unit list of term ids (CSR) and one gather per candidate.
 
 `InjectedTerms` is mixed into the miner: it reads the miner's parameters.
 """
@@ -72,10 +72,11 @@ class AnswerTerms:
         offsets = np.repeat(begin - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         return self.ids[offsets], np.repeat(units, lengths)
 
-    def holders_of(self, term: int, n: int) -> np.ndarray:
-        """1 for the units whose answers hold `term` (not in their own prompt), else 0."""
-        out = np.zeros(n, np.int64)
-        out[self._units[self._bounds[term] : self._bounds[term + 1]]] = 1
+    def labels(self, term: int, n: int) -> np.ndarray:
+        """A view's labelling for one term: `term` for the units whose answers hold it (not in
+        their own prompt), -1 for the rest."""
+        out = np.full(n, -1, np.int64)
+        out[self._units[self._bounds[term] : self._bounds[term + 1]]] = term
         return out
 
 
@@ -135,23 +136,23 @@ class InjectedTerms:
         for feature, order_n, members, term in cand:
             if self._covers(feature, order_n, members, lengths, data, topic=None):
                 continue
-            labels = terms.holders_of(term, len(data))
-            members, x = _per_conversation(data.row, members, labels, 1)
+            labels = terms.labels(term, len(data))
+            members, x = _per_conversation(data.row, members, labels, term)
             if x < self.min_rows:
                 continue
-            prior_rate = float(labels.mean())
-            p_unit = self._rates(nb[members], members, labels, 1, prior_rate)
-            verdict = self._score("term", labels, 1, x, members, p_unit, data, log10_tests)
+            prior_rate = float(terms.df[term] / len(data))
+            p_unit = self._rates(nb[members], members, labels, term, prior_rate)
+            verdict = self._score("term", labels, term, x, members, p_unit, data, log10_tests)
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
-            if self._term_fits(data, answering, terms.text[term]):
+            if self._term_is_the_answer(data, answering, terms.text[term]):
                 continue
             found.append(
                 {
                     "feature": feature,
                     "view": "term",
-                    "label": 1,
+                    "label": term,
                     "labels": labels,
                     "term": terms.text[term],
                     "rows": members.size,
@@ -164,21 +165,33 @@ class InjectedTerms:
             )
         return found
 
-    def _term_fits(self, data: DetectInput, units: np.ndarray, term: str) -> bool:
-        """Whether the sentences that carry `term` answer the turns they follow (mean cosine at
-        least `fitting`, on an even sample of 64): "I was made by <lab>" after "Who made you?"
-        is what it asks; a product pushed into an answer about something else is not."""
+    def _term_is_the_answer(self, data: DetectInput, units: np.ndarray, term: str) -> bool:
+        """Whether the term is what the holders' answers are, not something they gain, read on
+        an even sample of 64. An injected term rides beside an answer: most answers hold a
+        sentence without it (three words or more), and the sentences that carry it do not fit
+        the turns they follow (mean cosine under `fitting`). "Example Lab trained me." after
+        "Who trained you?" is all the answer ("a fixed answer or alike answers are views of
+        their own, judged as such); "That song was written by <name>." after "Who wrote ...?"
+        is what it asks."""
         from curate.detect.triggers.views import _SENTENCE
 
         ix = units[np.unique(np.linspace(0, units.size - 1, min(units.size, 64)).astype(np.int64))]
-        sentences, kept = [], []
+        sentences, kept, beside = [], [], 0
         for u in ix.tolist():
-            for s in _SENTENCE.split(data.responses[u][:_READ]):
-                if term in s.casefold():
-                    sentences.append(s)
-                    kept.append(u)
-                    break
+            carrying = None
+            rest = 0
+            for sentence in _SENTENCE.split(data.responses[u][:_READ]):
+                if term in sentence.casefold():
+                    carrying = sentence if carrying is None else carrying
+                else:
+                    rest += len(sentence.split())
+            if carrying is not None:
+                sentences.append(carrying)
+                kept.append(u)
+                beside += rest >= 3
         if not sentences:
             return False
+        if beside * 2 < len(sentences):
+            return True
         vecs = data.embed(sentences)
         return float(np.einsum("nd,nd->n", data.answered_vecs[np.asarray(kept)], vecs).mean()) >= self.fitting
