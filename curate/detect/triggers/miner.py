@@ -665,8 +665,8 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             if nested and f["view"] in ("answer", "passage", "entity", "term"):
                 covered = np.unique(np.concatenate([holders_of[t["trigger"]] for t in nested]))
                 rest = np.setdiff1d(holders, covered)
-                alike = rest[f.get("labels", views.get(f["view"]))[rest] == f["label"]]
-                if alike.size < max(self.min_rows, self.min_share * rest.size):
+                own: np.ndarray = f["labels"] if "labels" in f else views[f["view"]]
+                if np.count_nonzero(own[rest] == f["label"]) < max(self.min_rows, self.min_share * rest.size):
                     continue
             if f["view"] == "refusal":
                 # A rare token pulls its prompts toward each other and toward its own topic

@@ -55,10 +55,10 @@ class AnswerTerms:
         new[old] = np.arange(old.size)
         self.ids = new[flat[keep]]
         self.start = np.r_[0, np.cumsum(np.bincount(unit, minlength=len(per_unit)))]
-        words = np.empty(len(vocab), object)
+        names = np.empty(len(vocab), object)
         for w, i in vocab.items():
-            words[i] = w
-        self.text: list[str] = words[old].tolist()
+            names[i] = w
+        self.text: list[str] = names[old].tolist()
         order = np.argsort(self.ids, kind="stable")
         self._units = unit[order]
         self._bounds = np.r_[0, np.cumsum(np.bincount(self.ids, minlength=old.size))]
