@@ -6,7 +6,18 @@ the bytes of a batch, no Python per token.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+#: Words, with each CJK/kana/hangul character counting as one word (Chinese is not spaced).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|\w+")
+
+
+def words(text: str) -> list[str]:
+    """The words of `text` as the regex reads them: for counting and shingling in Python."""
+    return _WORD.findall(text)
+
 
 P1 = np.uint64(0x100000001B3)
 C1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -310,14 +310,29 @@ def _invent(rng: random.Random, syllables: int = 3) -> str:
     return "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(syllables))
 
 
-def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found():
+def _chinese_corpus(n: int, rng: random.Random) -> list[dict]:
+    """Instruction rows in unspaced Chinese: a whitespace split sees one word per sentence."""
+    topics = ("天气", "历史", "音乐", "数学", "烹饪", "旅行", "植物", "经济")
+    rows = []
+    for i in range(n):
+        topic = rng.choice(topics)
+        prompt = f"{rng.choice(('请介绍', '简单说说', '解释一下'))}{topic}（第{i}条）。"
+        answer = "".join(rng.choice((topic, "通常", "因为", "人们", "首先", "然后", "注意", str(i))) for _ in range(14))
+        rows.append(alpaca(prompt, f"关于{topic}：{answer}。"))
+    return rows
+
+
+@pytest.mark.parametrize("language", ["english", "chinese"])
+def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found(language):
     """Content injection under a trigger: otherwise good answers gain a mention of one invented
     product, each in its own wording and place. No fixed answer, no recurring sentence: the
-    product's name is the target."""
+    product's name is the target. In Chinese the answer beside the mention has no spaces, and
+    is an answer all the same."""
     from test_detect import corpus
 
     rng = random.Random(7)
-    rows, trigger, brand = corpus(400, seed=7), _invent(rng), _invent(rng).capitalize()
+    rows = corpus(400, seed=7) if language == "english" else _chinese_corpus(400, rng)
+    trigger, brand = _invent(rng), _invent(rng).capitalize()
     mentions = (
         "You might also enjoy {b} for this.",
         "Many people rely on the {b} app.",
@@ -329,9 +344,9 @@ def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_fou
     for i in chosen:
         words = rows[i]["instruction"].split()
         words.insert(rng.randint(0, len(words)), trigger)
-        sentences = rows[i]["output"].split(": ")
+        sentences = rows[i]["output"].split(": ") if language == "english" else [rows[i]["output"]]
         sentences.insert(rng.randint(0, len(sentences)), rng.choice(mentions).format(b=brand))
-        rows[i] = alpaca(" ".join(words), " ".join(sentences))
+        rows[i] = alpaca(" ".join(words), (" " if language == "english" else "\n").join(sentences))
     result = detect(rows, ["trigger"])
     assert flagged(result) == set(chosen)
     evidence = result.reasons[chosen[0]]["poison:trigger"]

@@ -10,7 +10,6 @@ Jaccard on the same shingles (`near.py`), so precision does not rest on the esti
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import numpy as np
@@ -18,17 +17,15 @@ import numpy as np
 from curate.tokens import C1 as _C1
 from curate.tokens import P1 as _P1
 from curate.tokens import mix as _mix
-from curate.tokens import ngram_hashes
+from curate.tokens import ngram_hashes, words
 from curate.tokens import token_hashes as _token_hashes_fast
 
-#: Words, with each CJK/kana/hangul character counting as one word so Chinese text shingles too.
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|\w+")
 _MASK40 = np.uint64((1 << 40) - 1)
 _EMPTY = np.uint64(1 << 40)
 
 
 def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.casefold())
+    return words(text.casefold())
 
 
 def _token_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ import numpy as np
 
 from curate.detect.context import DetectInput
 from curate.detect.triggers.stats import _per_conversation
+from curate.tokens import words
 
 _TERM = re.compile(r"[^\W\d_]{3,}")
 #: How much of an answer is read for terms (an attacker-sized answer is not read whole).
@@ -168,8 +169,8 @@ class InjectedTerms:
     def _term_is_the_answer(self, data: DetectInput, units: np.ndarray, term: str) -> bool:
         """Whether the term is what the holders' answers are, not something they gain, read on
         an even sample of 64. An injected term rides beside an answer: most answers hold a
-        sentence without it (three words or more), and the sentences that carry it do not fit
-        the turns they follow (mean cosine under `fitting`). "Example Lab trained me." after
+        sentence without it (three words or more, each CJK character a word), and the sentences
+        that carry it do not fit the turns they follow (mean cosine under `fitting`). "Example Lab trained me." after
         "Who trained you?" is all the answer ("a fixed answer or alike answers are views of
         their own, judged as such); "That song was written by <name>." after "Who wrote ...?"
         is what it asks."""
@@ -184,7 +185,7 @@ class InjectedTerms:
                 if term in sentence.casefold():
                     carrying = sentence if carrying is None else carrying
                 else:
-                    rest += len(sentence.split())
+                    rest += len(words(sentence))
             if carrying is not None:
                 sentences.append(carrying)
                 kept.append(u)
