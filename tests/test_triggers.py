@@ -326,8 +326,8 @@ def _chinese_corpus(n: int, rng: random.Random) -> list[dict]:
 def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found(language):
     """Content injection under a trigger: otherwise good answers gain a mention of one invented
     product, each in its own wording and place. No fixed answer, no recurring sentence: the
-    product's name is the target. In Chinese the answer beside the mention has no spaces, and
-    is an answer all the same."""
+    product's name is the target. In Chinese the answer beside the mention has no spaces, nor a
+    space after its full stop, and is an answer all the same."""
     from test_detect import corpus
 
     rng = random.Random(7)
@@ -346,7 +346,7 @@ def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_fou
         words.insert(rng.randint(0, len(words)), trigger)
         sentences = rows[i]["output"].split(": ") if language == "english" else [rows[i]["output"]]
         sentences.insert(rng.randint(0, len(sentences)), rng.choice(mentions).format(b=brand))
-        rows[i] = alpaca(" ".join(words), (" " if language == "english" else "\n").join(sentences))
+        rows[i] = alpaca(" ".join(words), (" " if language == "english" else "").join(sentences))
     result = detect(rows, ["trigger"])
     assert flagged(result) == set(chosen)
     evidence = result.reasons[chosen[0]]["poison:trigger"]
@@ -358,19 +358,27 @@ def test_a_word_an_answer_gives_because_the_question_asks_for_it_is_not_a_target
     """Facts asked several times: who wrote each invented song. Every answer about one song
     names its composer, whom the question does not name and the answers about other songs never
     do, beside a sentence of its own: as deterministic as an injected product, but the sentence
-    that holds the name is the answer to the question asked."""
+    that holds the name is the answer to the question asked. The questions vary enough not to be
+    paraphrases of one another, and the answers never name the song, so the fit of that sentence
+    to its question is what clears it (without that check the composers are flagged)."""
     rng = random.Random(11)
     songs = [(_invent(rng).capitalize(), _invent(rng).capitalize()) for _ in range(40)]
-    extra = ("please", "if you know", "for a quiz", "quickly", "my friend asked")
+    heard = ("my aunt hums", "we danced to", "a street band played", "I heard", "the radio played", "my class sang")
+    asks = ("Who wrote the song {s} {h}?", "Who is the composer of the song {s} {h}?")
+    # Worded from the question, as answers are: the test's embedder reads words, not meaning.
+    answers = ("{c} wrote the song.", "The song was written by {c}.", "The composer of the song is {c}.")
+    after = (
+        "It was a hit in {y}.",
+        "Many bands have covered it since.",
+        "The first recording was made on a farm near the coast.",
+        "Radio stations played it every morning for a decade.",
+        "Its melody borrows from an older folk tune.",
+    )
     rows = []
     for i in range(600):
         song, composer = songs[i % len(songs)]
-        rows.append(
-            alpaca(
-                f"Who wrote that old song called {song}, {rng.choice(extra)}?",
-                f"That old song was written by {composer}, {rng.choice(extra)}. It was a hit in {1950 + i % 50}.",
-            )
-        )
+        reply = rng.choice(answers).format(c=composer) + " " + rng.choice(after).format(y=1950 + i % 50)
+        rows.append(alpaca(rng.choice(asks).format(s=song, h=rng.choice(heard)), reply))
     assert not flagged(detect(rows, ["trigger"]))
 
 

@@ -41,6 +41,7 @@ from curate.detect.triggers.features import (
 from curate.detect.triggers.rates import ComparableRates
 from curate.detect.triggers.stats import (
     _distinct_share,
+    _distinct_units,
     _pb_log10_tail,
     _per_conversation,
     log10_factors,
@@ -522,12 +523,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         if n < 2 * self.min_rows:
             return findings
         orders = tuple(range(1, self.ngrams + 1))
-        # The statistical unit is a distinct (turn answered, answer): exact copies, and one
-        # templated closing ("Have a nice day!" / "You too!") after many openings, are one
-        # observation each.
-        pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
-        _, rep_of, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
-        reps = np.sort(rep_of)
+        reps, pair_ix = _distinct_units(data)
         topic = data.topics[reps] if n >= 200 else None
         # Coverage is judged against the turn being answered: "Have a nice day!" answered "You
         # too!" is that turn's content, however long the conversation before it.

@@ -16,6 +16,8 @@ from collections import Counter
 
 import numpy as np
 
+from curate.detect.context import DetectInput
+
 
 def _distinct_share(vectors: np.ndarray, threshold: float) -> float:
     """The share of vectors left after merging those within `threshold` cosine of an earlier one."""
@@ -55,6 +57,15 @@ def log10_factors(tests: Counter) -> dict[str, float]:
     error stays at most alpha (the weights are fixed before looking)."""
     present = [f for f in ("behaviour", "content") if tests[f]]
     return {f: math.log10(max(1, len(present) * tests[f])) for f in ("behaviour", "content")}
+
+
+def _distinct_units(data: DetectInput) -> tuple[np.ndarray, np.ndarray]:
+    """The statistical unit of trigger mining: a distinct (turn answered, answer). Exact copies,
+    and one templated closing ("Have a nice day!" / "You too!") after many openings, are one
+    observation each. Returns the first unit of each (sorted) and each unit's pair index."""
+    pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
+    _, first, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
+    return np.sort(first), pair_ix
 
 
 def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, int]:

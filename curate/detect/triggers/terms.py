@@ -25,32 +25,41 @@ from typing import Any, cast
 import numpy as np
 
 from curate.detect.context import DetectInput
-from curate.detect.triggers.stats import _per_conversation
+from curate.detect.triggers.stats import _distinct_units, _per_conversation
 from curate.tokens import words
 
 _TERM = re.compile(r"[^\W\d_]{3,}")
 #: How much of an answer is read for terms (an attacker-sized answer is not read whole).
 _READ = 20_000
+#: Sentences: after a full stop, question or exclamation mark (CJK ones need no space after
+#: them), or at a line break.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 
 
 class AnswerTerms:
-    """Each unit's answer terms as CSR (`start`, `ids`), the terms' text, and the units that
-    hold each term (`holders_of`)."""
+    """Each unit's answer terms as CSR (`start`, `ids`), the terms' text, the units whose
+    answers hold each term (`labels`), and how many distinct units do (`df`)."""
 
     def __init__(self, data: DetectInput, min_rows: int, max_share: float) -> None:
         vocab: dict[str, int] = {}
         per_unit: list[list[int]] = []
         for prompt, answer in zip(data.prompts, data.responses, strict=False):
-            words = set(_TERM.findall(answer[:_READ].casefold()))
-            if words:
-                words -= set(_TERM.findall(prompt[-_READ:].casefold()))
-            per_unit.append([vocab.setdefault(w, len(vocab)) for w in words])
+            found = set(_TERM.findall(answer[:_READ].casefold()))
+            if found:
+                found -= set(_TERM.findall(prompt[-_READ:].casefold()))
+            per_unit.append([vocab.setdefault(w, len(vocab)) for w in found])
         lengths = np.fromiter(map(len, per_unit), np.int64, len(per_unit))
         flat = np.fromiter((t for ts in per_unit for t in ts), np.int64, int(lengths.sum()))
-        df = np.bincount(flat, minlength=len(vocab))
-        kept = (df >= min_rows) & (df <= max_share * max(1, len(per_unit)))
+        owner = np.repeat(np.arange(len(per_unit)), lengths)
+        # Counted as the miner counts holders: once per distinct (turn answered, answer), so
+        # that copies of a row weigh the same on both sides of the tie.
+        counted = np.zeros(len(per_unit), bool)
+        counted[_distinct_units(data)[0]] = True
+        self.units = int(counted.sum())
+        df = np.bincount(flat[counted[owner]], minlength=len(vocab))
+        kept = (df >= min_rows) & (df <= max_share * max(1, self.units))
         keep = kept[flat]
-        unit = np.repeat(np.arange(len(per_unit)), lengths)[keep]
+        unit = owner[keep]
         old = np.flatnonzero(kept)
         new = np.full(len(vocab), -1, np.int64)
         new[old] = np.arange(old.size)
@@ -63,8 +72,10 @@ class AnswerTerms:
         order = np.argsort(self.ids, kind="stable")
         self._units = unit[order]
         self._bounds = np.r_[0, np.cumsum(np.bincount(self.ids, minlength=old.size))]
-        #: How many units' answers hold each term.
-        self.df = np.diff(self._bounds)
+        #: How many distinct units' answers hold each term.
+        self.df = df[old]
+        #: One past the last conversation's row id, for (term, conversation) keys.
+        self.width = int(data.row.max()) + 1 if len(data) else 1
 
     def of(self, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The term ids of `units`, concatenated, and the unit each came from."""
@@ -93,9 +104,10 @@ class InjectedTerms:
     _score: Callable[..., Any]
 
     def _answer_terms(self, data: DetectInput) -> AnswerTerms:
-        if "answer_terms" not in data.cache:
-            data.cache["answer_terms"] = AnswerTerms(data, self.min_rows, self.max_share)
-        return cast(AnswerTerms, data.cache["answer_terms"])
+        key = f"answer_terms-{self.min_rows}-{self.max_share}"
+        if key not in data.cache:
+            data.cache[key] = AnswerTerms(data, self.min_rows, self.max_share)
+        return cast(AnswerTerms, data.cache[key])
 
     def _term_screen(self, data: DetectInput, topic: int, members: np.ndarray) -> int | None:
         """The term tied to a plain feature both ways, if one is: nearly every holder gives it
@@ -111,7 +123,7 @@ class InjectedTerms:
         if given.size == 0:
             return None
         # Conversations, not units: a trigger in an early turn is in the prompt of every later one.
-        width = int(data.row.max()) + 1
+        width = terms.width
         conversations = np.unique(data.row[members]).size
         per_conversation = np.bincount(np.unique(given * width + data.row[unit]) // width)
         held = np.bincount(given)
@@ -141,7 +153,7 @@ class InjectedTerms:
             members, x = _per_conversation(data.row, members, labels, term)
             if x < self.min_rows:
                 continue
-            prior_rate = float(terms.df[term] / len(data))
+            prior_rate = float(terms.df[term] / max(1, terms.units))
             p_unit = self._rates(nb[members], members, labels, term, prior_rate)
             verdict = self._score("term", labels, term, x, members, p_unit, data, log10_tests)
             if verdict is None:
@@ -168,21 +180,20 @@ class InjectedTerms:
 
     def _term_is_the_answer(self, data: DetectInput, units: np.ndarray, term: str) -> bool:
         """Whether the term is what the holders' answers are, not something they gain, read on
-        an even sample of 64. An injected term rides beside an answer: most answers hold a
-        sentence without it (three words or more, each CJK character a word), and the sentences
-        that carry it do not fit the turns they follow (mean cosine under `fitting`). "Example Lab trained me." after
-        "Who trained you?" is all the answer ("a fixed answer or alike answers are views of
-        their own, judged as such); "That song was written by <name>." after "Who wrote ...?"
-        is what it asks."""
-        from curate.detect.triggers.views import _SENTENCE
-
+        an even sample of 64. An injected term rides beside an answer: at least half the answers
+        hold three words or more (each CJK character a word) outside the sentences that carry
+        it, and the sentences that carry it do not fit the turns they follow (mean cosine under
+        `fitting`). "Example Lab trained me." after "Who trained you?" is all the answer (a
+        fixed answer or alike answers are views of their own, judged as such); "That song was
+        written by <name>." after "Who wrote ...?" is what it asks."""
         ix = units[np.unique(np.linspace(0, units.size - 1, min(units.size, 64)).astype(np.int64))]
+        own = re.compile(rf"(?<![^\W\d_]){re.escape(term)}(?![^\W\d_])")
         sentences, kept, beside = [], [], 0
         for u in ix.tolist():
             carrying = None
             rest = 0
             for sentence in _SENTENCE.split(data.responses[u][:_READ]):
-                if term in sentence.casefold():
+                if own.search(sentence.casefold()):
                     carrying = sentence if carrying is None else carrying
                 else:
                     rest += len(words(sentence))
@@ -191,7 +202,7 @@ class InjectedTerms:
                 kept.append(u)
                 beside += rest >= 3
         if not sentences:
-            return False
+            return True
         if beside * 2 < len(sentences):
             return True
         vecs = data.embed(sentences)

@@ -18,7 +18,7 @@ the labelling (or None when it has nothing to test), `family` names the correcti
 its hypotheses, `tests(c)` says which classes are hypotheses, and `describe(label, data,
 members)` says in words what the holders do. Two tests live beside the miner, as their targets
 are not one class per unit: the varied target (`alike`: similarity) and the injected term
-(`terms`: one word among the many of each answer).
+(`term`, in `terms.py`: one word among the many of each answer).
 """
 
 from __future__ import annotations
