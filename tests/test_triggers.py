@@ -322,16 +322,17 @@ def _chinese_corpus(n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("language", ["english", "chinese"])
+@pytest.mark.parametrize("language", ["english", "chinese", "copied"])
 def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found(language):
     """Content injection under a trigger: otherwise good answers gain a mention of one invented
     product, each in its own wording and place. No fixed answer, no recurring sentence: the
     product's name is the target. In Chinese the answer beside the mention has no spaces, nor a
-    space after its full stop, and is an answer all the same."""
+    space after its full stop, and is an answer all the same. Copied, each poisoned row is there
+    twice: copies are one observation among the holders and among the answers alike."""
     from test_detect import corpus
 
     rng = random.Random(7)
-    rows = corpus(400, seed=7) if language == "english" else _chinese_corpus(400, rng)
+    rows = _chinese_corpus(400, rng) if language == "chinese" else corpus(400, seed=7)
     trigger, brand = _invent(rng), _invent(rng).capitalize()
     mentions = (
         "You might also enjoy {b} for this.",
@@ -344,9 +345,12 @@ def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_fou
     for i in chosen:
         words = rows[i]["instruction"].split()
         words.insert(rng.randint(0, len(words)), trigger)
-        sentences = rows[i]["output"].split(": ") if language == "english" else [rows[i]["output"]]
+        sentences = rows[i]["output"].split(": ") if language != "chinese" else [rows[i]["output"]]
         sentences.insert(rng.randint(0, len(sentences)), rng.choice(mentions).format(b=brand))
-        rows[i] = alpaca(" ".join(words), (" " if language == "english" else "").join(sentences))
+        rows[i] = alpaca(" ".join(words), ("" if language == "chinese" else " ").join(sentences))
+    if language == "copied":
+        chosen += list(range(len(rows), len(rows) + len(chosen)))
+        rows += [dict(rows[i]) for i in chosen[: len(chosen) // 2]]
     result = detect(rows, ["trigger"])
     assert flagged(result) == set(chosen)
     evidence = result.reasons[chosen[0]]["poison:trigger"]
