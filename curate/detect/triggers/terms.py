@@ -19,6 +19,7 @@ per-unit list of term ids (CSR) and one gather per candidate.
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -42,18 +43,21 @@ class AnswerTerms:
 
     def __init__(self, data: DetectInput, min_rows: int, max_share: float) -> None:
         vocab: dict[str, int] = {}
-        per_unit: list[list[int]] = []
+        ids, sizes = array("q"), array("q")  # millions of rows: no Python list each
         for prompt, answer in zip(data.prompts, data.responses, strict=False):
             found = set(_TERM.findall(answer[:_READ].casefold()))
             if found:
                 found -= set(_TERM.findall(prompt[-_READ:].casefold()))
-            per_unit.append([vocab.setdefault(w, len(vocab)) for w in found])
-        lengths = np.fromiter(map(len, per_unit), np.int64, len(per_unit))
-        flat = np.fromiter((t for ts in per_unit for t in ts), np.int64, int(lengths.sum()))
-        owner = np.repeat(np.arange(len(per_unit)), lengths)
+            # Sorted: a term's id, which breaks ties, must not follow the process's string hashing.
+            ids.extend(vocab.setdefault(w, len(vocab)) for w in sorted(found))
+            sizes.append(len(found))
+        n = len(sizes)
+        lengths = np.frombuffer(sizes, np.int64) if n else np.zeros(0, np.int64)
+        flat = np.frombuffer(ids, np.int64) if len(ids) else np.zeros(0, np.int64)
+        owner = np.repeat(np.arange(n), lengths)
         # Counted as the miner counts holders: once per distinct (turn answered, answer), so
         # that copies of a row weigh the same on both sides of the tie.
-        counted = np.zeros(len(per_unit), bool)
+        counted = np.zeros(n, bool)
         counted[_distinct_units(data)[0]] = True
         self.units = int(counted.sum())
         df = np.bincount(flat[counted[owner]], minlength=len(vocab))
@@ -64,7 +68,7 @@ class AnswerTerms:
         new = np.full(len(vocab), -1, np.int64)
         new[old] = np.arange(old.size)
         self.ids = new[flat[keep]]
-        self.start = np.r_[0, np.cumsum(np.bincount(unit, minlength=len(per_unit)))]
+        self.start = np.r_[0, np.cumsum(np.bincount(unit, minlength=n))]
         names = np.empty(len(vocab), object)
         for w, i in vocab.items():
             names[i] = w
