@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import cast
 
 import numpy as np
 
@@ -62,10 +63,13 @@ def log10_factors(tests: Counter) -> dict[str, float]:
 def _distinct_units(data: DetectInput) -> tuple[np.ndarray, np.ndarray]:
     """The statistical unit of trigger mining: a distinct (turn answered, answer). Exact copies,
     and one templated closing ("Have a nice day!" / "You too!") after many openings, are one
-    observation each. Returns the first unit of each (sorted) and each unit's pair index."""
-    pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
-    _, first, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
-    return np.sort(first), pair_ix
+    observation each. Returns the first unit of each (sorted) and each unit's pair index, found
+    once per scan (the miner and its answer-term index both count by them)."""
+    if "distinct_units" not in data.cache:
+        pair = data.answered_id * (int(data.response_class.max()) + 1) + data.response_class
+        _, first, pair_ix = np.unique(pair, return_index=True, return_inverse=True)
+        data.cache["distinct_units"] = (np.sort(first), pair_ix)
+    return cast(tuple[np.ndarray, np.ndarray], data.cache["distinct_units"])
 
 
 def _per_conversation(rows: np.ndarray, members: np.ndarray, labels: np.ndarray, c: int) -> tuple[np.ndarray, int]:
