@@ -27,14 +27,12 @@ import numpy as np
 
 from curate.detect.context import DetectInput
 from curate.detect.triggers.stats import _distinct_units, _per_conversation
+from curate.detect.triggers.views import _SENTENCE
 from curate.tokens import words
 
 _TERM = re.compile(r"[^\W\d_]{3,}")
 #: How much of an answer is read for terms (an attacker-sized answer is not read whole).
 _READ = 20_000
-#: Sentences: after a full stop, question or exclamation mark (CJK ones need no space after
-#: them), or at a line break.
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 
 
 class AnswerTerms:

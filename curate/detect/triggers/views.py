@@ -241,7 +241,9 @@ def _entities(data: DetectInput, min_rows: int) -> tuple[np.ndarray, list[str]]:
     return labels, names
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+#: Sentences: after a full stop, question or exclamation mark (CJK ones need no space after
+#: them), or at a line break.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 
 
 _CODE_CHARS = re.compile(r"[{}();=<>\[\]|`$#]")
