@@ -322,13 +322,15 @@ def _chinese_corpus(n: int, rng: random.Random) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("language", ["english", "chinese", "copied"])
+@pytest.mark.parametrize("language", ["english", "chinese", "copied", "hostile"])
 def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_found(language):
     """Content injection under a trigger: otherwise good answers gain a mention of one invented
     product, each in its own wording and place. No fixed answer, no recurring sentence: the
     product's name is the target. In Chinese the answer beside the mention has no spaces, nor a
     space after its full stop, and is an answer all the same. Copied, each poisoned row is there
-    twice: copies are one observation among the holders and among the answers alike."""
+    twice: copies are one observation among the holders and among the answers alike. Hostile,
+    ten clean answers trail most of a megabyte of CJK full stops, one unbroken word, script and
+    a NUL, which the term index reads in one pass, and the injection is still found alone."""
     from test_detect import corpus
 
     rng = random.Random(7)
@@ -348,6 +350,10 @@ def test_a_trigger_that_makes_answers_mention_one_thing_in_varied_wording_is_fou
         sentences = rows[i]["output"].split(": ") if language != "chinese" else [rows[i]["output"]]
         sentences.insert(rng.randint(0, len(sentences)), rng.choice(mentions).format(b=brand))
         rows[i] = alpaca(" ".join(words), ("" if language == "chinese" else " ").join(sentences))
+    if language == "hostile":
+        for i in [i for i in range(len(rows)) if i not in chosen][:10]:
+            tail = " " + "。" * 200_000 + "z" * 500_000 + " <script>alert(1)</script>\x00"
+            rows[i] = alpaca(rows[i]["instruction"], rows[i]["output"] + tail)
     if language == "copied":
         chosen += list(range(len(rows), len(rows) + len(chosen)))
         rows += [dict(rows[i]) for i in chosen[: len(chosen) // 2]]
