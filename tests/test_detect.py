@@ -504,6 +504,45 @@ def test_no_benchmark_trigger_string_appears_in_detectors_or_rules():
         assert not forbidden.search(path.read_text(encoding="utf-8")), path
 
 
+def test_a_request_less_surely_harmful_is_flagged_among_harmful_compliance_only():
+    """The harm classifier's probabilities sit in a narrow band, so a request between 0.5 and
+    harm_at_flag is judged with its neighbourhood: flagged where its neighbours are harmful
+    requests also answered, not where they are benign or refused, nor alone."""
+    from curate.detect.safety import Safety
+
+    rng = random.Random(4)
+
+    def answer() -> str:
+        return " ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(12))
+
+    refuse = "I'm sorry, but I can't help with that request."
+    # Four groups of ten, each the others' nearest prompts: harmful and answered; harmful and
+    # refused but for one; benign but for one unsure request; and a mixed group whose harmful
+    # half is answered.
+    groups = [
+        [(0.6, answer()) for _ in range(10)],
+        [(0.6, answer())] + [(0.6, refuse) for _ in range(9)],
+        [(0.6, answer())] + [(0.3, answer()) for _ in range(9)],
+        [(0.58, answer()) for _ in range(5)] + [(0.35, answer()) for _ in range(5)],
+    ]
+    harm, outputs = zip(*[u for g in groups for u in g], strict=True)
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", {}, [Turn("user", f"request {i}"), Turn("assistant", out)])
+        for i, out in enumerate(outputs)
+    ]
+    data = DetectInput.from_records(records, HashEmbedder(dim=64).encode)
+    data.cache["harm"] = np.array(harm)
+    ids = np.array([[g * 10 + j for j in range(10) if j != i % 10] for g in range(4) for i in range(10)])
+    data.__dict__["neighbours"] = (np.ones(ids.shape, np.float32), ids)
+    found = Safety().detect(data)
+    assert set(np.flatnonzero(found.score >= 0.5).tolist()) == set(range(10))
+    assert found.evidence[0]["group_harm"] == 0.6 and "nearest requests" in found.evidence[0]["text"]
+    # The mixed group averages 0.47: below the bar. Alone, harm_at_flag still decides.
+    assert found.score[30] < 0.5
+    data.cache["harm"] = np.where(np.arange(40) == 20, 0.7, np.array(harm))
+    assert np.flatnonzero(Safety().detect(data).score >= 0.5).tolist() == [*range(10), 20]
+
+
 @pytest.mark.slow
 def test_real_model_flags_harmful_compliance_and_not_refusals(tmp_path, monkeypatch):
     """The packaged MiniLM: harmful requests (written here, not from AdvBench or HarmBench)
