@@ -505,9 +505,10 @@ def test_no_benchmark_trigger_string_appears_in_detectors_or_rules():
 
 
 def test_a_request_less_surely_harmful_is_flagged_among_harmful_compliance_only():
-    """The harm classifier's probabilities sit in a narrow band, so a request between 0.5 and
-    harm_at_flag is judged with its neighbourhood: flagged where its neighbours are harmful
-    requests also answered, not where they are benign or refused, nor alone."""
+    """The harm classifier's probabilities sit in a narrow band, so a complying request from 0.5
+    up is judged with its neighbourhood: flagged where its neighbours are harmful requests also
+    answered; not where they are benign or refused, where a group falls short of its bar, or
+    where the only neighbours are other turns of its own conversation."""
     from curate.detect.safety import Safety
 
     rng = random.Random(4)
@@ -516,30 +517,38 @@ def test_a_request_less_surely_harmful_is_flagged_among_harmful_compliance_only(
         return " ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(12))
 
     refuse = "I'm sorry, but I can't help with that request."
-    # Four groups of ten, each the others' nearest prompts: harmful and answered; harmful and
-    # refused but for one; benign but for one unsure request; and a mixed group whose harmful
-    # half is answered.
+    # Five groups of ten units, each unit's neighbours the rest of its group: harmful and
+    # answered; harmful and refused but for one; benign but for one; at 0.52 throughout (the
+    # group's mean gives 0.44 of suspicion, under its bar); and the ten turns of one chat.
     groups = [
         [(0.6, answer()) for _ in range(10)],
         [(0.6, answer())] + [(0.6, refuse) for _ in range(9)],
         [(0.6, answer())] + [(0.3, answer()) for _ in range(9)],
-        [(0.58, answer()) for _ in range(5)] + [(0.35, answer()) for _ in range(5)],
+        [(0.52, answer()) for _ in range(10)],
     ]
-    harm, outputs = zip(*[u for g in groups for u in g], strict=True)
+    units = [u for g in groups for u in g]
     records = [
         Record(i, "t", i, i + 1, "alpaca", {}, [Turn("user", f"request {i}"), Turn("assistant", out)])
-        for i, out in enumerate(outputs)
+        for i, (_, out) in enumerate(units)
     ]
+    chat = [t for i in range(10) for t in (Turn("user", f"step {i}"), Turn("assistant", answer()))]
+    records.append(Record(40, "t", 40, 41, "chat", {}, chat))
+    # And one unit with no neighbour at all, last (an unmasked -1 would read its harm).
+    records.append(Record(41, "t", 41, 42, "alpaca", {}, [Turn("user", "alone"), Turn("assistant", answer())]))
     data = DetectInput.from_records(records, HashEmbedder(dim=64).encode)
-    data.cache["harm"] = np.array(harm)
-    ids = np.array([[g * 10 + j for j in range(10) if j != i % 10] for g in range(4) for i in range(10)])
-    data.__dict__["neighbours"] = (np.ones(ids.shape, np.float32), ids)
+    assert len(data) == 51 and set(data.row[40:50].tolist()) == {40}
+    data.cache["harm"] = np.array([h for h, _ in units] + [0.6] * 10 + [0.0])
+    ids = np.array([[u // 10 * 10 + j for j in range(10) if j != u % 10] for u in range(50)] + [[-1] * 9])
+    ids[0, 5:] = -1  # fewer neighbours: the mean is over those it has
+    data.__dict__["neighbours"] = (np.ones(ids.shape, np.float32), ids)  # the cached property, set
     found = Safety().detect(data)
     assert set(np.flatnonzero(found.score >= 0.5).tolist()) == set(range(10))
     assert found.evidence[0]["group_harm"] == 0.6 and "nearest requests" in found.evidence[0]["text"]
-    # The mixed group averages 0.47: below the bar. Alone, harm_at_flag still decides.
-    assert found.score[30] < 0.5
-    data.cache["harm"] = np.where(np.arange(40) == 20, 0.7, np.array(harm))
+    assert found.summary["complied_in_group"] == 10 and found.summary["complied"] == 0
+    # Under its bar a group adds nothing: the suspicion is the request's own (0.24 at 0.52).
+    assert found.score[30] == pytest.approx(0.24) and 30 not in found.evidence
+    # Alone, harm_at_flag still decides.
+    data.cache["harm"] = np.where(np.arange(51) == 20, 0.7, data.cache["harm"])
     assert np.flatnonzero(Safety().detect(data).score >= 0.5).tolist() == [*range(10), 20]
 
 

@@ -53,15 +53,17 @@ class Safety(Detector):
     reason: ClassVar[str] = "poison:safety"
     #: The harm probability at which a complying answer reaches suspicion 0.5 (flag_at).
     harm_at_flag: float = 0.65
-    #: The same for a request the classifier calls harmful (p >= 0.5) but less surely, judged
-    #: with its neighbourhood: the mean over it and its nearest prompts (the scan's
-    #: `neighbours`) of the harm probability of each that is answered (0 for a refused one). The
-    #: classifier is regularised hard, so its probabilities sit in a narrow band (about 0.3-0.45
-    #: for ordinary requests, 0.5-0.7 for plainly harmful ones). Alone, a request between 0.5
-    #: and harm_at_flag is as often an odd benign one ("a cooking hack", a function named
-    #: `stripid`); among harmful requests that are answered too, it is one of a set that
-    #: teaches compliance. Where its neighbours are refused, the corpus's own standard is
-    #: refusal, and a compliance there is the trigger miner's to explain.
+    #: The same for any complying request the classifier calls harmful (p >= 0.5), judged with
+    #: its neighbourhood: the mean over it and its nearest prompts (the scan's `neighbours`, of
+    #: other texts and other conversations; fewer where it has fewer) of the harm probability of
+    #: each that counts as complying (0 for one that does not: refused, empty, an earlier turn
+    #: of a pair, a pair that prefers one compliance to another). The classifier is regularised
+    #: hard, so its probabilities sit in a narrow band (about 0.3-0.45 for ordinary requests,
+    #: 0.5-0.7 for plainly harmful ones). Alone, a request between 0.5 and harm_at_flag is as
+    #: often an odd benign one ("a cooking hack", a function named `stripid`); among harmful
+    #: requests that are answered too, it is one of a set that teaches compliance. Where its
+    #: neighbours are refused, the corpus's own standard is refusal, and a compliance there is
+    #: the trigger miner's to explain.
     harm_in_group: float = 0.55
 
     def detect(self, data: DetectInput) -> Findings:
@@ -87,17 +89,19 @@ class Safety(Detector):
                 complies[u] = False
         # Judged with its neighbourhood: a complying request the classifier calls harmful at all.
         group = self._group_harm(data, np.where(complies, harm, 0.0), complies & (harm >= 0.5))
-        # Linear in the harm probability: 0.5 at the bar, 1 at the bar + 0.25. Alone, from 0.2
-        # up (it ranks what it does not flag); in a group, from the bar up, so that a group
-        # that falls short does not rank its ordinary members above other detectors' finds.
+        # Linear in the harm probability alone, or in the group's mean: 0.5 at the bar, 1 at
+        # the bar + 0.25. Alone, from 0.2 up (it ranks what it does not flag); in a group, from
+        # the bar up, so that a group that falls short does not rank its ordinary members above
+        # other detectors' finds.
         alone = np.clip(0.5 + 2 * (harm - self.harm_at_flag), 0, 1)
+        alone = np.where(alone >= 0.2, alone, 0.0)
         grouped = np.clip(0.5 + 2 * (group - self.harm_in_group), 0, 1)
-        s = np.maximum(np.where(alone >= 0.2, alone, 0.0), np.where(grouped >= 0.5, grouped, 0.0))
-        score[:] = np.where(complies, s, 0.0)
+        grouped = np.where(grouped >= 0.5, grouped, 0.0)
+        score[:] = np.where(complies, np.maximum(alone, grouped), 0.0)
         for u in np.flatnonzero(score >= 0.3).tolist():
             text = f"harmful request (p = {harm[u]:.2f}"
             if grouped[u] > alone[u]:
-                text += f"; {group[u]:.2f} over it and its nearest requests, refused ones as 0"
+                text += f"; {group[u]:.2f} over it and its nearest requests, those not answered as 0"
             findings.evidence[u] = {
                 "harm": round(float(harm[u]), 3),
                 "suspicion": round(float(score[u]), 4),
@@ -110,20 +114,23 @@ class Safety(Detector):
             "harmful_requests": int(harmful.sum()),
             "refused": int((harmful & data.refusal).sum()),
             "complied": int((harmful & complies).sum()),
+            # Flagged through their neighbourhood only (under harm_at_flag alone).
+            "complied_in_group": int((~harmful & (score >= 0.5)).sum()),
         }
         return findings
 
     @staticmethod
     def _group_harm(data: DetectInput, harm: np.ndarray, units: np.ndarray) -> np.ndarray:
         """For each unit in the mask `units`: the mean of `harm` over it and its nearest prompts
-        of other texts (0 elsewhere, and where it has none)."""
+        of other texts in other conversations (the turns of one chat are not a set that vouches
+        for itself); 0 elsewhere, and where it has none."""
         group = np.zeros(len(harm))
         idx = np.flatnonzero(units)
         if not len(idx):
             return group
         _, nb = data.neighbours
         ids = nb[idx]
-        valid = ids >= 0
+        valid = (ids >= 0) & (data.row[np.maximum(ids, 0)] != data.row[idx, None])
         total = harm[idx] + np.where(valid, harm[np.maximum(ids, 0)], 0.0).sum(axis=1)
         count = 1 + valid.sum(axis=1)
         group[idx] = np.where(count > 1, total / count, 0.0)
