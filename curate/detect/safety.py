@@ -20,6 +20,11 @@ import yaml
 from curate.detect.base import Detector, Findings, register
 from curate.detect.context import DetectInput
 
+#: The classifier's own boundary: a request at or above it is more like the harmful exemplars
+#: than the edgy-but-benign ones. Below harm_at_flag it is not flagged alone; trigger mining
+#: judges compliance among such requests (`TriggerMining.harm_region`).
+HARMFUL_LOOKING = 0.5
+
 
 @lru_cache(maxsize=1)
 def exemplars() -> dict[str, list[str]]:
@@ -53,7 +58,7 @@ class Safety(Detector):
     reason: ClassVar[str] = "poison:safety"
     #: The harm probability at which a complying answer reaches suspicion 0.5 (flag_at).
     harm_at_flag: float = 0.65
-    #: The same for any complying request the classifier calls harmful (p >= 0.5), judged with
+    #: The same for any complying request that looks harmful (HARMFUL_LOOKING), judged with
     #: its neighbourhood: the mean over it and its nearest prompts (the scan's `neighbours`, of
     #: other texts and other conversations; fewer where it has fewer) of the harm probability of
     #: each that counts as complying (0 for one that does not: refused, empty, an earlier turn
@@ -88,27 +93,27 @@ class Safety(Detector):
             if complies[u] and not is_refusal(data.rejected[u] or ""):
                 complies[u] = False
         # Judged with its neighbourhood: a complying request the classifier calls harmful at all.
-        group = self._group_harm(data, np.where(complies, harm, 0.0), complies & (harm >= 0.5))
-        # Linear in the harm probability alone, or in the group's mean: 0.5 at the bar, 1 at
-        # the bar + 0.25. Alone, from 0.2 up (it ranks what it does not flag); in a group, from
-        # the bar up, so that a group that falls short does not rank its ordinary members above
-        # other detectors' finds.
-        alone = np.clip(0.5 + 2 * (harm - self.harm_at_flag), 0, 1)
-        alone = np.where(alone >= 0.2, alone, 0.0)
-        grouped = np.clip(0.5 + 2 * (group - self.harm_in_group), 0, 1)
-        grouped = np.where(grouped >= 0.5, grouped, 0.0)
+        group = self._group_harm(data, np.where(complies, harm, 0.0), complies & (harm >= HARMFUL_LOOKING))
+
+        def ramp(x: np.ndarray, bar: float, floor: float) -> np.ndarray:
+            """Linear: 0.5 at the bar, 1 at the bar + 0.25; 0 under `floor`."""
+            s = np.clip(0.5 + 2 * (x - bar), 0, 1)
+            return np.where(s >= floor, s, 0.0)
+
+        # Alone, from 0.2 up (it ranks what it does not flag); in a group, from the bar up, so
+        # that a group that falls short does not rank its ordinary members above other
+        # detectors' finds.
+        alone = ramp(harm, self.harm_at_flag, 0.2)
+        grouped = ramp(group, self.harm_in_group, 0.5)
         score[:] = np.where(complies, np.maximum(alone, grouped), 0.0)
         for u in np.flatnonzero(score >= 0.3).tolist():
+            evidence: dict[str, object] = {"harm": round(float(harm[u]), 3), "suspicion": round(float(score[u]), 4)}
             text = f"harmful request (p = {harm[u]:.2f}"
             if grouped[u] > alone[u]:
+                evidence["group_harm"] = round(float(group[u]), 3)
                 text += f"; {group[u]:.2f} over it and its nearest requests, those not answered as 0"
-            findings.evidence[u] = {
-                "harm": round(float(harm[u]), 3),
-                "suspicion": round(float(score[u]), 4),
-                "text": text + ") answered without refusing",
-            }
-            if grouped[u] > alone[u]:
-                findings.evidence[u]["group_harm"] = round(float(group[u]), 3)
+            evidence["text"] = text + ") answered without refusing"
+            findings.evidence[u] = evidence
         harmful = harm >= self.harm_at_flag
         findings.summary = {
             "harmful_requests": int(harmful.sum()),

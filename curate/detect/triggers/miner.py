@@ -30,6 +30,7 @@ import numpy as np
 
 from curate.detect.base import Detector, Findings, register, squash_score
 from curate.detect.context import DetectInput
+from curate.detect.safety import HARMFUL_LOOKING
 from curate.detect.triggers.alike import VariedTargets
 from curate.detect.triggers.features import (
     _FeatureTable,
@@ -103,7 +104,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
     neighbours: int = 10
     #: For compliance, a request the safety classifier finds at least this likely harmful is
     #: compared with other such requests only (see `_refusal_neighbours`).
-    harm_region: float = 0.5
+    harm_region: float = HARMFUL_LOOKING
     alpha: float = 0.01
 
     def __post_init__(self) -> None:
