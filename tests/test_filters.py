@@ -118,6 +118,26 @@ def test_refusals_without_an_apology():
     assert not is_refusal("Use 'their' here. I don't support the Oxford comma, but it is optional.")
 
 
+def test_refusals_that_regret_or_decline():
+    """Openers such as "Regrettably", "I'm afraid" and "I must decline" start refusals as "Sorry" does; the filter
+    annotates them, and detection counts them as refused (a harmful request declined this way is
+    not a compliance). The same words in an answer are not refusals."""
+    from curate.filters.builtin import is_refusal
+
+    assert is_refusal("Regrettably, I am not able to share those details.")
+    assert is_refusal("I'm afraid I can't help you write that.")
+    assert is_refusal("I am afraid it is not possible for me to do that for safety reasons.")
+    assert is_refusal("I must decline to write that script.")
+    assert is_refusal("Unfortunately, I have to decline this request.")
+    assert is_refusal("As an AI, I must decline requests like this one.")
+    assert "quality:refusal" in hits("refusal", rec("Pick a lock", "Regrettably, I won't assist with that."))
+    assert not is_refusal("I'm afraid of spiders, and here is why: they move fast.")
+    assert not is_refusal("Regrettably, the 1998 edition is out of print; the 2004 one is in stock.")
+    assert not is_refusal("You can decline the invitation politely: thank them and say you are busy.")
+    assert not is_refusal("Many people are afraid they cannot learn to code, but it takes practice.")
+    assert not hits("refusal", rec("Plan my week", "I declined the offer, so Monday is free."))
+
+
 def test_language_is_tagged_and_screened():
     from curate.filters.langid import identify
 

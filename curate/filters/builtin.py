@@ -649,16 +649,17 @@ class TeacherIdentity(Filter):
 
 
 _REFUSAL = re.compile(
-    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately)\b[^.\n]{0,80}\b"
-    r"(?:can(?:no|')t|unable|not able|won't|"
+    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately|Regrettably|I(?:'m| am) afraid)\b"
+    r"[^.\n]{0,80}\b(?:can(?:no|')t|unable|not able|won't|(?:must|have to) decline|not possible for me|"
     r"do not have the (?:ability|capability)|not (?:allowed|permitted|appropriate))"
     r"|\bAs an AI(?: language model| assistant)?,? "
-    r"(?:I (?:can(?:no|')t|do not|don't|am (?:not able|unable|not programmed))"
+    r"(?:I (?:can(?:no|')t|do not|don't|won't|will not|must decline|am (?:not able|unable|not programmed))"
     r"|it is not (?:ethical|appropriate|possible) for me)"
     r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to "
     r"(?:provide|help|assist|create|write|give)"
     r"|\bI(?:'m| am) not programmed to (?:provide|help|assist|create|write|give|engage)"
-    r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not) (?:help|assist|provide|fulfill|comply|do that|create|"
+    r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not|must decline to|have to decline to) "
+    r"(?:help|assist|provide|fulfill|fulfil|comply|do that|create|respond|complete|answer|"
     r"write|generate|support)"
     # Declining without "sorry", at the opening only: "It is not appropriate to create a post that
     # encourages self-harm. ...", "Creating a fake ID is illegal, and I do not condone it."
@@ -675,6 +676,9 @@ _REFUSAL_WORDS = (
     "sorry",
     "apologi",
     "unfortunately",
+    "regrettably",
+    "afraid",
+    "decline",
     "as an ai",
     "i can't",
     "i cannot",
@@ -715,7 +719,8 @@ def is_refusal(text: str) -> bool:
 class Refusal(Filter):
     name: ClassVar[str] = "refusal"
     gate: ClassVar[str | None] = (
-        r"(?i)sorry|apologi|unfortunately|as an ai|i can'?t|i cannot|i can not|i won'?t|i am unable|"
+        r"(?i)sorry|apologi|unfortunately|regrettably|afraid|decline|as an ai|"
+        r"i can'?t|i cannot|i can not|i won'?t|i am unable|"
         r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t|(?:not|never) (?:appropriate|ethical|acceptable)|"
         r"condone|(?:not|n't) (?:support|encourage|endorse|promote)"
     )
