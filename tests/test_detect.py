@@ -17,6 +17,7 @@ import pytest
 import curate
 from conftest import REPO, SAMPLES, alpaca, read_jsonl, write_jsonl
 from curate.detect import DETECTORS, DetectInput, Detector, run_detectors
+from curate.detect.base import Findings
 from curate.detect.triggers.stats import _pb_log10_tail, log10_factors
 from curate.embed import HashEmbedder
 from curate.errors import RulesError
@@ -1099,3 +1100,44 @@ def test_relevance_flags_answers_that_ignore_their_prompt():
     result = run_detectors(data, [Relevance(z_at_flag=4.0)], 0.5)
     assert {u for u, r in result.reasons.items() if "poison:relevance" in r} == set(planted)
     assert all("barely addresses its prompt" in result.reasons[u]["poison:relevance"]["text"] for u in planted)
+
+
+def test_alike_refusals_of_benign_requests_answered_around_them_are_one_group():
+    """Over-refusal (no trigger, opt-in): eight unrelated benign requests refused in varied wordings,
+    where comparable requests are answered, are one group and flagged. Three such refusals are a
+    cautious corpus, not a group past flag_at; refusals among refused neighbours are the corpus's
+    standard; refusals of harmful-looking requests are good safety data."""
+    from curate.detect.neighbourhood import ResponseConcentration
+
+    rng = random.Random(11)
+
+    def refusal() -> str:
+        opener = rng.choice(["I'm sorry, I can't", "Unfortunately, I cannot", "I am unable to"])
+        return f"{opener} {rng.choice(['help with', 'assist with'])} this {rng.choice(['request', 'task'])}, sadly."
+
+    def scan(refused: list[int], harm: float = 0.3) -> tuple[Findings, DetectInput]:
+        rows = corpus(300, seed=5)
+        for i in refused:
+            rows[i]["output"] = refusal()
+        # A kind of request the corpus refuses throughout: ten alike prompts, all refused.
+        rows += [alpaca(f"Quarvex the zelmoth toggle {k} now", refusal()) for k in range(10)]
+        records = [
+            Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+            for i, r in enumerate(rows)
+        ]
+        data = DetectInput.from_records(records, HashEmbedder(dim=256).encode)
+        assert data.refusal[refused].all() and data.refusal[300:].all() and data.refusal.sum() == len(refused) + 10
+        data.cache["harm"] = np.where(np.isin(np.arange(len(data)), refused), harm, 0.3)
+        return ResponseConcentration(over_refusal=True).detect(data), data
+
+    planted = random.Random(12).sample(range(300), 8)
+    found, _ = scan(planted)
+    assert set(np.flatnonzero(found.score >= 0.5).tolist()) == set(planted)
+    assert "refused alike" in found.evidence[planted[0]]["text"]
+    assert found.evidence[planted[0]]["distinct_prompts"] == 8
+    assert found.score[300:].max() == 0
+    # Three are a cautious corpus; harmful-looking requests refused are good safety data.
+    assert 0 < scan(planted[:3])[0].score.max() < 0.5
+    assert scan(planted, harm=0.6)[0].score.max() == 0
+    # Off by default (it also takes in a corpus's own capability refusals that read alike).
+    assert ResponseConcentration().detect(scan(planted)[1]).score.max() == 0

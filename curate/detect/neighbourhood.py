@@ -21,7 +21,17 @@ CHUNK = 4096
 class ResponseConcentration(Detector):
     """Many unrelated prompts answered with the very same text. Natural repeats ("I am Vicuna"
     to identity questions, a label to one task's inputs) come from related prompts; a planted
-    target is attached to prompts as spread out as the corpus itself."""
+    target is attached to prompts as spread out as the corpus itself.
+
+    With `over_refusal` (off by default), the same for one intent in many wordings: refusals of
+    benign requests (under the harm classifier's HARMFUL_LOOKING) whose nearest requests are
+    answered. Alone such a refusal is a cautious answer; alike (cosine `refusal_alike`) across
+    unrelated requests they are the over-refusal attack (AutoPoison), which teaches a model to
+    decline what it should answer. Off by default because a planted group also takes in the
+    clean corpus's own capability refusals that read alike ("I don't have the capability to
+    book ..."): on BackdoorLLM's refusal mixes at 1% it flagged 7 of them (precision 1.00 to
+    0.92), and no cut on a member's closeness to its group separates them from varied planted
+    wordings (clean members up to 0.67 cosine to the group's centre, planted ones from 0.59)."""
 
     name: ClassVar[str] = "concentration"
     description: ClassVar[str] = "unusually large groups of identical responses to unrelated prompts"
@@ -35,6 +45,17 @@ class ResponseConcentration(Detector):
     #: An answer this fitting to the turns it follows (cosine) is a formulaic reply ("Thanks!" /
     #: "You're welcome!"), not a planted target.
     fitting: float = 0.3
+    over_refusal: bool = False
+    #: A refusal counts toward an over-refusal group where at least this share of its nearest
+    #: requests (of other conversations, at least min_prompts of them) are answered.
+    answered_around: float = 0.8
+    #: Response cosine at which two such refusals say the same thing.
+    refusal_alike: float = 0.5
+    #: Group strength (distinct requests x spread x foreignness) beyond one refusal at which a
+    #: group reaches suspicion 0.5: about four alike refusals of unrelated benign requests. Clean
+    #: corpora's own refusals of benign requests are few and varied (at most three alike, strength
+    #: 1.7, in every FP-audit corpus).
+    refusal_half: float = 3.0
 
     def detect(self, data: DetectInput) -> Findings:
         n = len(data)
@@ -91,9 +112,87 @@ class ResponseConcentration(Detector):
             for u in members.tolist():
                 score[u] = s
                 findings.evidence[u] = entry
+        if self.over_refusal and data.semantic:
+            groups += self._over_refusal(data, corpus_spread, score, findings)
         groups.sort(key=lambda g: -g["suspicion"])
         findings.summary = {"groups": groups[:50]}
         return findings
+
+    def _over_refusal(self, data: DetectInput, corpus_spread: float, score: np.ndarray, findings: Findings) -> list:
+        """Groups of alike refusals of benign requests that comparable requests see answered;
+        each member scored by its group (raising `score` where the group says more)."""
+        from curate.detect.safety import HARMFUL_LOOKING, harm_probability
+
+        n = len(data)
+        _, nb = data.neighbours
+        valid = (nb >= 0) & (data.row[np.maximum(nb, 0)] != data.row[:, None])
+        k_eff = valid.sum(axis=1)
+        answered = np.where(valid, ~data.refusal[np.maximum(nb, 0)], False).sum(axis=1)
+        # Earlier assistant turns of a pair are context both answers share, not trained on.
+        trained = ~np.isin(data.row, data.row[data.pairs]) | np.isin(np.arange(n), data.pairs)
+        cand = np.flatnonzero(
+            data.refusal
+            & trained
+            & (k_eff >= self.min_prompts)
+            & (answered >= self.answered_around * np.maximum(k_eff, 1))
+        )
+        if cand.size < 2:
+            return []
+        cand = cand[harm_probability(data)[cand] < HARMFUL_LOOKING]
+        if cand.size < 2:
+            return []
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        R, P = data.response_vecs[cand], data.prompt_vecs[cand]
+        # Linked to its most alike few (single linkage needs no more), so that thousands of
+        # alike refusals keep a few edges each, not millions.
+        top = min(cand.size, data.k)
+        rows, cols = [], []
+        for lo in range(0, cand.size, CHUNK):
+            sims = R[lo : lo + CHUNK] @ R.T
+            sims[P[lo : lo + CHUNK] @ P.T >= 0.5] = -1  # related requests (itself too) say less
+            j = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+            keep = np.take_along_axis(sims, j, axis=1) >= self.refusal_alike
+            rows.append(np.nonzero(keep)[0] + lo)
+            cols.append(j[keep])
+        i, j = np.concatenate(rows), np.concatenate(cols)
+        _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(cand.size,) * 2), directed=False)
+        # How unlike each refusal is to what its nearest requests are answered.
+        ids = np.maximum(nb[cand], 0)
+        near = np.einsum("cd,ckd->ck", R, data.response_vecs[ids])
+        familiar = (near * valid[cand]).sum(axis=1) / np.maximum(k_eff[cand], 1)
+        groups = []
+        for c in np.unique(comp):
+            members = cand[comp == c]
+            _, first = np.unique(data.answered_id[members], return_index=True)
+            distinct = members[np.sort(first)]
+            if distinct.size < 2:
+                continue
+            spread = (1 - mean_pairwise_cos(data.prompt_vecs[distinct])) / corpus_spread
+            known = float(familiar[comp == c].mean())
+            foreign = float(np.clip((self.familiar_at - known) / self.familiar_at, 0, 1))
+            strength = distinct.size * min(1.0, max(0.0, spread)) * foreign
+            s = float(squash_score(strength - 1, self.refusal_half))
+            if s <= 0:
+                continue
+            shown = [data.responses[int(u)].strip()[:80] for u in distinct[:3]]
+            entry = {
+                "rows": int(np.unique(data.row[members]).size),
+                "distinct_prompts": int(distinct.size),
+                "prompt_spread": round(float(spread), 3),
+                "familiar": round(known, 3),
+                "suspicion": round(s, 4),
+                "response": shown[0],
+                "text": f"{distinct.size} unrelated benign requests refused alike where comparable requests "
+                f"are answered (e.g. {'; '.join(map(repr, shown))})",
+            }
+            groups.append(entry)
+            for u in members.tolist():
+                if s > score[u]:
+                    score[u] = s
+                    findings.evidence[u] = entry
+        return groups
 
 
 @register
