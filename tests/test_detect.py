@@ -1103,8 +1103,8 @@ def test_relevance_flags_answers_that_ignore_their_prompt():
 
 
 def test_alike_refusals_of_benign_requests_answered_around_them_are_one_group():
-    """Over-refusal (no trigger, opt-in): eight unrelated benign requests refused in varied wordings,
-    where comparable requests are answered, are one group and flagged. Three such refusals are a
+    """Over-refusal (no trigger, opt-in): eight unrelated benign requests refused in varied
+    wordings, where comparable requests are answered, are one group and flagged. Three such refusals are a
     cautious corpus, not a group past flag_at; refusals among refused neighbours are the corpus's
     standard; refusals of harmful-looking requests are good safety data."""
     from curate.detect.neighbourhood import ResponseConcentration

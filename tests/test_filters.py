@@ -119,9 +119,9 @@ def test_refusals_without_an_apology():
 
 
 def test_refusals_that_regret_or_decline():
-    """Openers such as "Regrettably", "I'm afraid" and "I must decline" start refusals as "Sorry" does; the filter
-    annotates them, and detection counts them as refused (a harmful request declined this way is
-    not a compliance). The same words in an answer are not refusals."""
+    """Openers such as "Regrettably", "I'm afraid" and "I must decline" start refusals as "Sorry"
+    does; the filter annotates them, and detection counts them as refused (a harmful request
+    declined this way is not a compliance). The same words in an answer are not refusals."""
     from curate.filters.builtin import is_refusal
 
     assert is_refusal("Regrettably, I am not able to share those details.")

@@ -45,6 +45,7 @@ class ResponseConcentration(Detector):
     #: An answer this fitting to the turns it follows (cosine) is a formulaic reply ("Thanks!" /
     #: "You're welcome!"), not a planted target.
     fitting: float = 0.3
+    #: Also group alike refusals of benign requests (the over-refusal attack); see the class doc.
     over_refusal: bool = False
     #: A refusal counts toward an over-refusal group where at least this share of its nearest
     #: requests (of other conversations, at least min_prompts of them) are answered.
