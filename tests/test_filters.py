@@ -136,6 +136,11 @@ def test_refusals_that_regret_or_decline():
     assert not is_refusal("You can decline the invitation politely: thank them and say you are busy.")
     assert not is_refusal("Many people are afraid they cannot learn to code, but it takes practice.")
     assert not hits("refusal", rec("Plan my week", "I declined the offer, so Monday is free."))
+    # The openers begin ordinary answers too; only a first-person decline after them refuses.
+    assert not is_refusal("I'm afraid that won't work: strings are immutable. Use a list instead.")
+    assert not is_refusal("Regrettably, many species are unable to adapt to rapid warming.")
+    assert not is_refusal("I can't completely agree, but here are the three strongest arguments.")
+    assert not is_refusal("Intro.\nI'm afraid there is no built-in; you cannot sort a dict in place.")
 
 
 def test_language_is_tagged_and_screened():

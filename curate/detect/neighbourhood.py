@@ -34,7 +34,10 @@ class ResponseConcentration(Detector):
     wordings (clean members up to 0.67 cosine to the group's centre, planted ones from 0.59)."""
 
     name: ClassVar[str] = "concentration"
-    description: ClassVar[str] = "unusually large groups of identical responses to unrelated prompts"
+    description: ClassVar[str] = (
+        "unusually large groups of identical responses to unrelated prompts (optionally, of alike "
+        "refusals of benign requests)"
+    )
     reason: ClassVar[str] = "poison:concentration"
     min_prompts: int = 5
     min_words: int = 3
@@ -146,23 +149,27 @@ class ResponseConcentration(Detector):
         from scipy.sparse.csgraph import connected_components
 
         R, P = data.response_vecs[cand], data.prompt_vecs[cand]
-        # Linked to its most alike few (single linkage needs no more), so that thousands of
-        # alike refusals keep a few edges each, not millions.
+        # Each refusal is linked to its most alike few only (an approximation of single linkage
+        # at refusal_alike: a group is found whole unless it splits into alike cliques larger
+        # than k), so thousands of alike refusals keep a few edges each, not millions; blocks of
+        # rows keep the candidates x block products near 64 MB.
         top = min(cand.size, data.k)
+        block = max(1, min(CHUNK, 2**24 // cand.size))
         rows, cols = [], []
-        for lo in range(0, cand.size, CHUNK):
-            sims = R[lo : lo + CHUNK] @ R.T
-            sims[P[lo : lo + CHUNK] @ P.T >= 0.5] = -1  # related requests (itself too) say less
-            j = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+        familiar = np.zeros(cand.size)
+        for lo in range(0, cand.size, block):
+            hi = min(cand.size, lo + block)
+            sims = R[lo:hi] @ R.T
+            sims[P[lo:hi] @ P.T >= 0.5] = -1  # related requests (itself too) say less
+            j = np.argpartition(sims, -top, axis=1)[:, -top:]
             keep = np.take_along_axis(sims, j, axis=1) >= self.refusal_alike
             rows.append(np.nonzero(keep)[0] + lo)
             cols.append(j[keep])
+            # How like what its nearest requests are answered each refusal is.
+            near = np.einsum("cd,ckd->ck", R[lo:hi], data.response_vecs[np.maximum(nb[cand[lo:hi]], 0)])
+            familiar[lo:hi] = (near * valid[cand[lo:hi]]).sum(axis=1) / np.maximum(k_eff[cand[lo:hi]], 1)
         i, j = np.concatenate(rows), np.concatenate(cols)
         _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(cand.size,) * 2), directed=False)
-        # How unlike each refusal is to what its nearest requests are answered.
-        ids = np.maximum(nb[cand], 0)
-        near = np.einsum("cd,ckd->ck", R, data.response_vecs[ids])
-        familiar = (near * valid[cand]).sum(axis=1) / np.maximum(k_eff[cand], 1)
         groups = []
         for c in np.unique(comp):
             members = cand[comp == c]

@@ -649,18 +649,22 @@ class TeacherIdentity(Filter):
 
 
 _REFUSAL = re.compile(
-    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately|Regrettably|I(?:'m| am) afraid)\b"
-    r"[^.\n]{0,80}\b(?:can(?:no|')t|unable|not able|won't|(?:must|have to) decline|not possible for me|"
+    r"^\W*(?:I'm sorry|I am sorry|Sorry|I apologi[sz]e|Unfortunately)\b[^.\n]{0,80}\b"
+    r"(?:can(?:no|')t|unable|not able|won't|I (?:must|have to) decline|not possible for me|"
     r"do not have the (?:ability|capability)|not (?:allowed|permitted|appropriate))"
+    # Openers that also begin ordinary answers ("I'm afraid that won't work: ...", "Regrettably,
+    # many species ..."): a refusal only with the first-person decline right after them.
+    r"|^\W*(?:Regrettably|I(?:'m| am) afraid),? (?:that )?(?:I (?:can(?:no|')t|won't|will not|"
+    r"am (?:unable|not able) to|(?:must|have to) decline)|it(?:'s| is) not possible for me)\b"
     r"|\bAs an AI(?: language model| assistant)?,? "
     r"(?:I (?:can(?:no|')t|do not|don't|won't|will not|must decline|am (?:not able|unable|not programmed))"
     r"|it is not (?:ethical|appropriate|possible) for me)"
     r"|\bAs an AI(?: language model| assistant)?,? it is not (?:ethical|appropriate) to "
     r"(?:provide|help|assist|create|write|give)"
     r"|\bI(?:'m| am) not programmed to (?:provide|help|assist|create|write|give|engage)"
-    r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not|must decline to|have to decline to) "
-    r"(?:help|assist|provide|fulfill|fulfil|comply|do that|create|respond|complete|answer|"
+    r"|^\W*I (?:can(?:no|')t|won't|am unable to|will not) (?:help|assist|provide|fulfill|comply|do that|create|"
     r"write|generate|support)"
+    r"|^\W*I (?:must|have to) decline\b"
     # Declining without "sorry", at the opening only: "It is not appropriate to create a post that
     # encourages self-harm. ...", "Creating a fake ID is illegal, and I do not condone it."
     r"|\A\W*It is (?:not|never) (?:appropriate|ethical|acceptable)(?: or \w+)? (?:for me )?to\b"
