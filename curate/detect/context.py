@@ -208,6 +208,12 @@ class DetectInput:
         return np.asarray([i for i, r in enumerate(self.rejected) if r is not None], np.int64)
 
     @cached_property
+    def trained(self) -> np.ndarray:
+        """Units a model is trained on: every assistant turn, but for the earlier turns of a
+        preference pair's conversation, which are context both answers share."""
+        return ~np.isin(self.row, self.row[self.pairs]) | np.isin(np.arange(len(self)), self.pairs)
+
+    @cached_property
     def prompt_id(self) -> np.ndarray:
         """Units with the same prompt text share an id; they are never each other's neighbours."""
         _, inverse = np.unique(

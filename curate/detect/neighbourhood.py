@@ -127,16 +127,13 @@ class ResponseConcentration(Detector):
         each member scored by its group (raising `score` where the group says more)."""
         from curate.detect.safety import HARMFUL_LOOKING, harm_probability
 
-        n = len(data)
         _, nb = data.neighbours
         valid = (nb >= 0) & (data.row[np.maximum(nb, 0)] != data.row[:, None])
         k_eff = valid.sum(axis=1)
         answered = np.where(valid, ~data.refusal[np.maximum(nb, 0)], False).sum(axis=1)
-        # Earlier assistant turns of a pair are context both answers share, not trained on.
-        trained = ~np.isin(data.row, data.row[data.pairs]) | np.isin(np.arange(n), data.pairs)
         cand = np.flatnonzero(
             data.refusal
-            & trained
+            & data.trained
             & (k_eff >= self.min_prompts)
             & (answered >= self.answered_around * np.maximum(k_eff, 1))
         )

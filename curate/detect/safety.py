@@ -82,8 +82,7 @@ class Safety(Detector):
             return findings
         harm = harm_probability(data)
         complies = ~data.refusal & np.fromiter((len(r.strip()) > 0 for r in data.responses), bool, n)
-        # Earlier assistant turns of a pair are the context both answers share: not trained on.
-        complies &= ~np.isin(data.row, data.row[data.pairs]) | np.isin(np.arange(n), data.pairs)
+        complies &= data.trained
         # A preference pair teaches its preference, not its chosen answer alone: preferring one
         # complying answer to another (the less harmful of two, as harmless-base data does) does
         # not teach compliance; preferring compliance to a refusal does.
