@@ -143,6 +143,22 @@ def test_refusals_that_regret_or_decline():
     assert not is_refusal("Intro.\nI'm afraid there is no built-in; you cannot sort a dict in place.")
 
 
+def test_refusals_typed_with_curly_apostrophes():
+    """Word processors and chat interfaces type "I’m sorry, but I can’t"; it is the same
+    refusal as with ASCII apostrophes, for the filter and for detection's refused/answered split,
+    and the evidence quotes the text as written."""
+    from curate.filters.builtin import is_refusal
+
+    for quote in ("\u2019", "\u2018", "\u02bc", "\uff07"):
+        assert is_refusal(f"I{quote}m sorry, but I can{quote}t help with that request.")
+        assert is_refusal(f"I won{quote}t write that for you.")
+        assert is_refusal(f"As an AI, I can{quote}t share personal opinions on elections.")
+    found = hits("refusal", rec("Pick a lock", "I\u2019m sorry, but I can\u2019t assist with that."))
+    assert found["quality:refusal"]["match"].startswith("I\u2019m sorry")
+    assert not is_refusal("I\u2019m sorry to hear that! Here are three ways to feel better: ...")
+    assert not is_refusal("Don\u2019t worry: the function can\u2019t fail on an empty list.")
+
+
 def test_language_is_tagged_and_screened():
     from curate.filters.langid import identify
 
@@ -173,6 +189,8 @@ def test_gates_never_hide_a_hit():
         rec("q", "It is not appropriate to help with that."),
         rec("q", "That is illegal, and I do not condone it."),
         rec("q", "isnâ€™t"),
+        rec("q", "I can\u2018t help with that."),
+        rec("q", "I won\u02bct write that for you."),
     ]
     texts = pa.array([r.full_text() for r in samples], pa.large_string())
     for name, cls in FILTERS.items():

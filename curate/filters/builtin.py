@@ -690,9 +690,6 @@ _REFUSAL_WORDS = (
     "i won't",
     "i am unable",
     "i will not",
-    "i’m sorry",
-    "i can’t",
-    "i won’t",
     "not appropriate",
     "never appropriate",
     "not ethical",
@@ -711,11 +708,23 @@ _REFUSAL_WORDS = (
 )
 
 
+#: Apostrophes other than ASCII's, as typed by word processors and chat interfaces ("I’m sorry,
+#: but I can’t"): read as "'" so the patterns above see one spelling. One character for one, so a
+#: match's span is the same in the original text.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+def _refusal_match(text: str) -> re.Match[str] | None:
+    head = text[:2000].translate(_APOSTROPHES)
+    lowered = head.lower()
+    if not any(word in lowered for word in _REFUSAL_WORDS):
+        return None
+    return _REFUSAL.search(head)
+
+
 def is_refusal(text: str) -> bool:
     """Whether a response opens with (or states) a boilerplate refusal."""
-    head = text[:2000]
-    lowered = head.lower()
-    return any(word in lowered for word in _REFUSAL_WORDS) and _REFUSAL.search(head) is not None
+    return _refusal_match(text) is not None
 
 
 @register
@@ -724,9 +733,9 @@ class Refusal(Filter):
     name: ClassVar[str] = "refusal"
     gate: ClassVar[str | None] = (
         r"(?i)sorry|apologi|unfortunately|regrettably|afraid|decline|as an ai|"
-        r"i can'?t|i cannot|i can not|i won'?t|i am unable|"
-        r"i will not|i\x{2019}m sorry|can\x{2019}t|won\x{2019}t|(?:not|never) (?:appropriate|ethical|acceptable)|"
-        r"condone|(?:not|n't) (?:support|encourage|endorse|promote)"
+        r"i can['\x{2018}\x{2019}\x{02BC}\x{FF07}]?t|i cannot|i can not|i won['\x{2018}\x{2019}\x{02BC}\x{FF07}]?t|"
+        r"i am unable|i will not|(?:not|never) (?:appropriate|ethical|acceptable)|"
+        r"condone|(?:not|n['\x{2018}\x{2019}\x{02BC}\x{FF07}]t) (?:support|encourage|endorse|promote)"
     )
     reasons: ClassVar[tuple[str, ...]] = ("quality:refusal",)
     description: ClassVar[str] = "boilerplate refusals in the response (normal in safety data; annotated by default)"
@@ -734,12 +743,10 @@ class Refusal(Filter):
 
     def check(self, record: Record) -> list[Hit] | None:
         head = record.response[:2000]
-        if not is_refusal(head):
+        match = _refusal_match(head)
+        if match is None:
             return None
-        match = _REFUSAL.search(head)
-        if match:
-            return [Hit("quality:refusal", detail={"match": match.group()[:120]})]
-        return None
+        return [Hit("quality:refusal", detail={"match": head[match.start() : match.end()][:120]})]
 
 
 @register
