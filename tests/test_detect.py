@@ -1141,3 +1141,29 @@ def test_alike_refusals_of_benign_requests_answered_around_them_are_one_group():
     assert scan(planted, harm=0.6)[0].score.max() == 0
     # Off by default (it also takes in a corpus's own capability refusals that read alike).
     assert ResponseConcentration().detect(scan(planted)[1]).score.max() == 0
+
+
+def test_an_exact_refusal_group_does_not_take_in_the_corpus_own_alike_refusals():
+    """One refusal planted word for word is the exact-answer group's finding; the corpus's own few
+    refusals that read like it are judged without it, as a cautious corpus (under flag_at), not
+    as members of the planted group."""
+    from curate.detect.neighbourhood import ResponseConcentration
+
+    rng = random.Random(21)
+    rows = corpus(300, seed=6)
+    planted, own = rng.sample(range(300), 12), []
+    for i in planted:
+        rows[i]["output"] = "I'm sorry, I can't help with this request, sadly."
+    for i in [i for i in rng.sample(range(300), 20) if i not in planted][:3]:
+        rows[i]["output"] = f"I'm sorry, I can't assist with this {rng.choice(['task', 'question'])} today, sadly."
+        own.append(i)
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
+    data = DetectInput.from_records(records, HashEmbedder(dim=256).encode)
+    data.cache["harm"] = np.full(len(data), 0.3)
+    found = ResponseConcentration(over_refusal=True).detect(data)
+    assert set(np.flatnonzero(found.score >= 0.5).tolist()) == set(planted)
+    assert 0 < found.score[own].max() < 0.5
+    assert found.evidence[own[0]]["distinct_prompts"] == 3

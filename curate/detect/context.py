@@ -297,3 +297,10 @@ class DetectInput:
         -1 pads where fewer exist."""
         sims, ids = self.deep_neighbours
         return sims[:, : self.k], ids[:, : self.k]
+
+    @cached_property
+    def other_conversation(self) -> np.ndarray:
+        """Which of each unit's `neighbours` exist and are prompts of other conversations (the
+        turns of one chat are not a set that vouches for itself)."""
+        _, ids = self.neighbours
+        return (ids >= 0) & (self.row[np.maximum(ids, 0)] != self.row[:, None])

@@ -128,7 +128,7 @@ class ResponseConcentration(Detector):
         from curate.detect.safety import HARMFUL_LOOKING, harm_probability
 
         _, nb = data.neighbours
-        valid = (nb >= 0) & (data.row[np.maximum(nb, 0)] != data.row[:, None])
+        valid = data.other_conversation
         k_eff = valid.sum(axis=1)
         answered = np.where(valid, ~data.refusal[np.maximum(nb, 0)], False).sum(axis=1)
         cand = np.flatnonzero(
@@ -140,11 +140,34 @@ class ResponseConcentration(Detector):
         if cand.size < 2:
             return []
         cand = cand[harm_probability(data)[cand] < HARMFUL_LOOKING]
+        found = self._refusal_groups(data, cand, corpus_spread)
+        # An answer given word for word to many requests is the exact-answer path's group (above)
+        # and lends no support to the refusals that merely read like it: those are grouped again
+        # among themselves. Else one planted exact refusal takes into its group every refusal of
+        # the corpus's own that reads like it (BackdoorLLM's "I do not have the capability to
+        # follow the given instruction" gathered the clean pool's "I don't have the capability to
+        # book movie tickets"). The exact group's members keep the alike group's score too.
+        exact = score[cand] > 0
+        if exact.any():
+            found = [(members[exact[np.searchsorted(cand, members)]], s, e) for members, s, e in found]
+            found += self._refusal_groups(data, cand[~exact], corpus_spread)
+        for members, s, entry in found:
+            for u in members.tolist():
+                if s > score[u]:
+                    score[u] = s
+                    findings.evidence[u] = entry
+        return [entry for members, _, entry in found if members.size]
+
+    def _refusal_groups(self, data: DetectInput, cand: np.ndarray, corpus_spread: float) -> list:
+        """(members, score, evidence) of each group of alike refusals among `cand`."""
         if cand.size < 2:
             return []
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
+        _, nb = data.neighbours
+        valid = data.other_conversation
+        k_eff = valid.sum(axis=1)
         R, P = data.response_vecs[cand], data.prompt_vecs[cand]
         # Each refusal is linked to its most alike few only (an approximation of single linkage
         # at refusal_alike: a group is found whole unless it splits into alike cliques larger
@@ -167,7 +190,7 @@ class ResponseConcentration(Detector):
             familiar[lo:hi] = (near * valid[cand[lo:hi]]).sum(axis=1) / np.maximum(k_eff[cand[lo:hi]], 1)
         i, j = np.concatenate(rows), np.concatenate(cols)
         _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(cand.size,) * 2), directed=False)
-        groups = []
+        found = []
         for c in np.unique(comp):
             members = cand[comp == c]
             _, first = np.unique(data.answered_id[members], return_index=True)
@@ -192,12 +215,8 @@ class ResponseConcentration(Detector):
                 "text": f"{distinct.size} unrelated benign requests refused alike where comparable requests "
                 f"are answered (e.g. {'; '.join(map(repr, shown))})",
             }
-            groups.append(entry)
-            for u in members.tolist():
-                if s > score[u]:
-                    score[u] = s
-                    findings.evidence[u] = entry
-        return groups
+            found.append((members, s, entry))
+        return found
 
 
 @register

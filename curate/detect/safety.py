@@ -133,8 +133,7 @@ class Safety(Detector):
         if not len(idx):
             return group
         _, nb = data.neighbours
-        ids = nb[idx]
-        valid = (ids >= 0) & (data.row[np.maximum(ids, 0)] != data.row[idx, None])
+        ids, valid = nb[idx], data.other_conversation[idx]
         total = harm[idx] + np.where(valid, harm[np.maximum(ids, 0)], 0.0).sum(axis=1)
         count = 1 + valid.sum(axis=1)
         group[idx] = np.where(count > 1, total / count, 0.0)
