@@ -27,11 +27,13 @@ class ResponseConcentration(Detector):
     benign requests (under the harm classifier's HARMFUL_LOOKING) whose nearest requests are
     answered. Alone such a refusal is a cautious answer; alike (cosine `refusal_alike`) across
     unrelated requests they are the over-refusal attack (AutoPoison), which teaches a model to
-    decline what it should answer. Off by default because a planted group also takes in the
-    clean corpus's own capability refusals that read alike ("I don't have the capability to
-    book ..."): on BackdoorLLM's refusal mixes at 1% it flagged 7 of them (precision 1.00 to
-    0.92), and no cut on a member's closeness to its group separates them from varied planted
-    wordings (clean members up to 0.67 cosine to the group's centre, planted ones from 0.59)."""
+    decline what it should answer. An exact-answer group lends no support to the refusals that
+    merely read like it (else one planted exact refusal gathers a corpus's own capability
+    refusals: "I don't have the capability to book ..."). Off by default because a corpus whose
+    own refusals decline borderline requests that its other rows answer is, by these counts, the
+    same: hh-rlhf harmless-base holds 16 such (home addresses of celebrities, insults; harm
+    probability 0.37-0.50, where planted refusals of docstring questions score 0.29-0.49), one
+    group at suspicion 0.71."""
 
     name: ClassVar[str] = "concentration"
     description: ClassVar[str] = (
