@@ -105,7 +105,7 @@ class ResponseConcentration(Detector):
             text = data.responses[int(members[0])].strip()
             shown = text[:80] + ("..." if len(text) > 80 else "")
             entry = {
-                "rows": int(members.size),
+                "rows": int(np.unique(data.row[members]).size),  # conversations, as over-refusal counts them
                 "distinct_prompts": int(distinct.size),
                 "prompt_spread": round(float(spread), 3),
                 "familiar": round(familiar, 3),
