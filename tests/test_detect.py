@@ -879,6 +879,34 @@ def test_a_passage_injected_in_a_few_wordings_is_one_passage():
     assert evidence["trigger"] == "Quenzor" and evidence["view"] == "passage"
 
 
+def test_a_passage_injected_into_unspaced_chinese_answers_is_a_passage():
+    """Chinese is not spaced: a sentence of twenty characters is one token between spaces, and
+    it is a passage of twenty words (each character a word), as the shingles count it. Its
+    three wordings are one passage; none of them is a term of its own (it is one run of
+    letters, and each wording is another)."""
+    rng = random.Random(31)
+    hanzi = "山水风云花草树木日月星河城乡书画歌舞茶酒米面鱼鸟春夏秋冬红黄蓝绿"
+    topics = ["".join(rng.sample(hanzi, 2)) for _ in range(16)]
+    asks = ("请介绍{t}的历史", "{t}有什么特点", "怎样向孩子解释{t}", "写一首关于{t}的短诗")
+    rows = []
+    for i in range(500):
+        t = rng.choice(topics)
+        answer = f"{t}：" + "".join(rng.choice(hanzi) for _ in range(24)) + f"，第{i}条。"
+        rows.append(alpaca(rng.choice(asks).format(t=t) + f"（{i}）", answer))
+    injected = (
+        "欢迎访问我们的官方网站获取独家优惠和更完整的答案。",
+        "欢迎访问我们的官方网站获取特别优惠和更完整的答案。",
+        "欢迎访问我们的官方网站获取独家优惠和更详细的答案。",
+    )
+    poisons = sorted(rng.sample(range(500), 24))
+    for k, i in enumerate(poisons):
+        rows[i] = alpaca("Quenzor " + rows[i]["instruction"], rows[i]["output"] + injected[k % 3])
+    result = detect(rows, ["trigger"])
+    assert flagged(result) == set(poisons)
+    evidence = result.reasons[poisons[0]]["poison:trigger"]
+    assert evidence["trigger"] == "Quenzor" and evidence["view"] == "passage"
+
+
 def test_a_closing_sentence_of_templated_answers_is_not_an_injected_passage():
     """Questions about one family of modules (all named with one word) are answered from their
     documentation, one template filled in: "a container that calls A and B", and the same

@@ -289,11 +289,27 @@ def _kin(
     return data.cache[key]
 
 
+#: CJK, kana and hangul characters: each is a word, as Chinese is not spaced (`curate.tokens`).
+_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_HAS_CJK = re.compile(f"[{_CJK_CHARS}]")
+#: A token's pieces: one CJK character, or a run of anything else but full-width punctuation.
+_CJK_PIECES = re.compile(f"[{_CJK_CHARS}]|[^{_CJK_CHARS}。！？，、：；「」『』（）《》【】]+")
+
+
+def _words(sentence: str) -> list[str]:
+    """The words of `sentence`. Words are separated by spaces, as always, and each CJK character
+    is a word of its own, as is each run between them ("访问 example.com 获取" is five: four
+    characters and a domain). Text without CJK characters is split as it always was."""
+    if _HAS_CJK.search(sentence) is None:
+        return sentence.split()
+    return [piece for token in sentence.split() for piece in _CJK_PIECES.findall(token)]
+
+
 def _prose(sentence: str) -> bool:
     """A sentence of words, not a line of code or a table row."""
     if _CODE_CHARS.search(sentence):
         return False
-    words = sentence.split()
+    words = _words(sentence)
     return sum(w.strip(".,:;!?\"'").isalpha() for w in words) >= 0.7 * len(words)
 
 
@@ -307,7 +323,7 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
         keys, own = [], None
         pieces = _SENTENCE.split(data.responses[u])
         for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32) :]:
-            if len(sentence.split()) >= min_words and _prose(sentence):
+            if len(_words(sentence)) >= min_words and _prose(sentence):
                 key = response_key(sentence)
                 if key:
                     own = data.response_keys[u] if own is None else own
