@@ -59,8 +59,9 @@ class ResponseConcentration(Detector):
     refusal_alike: float = 0.5
     #: Group strength (distinct requests x spread x foreignness) beyond one refusal at which a
     #: group reaches suspicion 0.5: about four alike refusals of unrelated benign requests. Clean
-    #: corpora's own refusals of benign requests are few and varied (at most three alike, strength
-    #: 1.7, in every FP-audit corpus).
+    #: corpora's own refusals of benign requests are mostly few and varied (at most three alike,
+    #: strength 1.7, in the FP-audit corpora but hh-rlhf, whose 16 refusals of borderline
+    #: requests make one group at 0.71: why over_refusal is off by default).
     refusal_half: float = 3.0
 
     def detect(self, data: DetectInput) -> Findings:
@@ -142,23 +143,21 @@ class ResponseConcentration(Detector):
         if cand.size < 2:
             return []
         cand = cand[harm_probability(data)[cand] < HARMFUL_LOOKING]
-        found = self._refusal_groups(data, cand, corpus_spread)
         # An answer given word for word to many requests is the exact-answer path's group (above)
-        # and lends no support to the refusals that merely read like it: those are grouped again
-        # among themselves. Else one planted exact refusal takes into its group every refusal of
-        # the corpus's own that reads like it (BackdoorLLM's "I do not have the capability to
-        # follow the given instruction" gathered the clean pool's "I don't have the capability to
-        # book movie tickets"). The exact group's members keep the alike group's score too.
+        # and lends no support to the refusals that merely read like it, nor they to it: each
+        # side is grouped among itself. Else one planted exact refusal takes into its group every
+        # refusal of the corpus's own that reads like it (BackdoorLLM's "I do not have the
+        # capability to follow the given instruction" gathered the clean pool's "I don't have the
+        # capability to book movie tickets").
         exact = score[cand] > 0
-        if exact.any():
-            found = [(members[exact[np.searchsorted(cand, members)]], s, e) for members, s, e in found]
-            found += self._refusal_groups(data, cand[~exact], corpus_spread)
+        found = self._refusal_groups(data, cand[exact], corpus_spread)
+        found += self._refusal_groups(data, cand[~exact], corpus_spread)
         for members, s, entry in found:
             for u in members.tolist():
                 if s > score[u]:
                     score[u] = s
                     findings.evidence[u] = entry
-        return [entry for members, _, entry in found if members.size]
+        return [entry for _, _, entry in found]
 
     def _refusal_groups(self, data: DetectInput, cand: np.ndarray, corpus_spread: float) -> list:
         """(members, score, evidence) of each group of alike refusals among `cand`."""
