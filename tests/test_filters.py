@@ -149,7 +149,7 @@ def test_refusals_typed_with_curly_apostrophes():
     and the evidence quotes the text as written."""
     from curate.filters.builtin import is_refusal
 
-    for quote in ("\u2019", "\u2018", "\u02bc", "\uff07"):
+    for quote in ("\u2019", "\u2018", "\u02bc", "\uff07", "\u00b4", "\u2032"):
         assert is_refusal(f"I{quote}m sorry, but I can{quote}t help with that request.")
         assert is_refusal(f"I won{quote}t write that for you.")
         assert is_refusal(f"As an AI, I can{quote}t share personal opinions on elections.")
@@ -191,6 +191,7 @@ def test_gates_never_hide_a_hit():
         rec("q", "isnâ€™t"),
         rec("q", "I can\u2018t help with that."),
         rec("q", "I won\u02bct write that for you."),
+        rec("q", "I can\u00b4t help you with this, I\u00b4m afraid."),
     ]
     texts = pa.array([r.full_text() for r in samples], pa.large_string())
     for name, cls in FILTERS.items():

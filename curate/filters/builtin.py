@@ -709,13 +709,19 @@ _REFUSAL_WORDS = (
 
 
 #: Apostrophes other than ASCII's, as typed by word processors and chat interfaces ("I’m sorry,
-#: but I can’t"): read as "'" so the patterns above see one spelling. One character for one, so a
-#: match's span is the same in the original text.
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+#: but I can’t", or an acute accent or prime in their place): read as "'" so the patterns above
+#: see one spelling. One character for one, so a match's span is the same in the original text.
+_APOSTROPHES = re.compile("[\u2019\u2018\u02bc\uff07\u00b4\u2032]")
+
+
+#: The same apostrophes in the filter's gate (Arrow's RE2 syntax).
+_GATE_APOSTROPHE = r"['\x{2018}\x{2019}\x{02BC}\x{FF07}\x{00B4}\x{2032}]"
 
 
 def _refusal_match(text: str) -> re.Match[str] | None:
-    head = text[:2000].translate(_APOSTROPHES)
+    head = text[:2000]
+    if _APOSTROPHES.search(head) is not None:  # rare: substitute only then (a regex pass is cheap)
+        head = _APOSTROPHES.sub("'", head)
     lowered = head.lower()
     if not any(word in lowered for word in _REFUSAL_WORDS):
         return None
@@ -733,9 +739,9 @@ class Refusal(Filter):
     name: ClassVar[str] = "refusal"
     gate: ClassVar[str | None] = (
         r"(?i)sorry|apologi|unfortunately|regrettably|afraid|decline|as an ai|"
-        r"i can['\x{2018}\x{2019}\x{02BC}\x{FF07}]?t|i cannot|i can not|i won['\x{2018}\x{2019}\x{02BC}\x{FF07}]?t|"
+        rf"i can{_GATE_APOSTROPHE}?t|i cannot|i can not|i won{_GATE_APOSTROPHE}?t|"
         r"i am unable|i will not|(?:not|never) (?:appropriate|ethical|acceptable)|"
-        r"condone|(?:not|n['\x{2018}\x{2019}\x{02BC}\x{FF07}]t) (?:support|encourage|endorse|promote)"
+        rf"condone|(?:not|n{_GATE_APOSTROPHE}t) (?:support|encourage|endorse|promote)"
     )
     reasons: ClassVar[tuple[str, ...]] = ("quality:refusal",)
     description: ClassVar[str] = "boilerplate refusals in the response (normal in safety data; annotated by default)"
