@@ -289,28 +289,33 @@ def _kin(
     return data.cache[key]
 
 
-#: CJK, kana and hangul characters: each is a word, as Chinese is not spaced (`curate.tokens`).
-_CJK_CHARS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_HAS_CJK = re.compile(f"[{_CJK_CHARS}]")
-#: A token's pieces: one CJK character, or a run of anything else but full-width punctuation.
-_CJK_PIECES = re.compile(f"[{_CJK_CHARS}]|[^{_CJK_CHARS}。！？，、：；「」『』（）《》【】]+")
+#: Scripts written without spaces (kana and CJK ideographs): each character is a word, as the
+#: shingles count it (`curate.tokens`). Korean is spaced, so hangul is counted by spaces.
+_SPACELESS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_SPACELESS_CHAR = re.compile(f"[{_SPACELESS}]")
+#: The runs between them: anything but spaces and full-width punctuation.
+_OTHER_RUN = re.compile(f"[^{_SPACELESS}。！？，、：；「」『』（）《》【】\\s]+")
 
 
-def _words(sentence: str) -> list[str]:
-    """The words of `sentence`. Words are separated by spaces, as always, and each CJK character
-    is a word of its own, as is each run between them ("访问 example.com 获取" is five: four
-    characters and a domain). Text without CJK characters is split as it always was."""
-    if _HAS_CJK.search(sentence) is None:
-        return sentence.split()
-    return [piece for token in sentence.split() for piece in _CJK_PIECES.findall(token)]
+def _words(sentence: str) -> tuple[int, list[str]]:
+    """(how many words `sentence` holds, those of them that are not spaceless characters).
+    Words are separated by spaces, as always, and each kana or CJK character is a word of its
+    own, as is each run between them ("访问 example.com 获取" is five: four characters and a
+    domain). Text without such characters is split exactly as it always was."""
+    if _SPACELESS_CHAR.search(sentence) is None:
+        words = sentence.split()
+        return len(words), words
+    others = _OTHER_RUN.findall(sentence)
+    return len(_SPACELESS_CHAR.findall(sentence)) + len(others), others
 
 
-def _prose(sentence: str) -> bool:
-    """A sentence of words, not a line of code or a table row."""
+def _prose(sentence: str, words: tuple[int, list[str]] | None = None) -> bool:
+    """A sentence of words, not a line of code or a table row. `words`: its `_words`."""
     if _CODE_CHARS.search(sentence):
         return False
-    words = _words(sentence)
-    return sum(w.strip(".,:;!?\"'").isalpha() for w in words) >= 0.7 * len(words)
+    count, others = words or _words(sentence)
+    letters = count - len(others) + sum(w.strip(".,:;!?\"'").isalpha() for w in others)
+    return letters >= 0.7 * count
 
 
 def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.ndarray, list[str]]:
@@ -323,7 +328,8 @@ def _passages(data: DetectInput, min_rows: int, min_words: int = 8) -> tuple[np.
         keys, own = [], None
         pieces = _SENTENCE.split(data.responses[u])
         for sentence in pieces[:32] + pieces[max(32, len(pieces) - 32) :]:
-            if len(_words(sentence)) >= min_words and _prose(sentence):
+            words = _words(sentence)
+            if words[0] >= min_words and _prose(sentence, words):
                 key = response_key(sentence)
                 if key:
                     own = data.response_keys[u] if own is None else own
