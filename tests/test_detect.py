@@ -1167,7 +1167,7 @@ def test_alike_refusals_of_benign_requests_answered_around_them_are_one_group():
     # Three are a cautious corpus; harmful-looking requests refused are good safety data.
     assert 0 < scan(planted[:3])[0].score.max() < 0.5
     assert scan(planted, harm=0.6)[0].score.max() == 0
-    # Off by default (it also takes in a corpus's own capability refusals that read alike).
+    # Off by default (a corpus's own refusals of borderline requests group alike: see the class doc).
     assert ResponseConcentration().detect(scan(planted)[1]).score.max() == 0
 
 
