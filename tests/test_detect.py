@@ -881,9 +881,9 @@ def test_a_passage_injected_in_a_few_wordings_is_one_passage():
 
 def test_a_passage_injected_into_unspaced_chinese_answers_is_a_passage():
     """Chinese is not spaced: a sentence of twenty characters is one token between spaces, and
-    it is a passage of twenty words (each character a word), as the shingles count it. Its
-    three wordings are one passage; none of them is a term of its own (it is one run of
-    letters, and each wording is another)."""
+    it is a passage of twenty words (each character a word), as the shingles count it. Each of
+    its three wordings recurs eight times; none is a term the trigger ties to (a CJK run is one
+    term, and each wording is another)."""
     rng = random.Random(31)
     hanzi = "山水风云花草树木日月星河城乡书画歌舞茶酒米面鱼鸟春夏秋冬红黄蓝绿"
     topics = ["".join(rng.sample(hanzi, 2)) for _ in range(16)]
