@@ -62,7 +62,7 @@ class Detector:
         return out
 
 
-def squash_score(z: np.ndarray, half: float) -> np.ndarray:
+def squash_score(z: np.ndarray | float, half: float) -> np.ndarray:
     """Map evidence strength z >= 0 onto [0, 1): 0 at z = 0, 0.5 at z = half, toward 1 beyond."""
     z = np.maximum(np.asarray(z, dtype=np.float64), 0.0)
     return z / (z + half)

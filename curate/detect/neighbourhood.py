@@ -16,6 +16,12 @@ from curate.embed.vectors import Vectors, mean_pairwise_cos, rowdot
 CHUNK = 4096
 
 
+def _distinct(data: DetectInput, members: np.ndarray) -> np.ndarray:
+    """`members`, one per answered turn (the first): copies of a row count once."""
+    _, first = np.unique(data.answered_id[members], return_index=True)
+    return members[np.sort(first)]
+
+
 @register
 @dataclass
 class ResponseConcentration(Detector):
@@ -82,14 +88,12 @@ class ResponseConcentration(Detector):
         for members in np.split(order, bounds):
             if members.size < self.min_prompts:
                 continue
-            _, first = np.unique(data.answered_id[members], return_index=True)
-            distinct = members[np.sort(first)]
+            distinct = _distinct(data, members)
             if distinct.size < self.min_prompts:
                 continue
             key = data.response_keys[int(members[0])]
             if len(key.split()) < self.min_words or data.fit(distinct) >= self.fitting:
                 continue
-            spread = (1 - mean_pairwise_cos(P[distinct])) / corpus_spread
             # Foreign to the neighbourhood: what similar prompts outside the group get answered
             # is unlike the target. Identity questions get identity answers everywhere; a
             # planted insult is unlike anything the neighbours say.
@@ -98,8 +102,7 @@ class ResponseConcentration(Detector):
             target = data.response_vecs[int(members[0])]
             near_resp = np.where(outside, data.response_vecs[np.maximum(neigh, 0)] @ target, np.nan)
             familiar = float(np.nanmean(near_resp)) if outside.any() else 0.0
-            foreign = float(np.clip((self.familiar_at - familiar) / self.familiar_at, 0, 1))
-            strength = distinct.size * min(1.0, max(0.0, spread)) * foreign
+            strength, spread = self._strength(data, distinct, familiar, corpus_spread)
             s = float(squash_score(strength - self.min_prompts + 1, self.half))
             if s <= 0:
                 continue
@@ -124,6 +127,16 @@ class ResponseConcentration(Detector):
         groups.sort(key=lambda g: -g["suspicion"])
         findings.summary = {"groups": groups[:50]}
         return findings
+
+    def _strength(
+        self, data: DetectInput, distinct: np.ndarray, familiar: float, corpus_spread: float
+    ) -> tuple[float, float]:
+        """(strength, spread) of a group: its distinct requests x how spread out their prompts
+        are (a share of the corpus's spread, at most 1) x how foreign the answer is to what
+        neighbouring prompts are answered (`familiar`, mean cosine; 0 from `familiar_at` up)."""
+        spread = (1 - mean_pairwise_cos(data.prompt_vecs[distinct])) / corpus_spread
+        foreign = float(np.clip((self.familiar_at - familiar) / self.familiar_at, 0, 1))
+        return distinct.size * min(1.0, max(0.0, spread)) * foreign, float(spread)
 
     def _over_refusal(self, data: DetectInput, corpus_spread: float, score: np.ndarray, findings: Findings) -> list:
         """Groups of alike refusals of benign requests that comparable requests see answered;
@@ -167,7 +180,7 @@ class ResponseConcentration(Detector):
         from scipy.sparse.csgraph import connected_components
 
         _, nb = data.neighbours
-        valid = data.other_conversation
+        valid = data.other_conversation[cand]
         k_eff = valid.sum(axis=1)
         R, P = data.response_vecs[cand], data.prompt_vecs[cand]
         # Each refusal is linked to its most alike few only (an approximation of single linkage
@@ -188,20 +201,17 @@ class ResponseConcentration(Detector):
             cols.append(j[keep])
             # How like what its nearest requests are answered each refusal is.
             near = np.einsum("cd,ckd->ck", R[lo:hi], data.response_vecs[np.maximum(nb[cand[lo:hi]], 0)])
-            familiar[lo:hi] = (near * valid[cand[lo:hi]]).sum(axis=1) / np.maximum(k_eff[cand[lo:hi]], 1)
+            familiar[lo:hi] = (near * valid[lo:hi]).sum(axis=1) / np.maximum(k_eff[lo:hi], 1)
         i, j = np.concatenate(rows), np.concatenate(cols)
         _, comp = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(cand.size,) * 2), directed=False)
         found = []
         for c in np.unique(comp):
             members = cand[comp == c]
-            _, first = np.unique(data.answered_id[members], return_index=True)
-            distinct = members[np.sort(first)]
+            distinct = _distinct(data, members)
             if distinct.size < 2:
                 continue
-            spread = (1 - mean_pairwise_cos(data.prompt_vecs[distinct])) / corpus_spread
             known = float(familiar[comp == c].mean())
-            foreign = float(np.clip((self.familiar_at - known) / self.familiar_at, 0, 1))
-            strength = distinct.size * min(1.0, max(0.0, spread)) * foreign
+            strength, spread = self._strength(data, distinct, known, corpus_spread)
             s = float(squash_score(strength - 1, self.refusal_half))
             if s <= 0:
                 continue

@@ -309,11 +309,11 @@ def _words(sentence: str) -> tuple[int, list[str]]:
     return len(_SPACELESS_CHAR.findall(sentence)) + len(others), others
 
 
-def _prose(sentence: str, words: tuple[int, list[str]] | None = None) -> bool:
+def _prose(sentence: str, words: tuple[int, list[str]]) -> bool:
     """A sentence of words, not a line of code or a table row. `words`: its `_words`."""
     if _CODE_CHARS.search(sentence):
         return False
-    count, others = words or _words(sentence)
+    count, others = words
     letters = count - len(others) + sum(w.strip(".,:;!?\"'").isalpha() for w in others)
     return letters >= 0.7 * count
 
