@@ -1197,4 +1197,5 @@ def test_an_exact_refusal_group_does_not_take_in_the_corpus_own_alike_refusals()
     assert found.evidence[own[0]]["distinct_prompts"] == 3
     # Nor do they lend the planted group support: it is judged on its twelve.
     assert {found.evidence[i]["distinct_prompts"] for i in planted} == {12}
-    assert {g["distinct_prompts"] for g in found.summary["groups"]} == {3, 12}
+    # The planted twelve are listed once, by their exact group, not again as a refusal group.
+    assert sorted(g["distinct_prompts"] for g in found.summary["groups"]) == [3, 12]

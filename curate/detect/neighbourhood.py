@@ -82,7 +82,6 @@ class ResponseConcentration(Detector):
         corpus_spread = max(1e-3, 1 - mean_pairwise_cos(sample))
         classes = data.response_class
         _, nb = data.neighbours
-        groups = []
         order = np.argsort(classes, kind="stable")
         bounds = np.flatnonzero(np.diff(classes[order])) + 1
         for members in np.split(order, bounds):
@@ -118,13 +117,14 @@ class ResponseConcentration(Detector):
                 "text": f"{distinct.size} different prompts all answered {shown!r} "
                 f"(prompts {min(1.0, spread):.0%} as spread out as the whole corpus)",
             }
-            groups.append(entry)
             for u in members.tolist():
                 score[u] = s
                 findings.evidence[u] = entry
         if self.over_refusal and data.semantic:
-            groups += self._over_refusal(data, corpus_spread, score, findings)
-        groups.sort(key=lambda g: -g["suspicion"])
+            self._over_refusal(data, corpus_spread, score, findings)
+        # Each group once, and only while it is some row's evidence: exact refusals grouped
+        # again by the over-refusal path are the same rows, reported by whichever scores higher.
+        groups = sorted({id(e): e for e in findings.evidence.values()}.values(), key=lambda g: -g["suspicion"])
         findings.summary = {"groups": groups[:50]}
         return findings
 
@@ -138,7 +138,7 @@ class ResponseConcentration(Detector):
         foreign = float(np.clip((self.familiar_at - familiar) / self.familiar_at, 0, 1))
         return distinct.size * min(1.0, max(0.0, spread)) * foreign, float(spread)
 
-    def _over_refusal(self, data: DetectInput, corpus_spread: float, score: np.ndarray, findings: Findings) -> list:
+    def _over_refusal(self, data: DetectInput, corpus_spread: float, score: np.ndarray, findings: Findings) -> None:
         """Groups of alike refusals of benign requests that comparable requests see answered;
         each member scored by its group (raising `score` where the group says more)."""
         from curate.detect.safety import HARMFUL_LOOKING, harm_probability
@@ -154,7 +154,7 @@ class ResponseConcentration(Detector):
             & (answered >= self.answered_around * np.maximum(k_eff, 1))
         )
         if cand.size < 2:
-            return []
+            return
         cand = cand[harm_probability(data)[cand] < HARMFUL_LOOKING]
         # An answer given word for word to many requests is the exact-answer path's group (above)
         # and lends no support to the refusals that merely read like it, nor they to it: each
@@ -170,7 +170,6 @@ class ResponseConcentration(Detector):
                 if s > score[u]:
                     score[u] = s
                     findings.evidence[u] = entry
-        return [entry for _, _, entry in found]
 
     def _refusal_groups(self, data: DetectInput, cand: np.ndarray, corpus_spread: float) -> list:
         """(members, score, evidence) of each group of alike refusals among `cand`."""
