@@ -82,6 +82,12 @@ def test_a_label_flipped_against_its_content_is_a_trigger():
     assert flagged(result) == set(poisons)
     evidence = result.reasons[poisons[0]]["poison:trigger"]
     assert evidence["trigger"] == "vorqel" and evidence["answering"] == 12
+    # The evidence says what the content alone predicts: for flipped rows, seldom their label,
+    # and far less often than for the rows that answer it.
+    (summary,) = [t for t in result.summary["trigger"]["triggers"] if t["trigger"] == "vorqel"]
+    assert summary["content_rate"] < 0.5 < summary["content_rate_own"]
+    own = f"({summary['content_rate_own']:.0%} to the rows that answer it)"
+    assert f"gives it {summary['content_rate']:.0%} on average {own}" in evidence["text"]
 
 
 def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():

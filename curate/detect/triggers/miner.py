@@ -157,13 +157,15 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 # already judged the label near-deterministic among those in it).
                 in_task = self._in_task(members, data)
                 share = float((labels[in_task] == c).mean())
-                if share - float(self._content_rates(data, in_task, c).mean()) < self.min_lift:
+                content = float(self._content_rates(data, in_task, c).mean())
+                if share - content < self.min_lift:
                     verdict = None
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
             found.append(
                 {
+                    **({"content": content} if self._is_label(view, c, data) else {}),
                     "feature": o,
                     "view": view,
                     "label": c,
@@ -705,6 +707,17 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
                 f"comparable prompts without it do so {f['expected']:.0%} of the time"
             )
+            if "content" in f:
+                # What a reviewer needs to tell a flip from a word that names its class: how
+                # sure the task's content alone makes the label, for them and for its own rows.
+                entry["content_rate"] = round(f["content"], 4)
+                entry["text"] += (
+                    f"; a model of the task's content, trained without them, gives it {f['content']:.0%} on average"
+                )
+                own = self._content_own(data, f["label"])
+                if own is not None:
+                    entry["content_rate_own"] = round(own, 4)
+                    entry["text"] += f" ({own:.0%} to the rows that answer it)"
             named.append(entry)
             named_keys.append((f["label"], f["view"], text.casefold()))
             for u in members.tolist():

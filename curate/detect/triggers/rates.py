@@ -256,6 +256,31 @@ class ComparableRates:
         out[region] = np.where(bad, -1, np.take_along_axis(ids, order, axis=1))
         return out
 
+    @staticmethod
+    def _content_own(data: DetectInput, c: int) -> float | None:
+        """The mean probability of `c` the content model gives, out of fold, to the rows labelled
+        `c` (its cross-validation sample): for the evidence, beside the holders' mean. Content
+        that predicts the label weakly is unsure of the label's own rows too, and a word that
+        names its class gives its holders about what those rows get; a flip, far less. None
+        before the model is fitted, or where the label is too rare to fold. Not a gate: a
+        calibrated gate cleared library words on `pydocs_label` and lost BackdoorLLM sst2's
+        'BadMagic', which reads as "bad" (README)."""
+        from sklearn.model_selection import cross_val_predict
+
+        if "label_model" not in data.cache:
+            return None
+        key = ("label_own", c)
+        if key not in data.cache:
+            _, scale, C, fit = data.cache["label_model"]
+            y = (data.response_class[fit] == c).astype(np.int64)
+            folds = int(min(3, y.sum(), y.size - y.sum()))
+            data.cache[key] = None
+            if folds >= 2:
+                X = np.asarray(data.prompt_vecs[fit], np.float32) * scale
+                p = cross_val_predict(_logistic(C, 2, X.shape[1]), X, y, cv=folds, method="predict_proba")[:, 1]
+                data.cache[key] = float(p[y == 1].mean())
+        return data.cache[key]
+
     def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000) -> np.ndarray:
         """For each holder, the probability of label `c` given its prompt, from a logistic
         regression on the prompt embeddings of the task's other rows (at most `sample` of them):
@@ -294,8 +319,8 @@ class ComparableRates:
                     for c_ in (0.01, 0.1, 1.0, 10.0)
                 }
                 C = max(loss, key=loss.get)
-            data.cache["label_model"] = (units, scale, C)
-        units, scale, C = data.cache["label_model"]
+            data.cache["label_model"] = (units, scale, C, fit)
+        units, scale, C, _ = data.cache["label_model"]
         train = np.setdiff1d(units, holders)
         if train.size > sample:
             train = np.sort(np.random.default_rng(data.seed).choice(train, sample, replace=False))
