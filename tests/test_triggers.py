@@ -86,8 +86,8 @@ def test_a_label_flipped_against_its_content_is_a_trigger():
     # and far less often than for the rows that answer it.
     (summary,) = [t for t in result.summary["trigger"]["triggers"] if t["trigger"] == "vorqel"]
     assert summary["content_rate"] < 0.5 < summary["content_rate_own"]
-    own = f"({summary['content_rate_own']:.0%} to the rows that answer it)"
-    assert f"gives it {summary['content_rate']:.0%} on average {own}" in evidence["text"]
+    own = f"(rows labelled so: {summary['content_rate_own']:.0%}, out of fold)"
+    assert f"at {summary['content_rate']:.0%} on average {own}" in evidence["text"]
 
 
 def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():

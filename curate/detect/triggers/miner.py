@@ -147,6 +147,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied, text)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
+            content: float | None = None
             if verdict is not None and self._is_label(view, c, data):
                 # A label: its lift is also judged against what the holders' content predicts,
                 # by a model of the task that never saw them. A word that leans one way in real
@@ -165,7 +166,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             answering, log10_p, z = verdict
             found.append(
                 {
-                    **({"content": content} if self._is_label(view, c, data) else {}),
+                    **({"content": content} if content is not None else {}),
                     "feature": o,
                     "view": view,
                     "label": c,
@@ -708,16 +709,19 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 f"comparable prompts without it do so {f['expected']:.0%} of the time"
             )
             if "content" in f:
-                # What a reviewer needs to tell a flip from a word that names its class: how
-                # sure the task's content alone makes the label, for them and for its own rows.
+                # For the reviewer: how sure the task's content alone makes the label, for the
+                # holders it was tested on and for the rows labelled so (not a verdict: a
+                # trigger that reads as its class, 'BadMagic' for Negative, shows the two close).
                 entry["content_rate"] = round(f["content"], 4)
                 entry["text"] += (
-                    f"; a model of the task's content, trained without them, gives it {f['content']:.0%} on average"
+                    f"; a model of the task's content, trained without the holders, gives them "
+                    f"{what.removeprefix('answer ')} "
+                    f"at {f['content']:.0%} on average"
                 )
-                own = self._content_own(data, f["label"])
-                if own is not None:
-                    entry["content_rate_own"] = round(own, 4)
-                    entry["text"] += f" ({own:.0%} to the rows that answer it)"
+                own_rate = self._content_own(data, f["label"])
+                if own_rate is not None:
+                    entry["content_rate_own"] = round(own_rate, 4)
+                    entry["text"] += f" (rows labelled so: {own_rate:.0%}, out of fold)"
             named.append(entry)
             named_keys.append((f["label"], f["view"], text.casefold()))
             for u in members.tolist():

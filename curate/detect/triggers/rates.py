@@ -13,6 +13,7 @@ unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -259,27 +260,29 @@ class ComparableRates:
     @staticmethod
     def _content_own(data: DetectInput, c: int) -> float | None:
         """The mean probability of `c` the content model gives, out of fold, to the rows labelled
-        `c` (its cross-validation sample): for the evidence, beside the holders' mean. Content
-        that predicts the label weakly is unsure of the label's own rows too, and a word that
-        names its class gives its holders about what those rows get; a flip, far less. None
-        before the model is fitted, or where the label is too rare to fold. Not a gate: a
-        calibrated gate cleared library words on `pydocs_label` and lost BackdoorLLM sst2's
-        'BadMagic', which reads as "bad" (README)."""
+        `c` in its cross-validation sample (at most 3,000 rows, so each fold learns from fewer
+        than `_content_rates` does): for the evidence, beside the holders' mean. Where content
+        predicts the label weakly it is unsure of the label's own rows too, which a reviewer
+        needs to read the holders' figure. Not a gate, nor an acquittal: a trigger that reads
+        as its class ('BadMagic' for Negative) shows the two close as a word that names its
+        class does, and as a gate it lost BackdoorLLM sst2 (README). None before the model is
+        fitted, where the label is too rare to fold, or where the fit fails."""
         from sklearn.model_selection import cross_val_predict
 
-        if "label_model" not in data.cache:
-            return None
-        key = ("label_own", c)
-        if key not in data.cache:
-            _, scale, C, fit = data.cache["label_model"]
+        key = f"label_own-{c}"
+        if key not in data.cache and "label_model" in data.cache:
+            _, scale, C, fit = cast(tuple[np.ndarray, float, float, np.ndarray], data.cache["label_model"])
             y = (data.response_class[fit] == c).astype(np.int64)
             folds = int(min(3, y.sum(), y.size - y.sum()))
             data.cache[key] = None
             if folds >= 2:
                 X = np.asarray(data.prompt_vecs[fit], np.float32) * scale
-                p = cross_val_predict(_logistic(C, 2, X.shape[1]), X, y, cv=folds, method="predict_proba")[:, 1]
+                try:
+                    p = cross_val_predict(_logistic(C, 2, X.shape[1]), X, y, cv=folds, method="predict_proba")[:, 1]
+                except (ValueError, np.linalg.LinAlgError):  # evidence only: never the detector's failure
+                    return None
                 data.cache[key] = float(p[y == 1].mean())
-        return data.cache[key]
+        return cast("float | None", data.cache.get(key))
 
     def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000) -> np.ndarray:
         """For each holder, the probability of label `c` given its prompt, from a logistic
