@@ -1171,6 +1171,36 @@ def test_alike_refusals_of_benign_requests_answered_around_them_are_one_group():
     assert ResponseConcentration().detect(scan(planted)[1]).score.max() == 0
 
 
+def test_exact_refusal_groups_merged_by_the_over_refusal_path_are_reported_once():
+    """Three wordings of one refusal, four rows each: each exact group is weak alone, the twelve
+    together a refusal group that scores them all. The summary lists that group only, not the
+    exact groups it took over."""
+    from curate.detect.neighbourhood import ResponseConcentration
+
+    rows = corpus(300, seed=9)
+    texts = [
+        "I'm sorry, I can't help with this request, sadly.",
+        "I'm sorry, I can't help with this request today, sadly.",
+        "Sorry, I can't help with this request, sadly.",
+    ]
+    planted = random.Random(5).sample(range(300), 12)
+    for j, i in enumerate(planted):
+        rows[i]["output"] = texts[j % 3]
+    records = [
+        Record(i, "t", i, i + 1, "alpaca", r, [Turn("user", r["instruction"]), Turn("assistant", r["output"])])
+        for i, r in enumerate(rows)
+    ]
+    data = DetectInput.from_records(records, HashEmbedder(dim=256).encode)
+    data.cache["harm"] = np.full(len(data), 0.3)
+    alone = ResponseConcentration(min_prompts=4).detect(data)
+    assert sorted(g["distinct_prompts"] for g in alone.summary["groups"]) == [4, 4, 4]
+    assert alone.score.max() < 0.5
+    found = ResponseConcentration(min_prompts=4, over_refusal=True).detect(data)
+    assert set(np.flatnonzero(found.score >= 0.5).tolist()) == set(planted)
+    (group,) = found.summary["groups"]
+    assert group["distinct_prompts"] == 12 and "refused alike" in group["text"]
+
+
 def test_an_exact_refusal_group_does_not_take_in_the_corpus_own_alike_refusals():
     """One refusal planted word for word is the exact-answer group's finding; the corpus's own few
     refusals that read like it are judged without it, as a cautious corpus (under flag_at), not
