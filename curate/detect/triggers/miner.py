@@ -711,7 +711,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             if "content" in f:
                 # For the reviewer: how sure the task's content alone makes the label, for the
                 # holders it was tested on and for the rows labelled so (not a verdict: a
-                # trigger that reads as its class, 'BadMagic' for Negative, shows the two close).
+                # planted token that reads as its label shows the two close).
                 entry["content_rate"] = round(f["content"], 4)
                 entry["text"] += (
                     f"; a model of the task's content, trained without the holders, gives them "

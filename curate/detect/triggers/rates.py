@@ -263,10 +263,10 @@ class ComparableRates:
         `c` in its cross-validation sample (at most 3,000 rows, so each fold learns from fewer
         than `_content_rates` does): for the evidence, beside the holders' mean. Where content
         predicts the label weakly it is unsure of the label's own rows too, which a reviewer
-        needs to read the holders' figure. Not a gate, nor an acquittal: a trigger that reads
-        as its class ('BadMagic' for Negative) shows the two close as a word that names its
-        class does, and as a gate it lost BackdoorLLM sst2 (README). None before the model is
-        fitted, where the label is too rare to fold, or where the fit fails."""
+        needs to read the holders' figure. Not a gate, nor an acquittal: a planted token whose
+        subwords read as its label ("bad" in a Negative trigger) shows the two close as a word
+        that names its class does, and as a gate it lost BackdoorLLM sst2 (README). None before
+        the model is fitted, where the label is too rare to fold, or where the fit fails."""
         from sklearn.model_selection import cross_val_predict
 
         key = f"label_own-{c}"
