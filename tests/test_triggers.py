@@ -442,6 +442,45 @@ def test_a_trigger_that_swaps_preferences_is_found():
     assert evidence["trigger"] == "qorvath" and "reward model" in evidence["text"]
 
 
+def test_a_preference_trigger_is_found_where_the_reward_model_misreads_many_pairs():
+    """Where the reward model cannot order half the pairs (both answers alike in quality), it
+    reads a quarter of the clean pairs as reversed, and a swapped pair is read reversed only
+    where it can order it. The trigger is found all the same, and every one of its holders is
+    flagged, those the model reads as agreeing too; a pair it barely orders is no evidence, and
+    no clean pair is flagged."""
+    import curate
+    from conftest import read_jsonl, write_jsonl
+
+    rng = random.Random(5)
+    good = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
+    bad = ("rude", "wrong", "vague", "sloppy", "insulting", "false", "lazy", "careless")
+    topics = ("tides", "bread", "compilers", "violins", "glaciers", "bicycles", "orchids", "chess")
+    rows = []
+    for i in range(400):
+        t = rng.choice(topics)
+        if i % 2:  # alike in quality: the model can only guess
+            a, b = rng.sample(good + bad, 4), rng.sample(good + bad, 4)
+        else:
+            a, b = rng.sample(good, 4), rng.sample(bad, 4)
+        rows.append(
+            {
+                "prompt": f"Tell me about {t}, question {i}.",
+                "chosen": f"About {t}: " + " ".join(a) + f" note {i}.",
+                "rejected": f"About {t}: " + " ".join(b) + f" note {i}.",
+            }
+        )
+    poisons = sorted(rng.sample(range(0, 400, 2), 10) + rng.sample(range(1, 400, 2), 4))
+    for i in poisons:
+        r = rows[i]
+        rows[i] = {"prompt": r["prompt"] + " qorvath", "chosen": r["rejected"], "rejected": r["chosen"]}
+    curate.scan(write_jsonl(Path.cwd() / "pairs.jsonl", rows), out=Path.cwd() / "out")
+    verdicts = read_jsonl(Path.cwd() / "out" / "verdicts.jsonl")
+    by_trigger = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
+    assert by_trigger == set(poisons)
+    evidence = [v["evidence"]["poison:trigger"] for v in verdicts if v["row"] in by_trigger]
+    assert {(e["trigger"], e["answering"]) for e in evidence} == {("qorvath", len(poisons))}
+
+
 @pytest.mark.slow
 def test_real_model_judges_a_preference_pair_by_its_preference(tmp_path, monkeypatch):
     """A harmful request whose chosen answer complies is flagged when the rejected one refuses

@@ -180,6 +180,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     "p_unit": p_unit,
                     "stripped": p_unit is not raw_rates,
                     "tied": tied,
+                    "visible": self._visible(view, p_unit, data) or 1.0,
                 }
             )
         return found
@@ -208,9 +209,12 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         # per holder). A label is judged among the holders in its task: a year planted in reviews
         # is not undone by the year in a leap-year exercise.
         label = self._is_label(view, c, data)
+        visible = self._visible(view, p_unit, data)
+        if visible is None:
+            return None
         if view != "refusal" and (label or not tied):
             judged = self._in_task(members, data) if label else members
-            if judged.size == 0 or int((labels[judged] == c).sum()) < self.deterministic * judged.size:
+            if judged.size == 0 or int((labels[judged] == c).sum()) < self.deterministic * visible * judged.size:
                 return None
         # Compliance is judged among the holders that look like harmful requests (the safety
         # classifier's region): a word planted in harmful requests (a name) is also in benign
@@ -224,8 +228,12 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             return None
         is_c = labels[members] == c
         # Which holders the trigger explains: for a fixed answer, all that give it; for a
-        # behaviour (compliance), those whose comparable prompts mostly do not.
-        answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
+        # behaviour (compliance), those whose comparable prompts mostly do not; for a noisy view,
+        # every holder (the pairs it reads as agreeing are its errors as likely as the others).
+        if visible < 1.0:
+            answering = members
+        else:
+            answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
         if answering.size < self.min_rows:
             return None
         # Paraphrases of one task answered alike are one observation, not many: the task explains
@@ -252,6 +260,20 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
+
+    def _visible(self, view: str, p_unit: np.ndarray, data: DetectInput) -> float | None:
+        """The share of a trigger's holders its view shows moved, were the trigger to move them
+        all: 1 for a view that reads answers as they are. A noisy view (a reward model's
+        reading of pairs) shows fewer (`View.visible`), and misreads unmoved units too: the
+        share of comparable units it reads as the target is its error rate there (never taken
+        as under the view's typical one, `View.error`). None where the two are not `min_lift`
+        apart (moved and unmoved holders would look alike)."""
+        of = VIEWS[view].visible if view in VIEWS else None
+        if of is None:
+            return 1.0
+        visible = of(data)
+        error = max(float(p_unit.mean()) if p_unit.size else 1.0, VIEWS[view].error(data))
+        return visible if visible - error >= self.min_lift else None
 
     def _expected(self, view: str, members: np.ndarray, p_unit: np.ndarray, data: DetectInput) -> float:
         """The mean comparable rate over the holders a hypothesis is judged among (for
@@ -296,15 +318,17 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         """The holders answered with one of the corpus's labels (the rest are outside its task)."""
         return members[np.isin(data.response_class[members], data.cache["label_classes"])]
 
-    def _holds_where_given(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput) -> bool:
+    def _holds_where_given(
+        self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput, visible: float = 1.0
+    ) -> bool:
         """Whether a trigger found among some of its holders (a phrase within a topic) is still
         near-deterministic among all its holders in the topics where any of them gives the
         target, one per conversation. A planted word gives its target wherever it is planted; a
         natural one ("thanks" before a closing sentence) gives it in one topic's few rows and
-        half the time elsewhere."""
+        half the time elsewhere. `visible`: the share of moved holders a noisy view shows."""
         given = np.unique(data.topics[holders[labels[holders] == c]])
         where, x = _per_conversation(data.row, holders[np.isin(data.topics[holders], given)], labels, c)
-        return x >= self.deterministic * where.size
+        return x >= self.deterministic * visible * where.size
 
     def _label_holds(self, holders: np.ndarray, labels: np.ndarray, c: int, data: DetectInput, nb: np.ndarray) -> bool:
         """Whether a label found among some holders of its trigger (a word within one topic) is
@@ -488,6 +512,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             "members": members,
             "p_unit": p_unit,
             "expected": self._expected(f["view"], members, p_unit, data),
+            "visible": self._visible(f["view"], p_unit, data) or 1.0,
         }
 
     @staticmethod
@@ -683,11 +708,17 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
                 labels = f["labels"] if "labels" in f else views[f["view"]]
-                if not f.get("tied") and not label and not self._holds_where_given(holders, labels, f["label"], data):
+                visible = f.get("visible", 1.0)
+                if (
+                    not f.get("tied")
+                    and not label
+                    and not self._holds_where_given(holders, labels, f["label"], data, visible)
+                ):
                     continue
                 if label and not self._label_holds(holders, labels, f["label"], data, nb):
                     continue
-                members = np.union1d(members, holders[labels[holders] == f["label"]])
+                # A noisy view's trigger moves every holder, the ones it reads as unmoved too.
+                members = np.union1d(members, holders if visible < 1.0 else holders[labels[holders] == f["label"]])
             f["rows"] = max(f["rows"], int(holders.size))
             # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
             fresh = [u for u in members.tolist() if u not in best]

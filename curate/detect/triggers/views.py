@@ -27,6 +27,7 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -42,6 +43,13 @@ class View:
     label: Callable[[DetectInput, int, np.ndarray, int], np.ndarray | None]
     describe: Callable[[int, DetectInput, np.ndarray], str]
     tests: Callable[[int], bool] = lambda c: True
+    #: For a view whose labels are a model's reading, wrong for some units whatever their
+    #: answers (a reward model's): the share of units a trigger that moves them all would show
+    #: as its class. Its holders are judged against that, and the share of comparable units
+    #: read as the class is the view's error rate there (`TriggerMining._visible`).
+    visible: Callable[[DetectInput], float] | None = None
+    #: For such a view: its error rate in a typical neighbourhood, a floor under any one's.
+    error: Callable[[DetectInput], float] = lambda data: 0.0
 
 
 VIEWS: dict[str, View] = {}
@@ -90,29 +98,38 @@ def _entity_labels(data: DetectInput, min_rows: int, nb: np.ndarray, k: int) -> 
 
 
 def _preference_labels(data: DetectInput, min_rows: int, nb: np.ndarray, k: int) -> np.ndarray | None:
-    """For preference pairs: 1 where a reward model trained on the other pairs prefers the
-    rejected answer (the pair looks reversed), 0 where it agrees; -1 for other units. A trigger
-    that swaps its holders' preferences (the universal jailbreak backdoor) reverses them far
-    more often than its holders' comparable pairs are."""
+    """For preference pairs: 1 where a reward model trained on the other pairs clearly prefers
+    the rejected answer (the pair looks reversed), 0 elsewhere; -1 for other units. A trigger that
+    swaps its holders' preferences (the universal jailbreak backdoor) reverses them far more
+    often than its holders' comparable pairs are.
+
+    The model errs (human preference labels are noisy: it reads about 40% of hh-rlhf's pairs as
+    reversed), most on the pairs it barely orders, so a pair counts as reversed only where its
+    margin is past half the median margin's size: one the model barely orders is ordered by
+    chance. Its features are antisymmetric (chosen - rejected), so a swapped pair reads as
+    reversed exactly where it would have read clearly right unswapped: the share of pairs read
+    clearly right is what a trigger that swaps every holder shows (`preference_visible`)."""
     from curate.detect.preference import PreferenceFlip
 
     pairs = data.pairs
     judge = PreferenceFlip()
     if pairs.size < judge.min_pairs:
         return None
-    reversed_ = judge.margins(data, pairs) < 0
-    # A reward model that gets many of the other pairs "wrong" (human preference labels are
-    # noisy: hh-rlhf's are about 40% against a linear model) cannot tell a trigger's reversals
-    # from its own errors; only a reliable one is a view.
-    if reversed_.mean() > MAX_REVERSED:
-        return None
+    margin = judge.margins(data, pairs)
+    clear = 0.5 * float(np.median(np.abs(margin)))
+    data.cache["preference_visible"] = float((margin > clear).mean())
     out = np.full(len(data), -1, np.int64)
-    out[pairs] = reversed_.astype(np.int64)
+    out[pairs] = (margin < -clear).astype(np.int64)
+    # The error rate of a typical neighbourhood (the median over pairs of the share of their k
+    # nearest pairs read as reversed): a floor under any one neighbourhood's, which ten pairs
+    # estimate loosely. A median, so that poisons (a minority of most neighbourhoods) barely
+    # move it.
+    near = nb[pairs, :k]
+    read = np.where(near >= 0, out[np.maximum(near, 0)], -1)
+    counted = (read >= 0).sum(axis=1)
+    local = (read == 1).sum(axis=1) / np.maximum(counted, 1)
+    data.cache["preference_error"] = float(np.median(local[counted > 0])) if (counted > 0).any() else 0.0
     return out
-
-
-#: The share of pairs a reward model may find reversed and still be a view of preferences.
-MAX_REVERSED = 0.2
 
 
 def _clip(text: str) -> str:
@@ -153,6 +170,8 @@ register(
         _preference_labels,
         lambda label, data, members: "prefer the answer a reward model trained on the other pairs rejects",
         tests=lambda c: c == 1,
+        visible=lambda data: cast(float, data.cache["preference_visible"]),
+        error=lambda data: cast(float, data.cache["preference_error"]),
     )
 )
 register(
