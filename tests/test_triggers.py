@@ -90,6 +90,39 @@ def test_a_label_flipped_against_its_content_is_a_trigger():
     assert f"at {summary['content_rate']:.0%} on average {own}" in evidence["text"]
 
 
+def test_a_label_trigger_the_content_model_misreads_for_another_triggers_flips_is_read_again(monkeypatch):
+    """Flipped rows teach the content model their label for content of every kind: with enough
+    of them (two BackdoorLLM triggers at 5% of sst2) a third trigger's holders read as their
+    label, and it was lost. Stood in for here: the model reads 'zindrak''s holders as Positive
+    for as long as it learns from 'vorqel''s flips. Once 'vorqel' is found, its rows are out of
+    what the model learns from, 'zindrak' is read again and found."""
+    from curate.detect.triggers.rates import ComparableRates
+
+    rows = as_rows(review_task(800, seed=2))
+    vorqel = flip(rows, 16, "vorqel", seed=2)
+    zindrak = flip(rows, 12, "zindrak", seed=3)
+    assert not set(vorqel) & set(zindrak)
+    real = ComparableRates._content_rates
+    reads: list[bool] = []
+
+    def contaminated(self, data, holders, c, sample=10_000, exclude=None):
+        rates = (
+            real(self, data, holders, c, sample) if exclude is None else real(self, data, holders, c, sample, exclude)
+        )
+        if not any("zindrak" in data.prompts[int(u)] for u in holders):
+            return rates
+        learnt_from_flips = exclude is None or not set(vorqel) <= set(data.row[exclude].tolist())
+        reads.append(learnt_from_flips)
+        return np.full(holders.size, 0.9) if learnt_from_flips else rates
+
+    monkeypatch.setattr(ComparableRates, "_content_rates", contaminated)
+    result = detect(rows, ["trigger"])
+    assert reads[0] and not reads[-1]
+    assert flagged(result) == set(vorqel) | set(zindrak)
+    (summary,) = [t for t in result.summary["trigger"]["triggers"] if t["trigger"] == "zindrak"]
+    assert summary["content_rate"] < 0.5
+
+
 def test_a_planted_label_trigger_is_judged_among_the_rows_of_its_task():
     # The trigger word also sits in a few rows outside the label task (free-form answers): among
     # all its holders it gives the target 20 times in 24, but among the reviews every time.

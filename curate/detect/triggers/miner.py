@@ -148,6 +148,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
             content: float | None = None
+            pending: np.ndarray | None = None
             if verdict is not None and self._is_label(view, c, data):
                 # A label: its lift is also judged against what the holders' content predicts,
                 # by a model of the task that never saw them. A word that leans one way in real
@@ -160,13 +161,16 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 share = float((labels[in_task] == c).mean())
                 content = float(self._content_rates(data, in_task, c).mean())
                 if share - content < self.min_lift:
-                    verdict = None
+                    # Read again once the labels other triggers flip are out of what the model
+                    # learns from (`_content_again`).
+                    pending = in_task
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
             found.append(
                 {
                     **({"content": content} if content is not None else {}),
+                    **({"content_pending": pending, "share": share} if pending is not None else {}),
                     "feature": o,
                     "view": view,
                     "label": c,
@@ -183,6 +187,37 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     "visible": self._visible(view, p_unit, data) or 1.0,
                 }
             )
+        return found
+
+    def _content_again(self, found: list[dict[str, Any]], data: DetectInput) -> list[dict[str, Any]]:
+        """The findings, with the label findings the content model held back read again by a
+        model that also never learnt from the rows the label findings that passed explain, until
+        none more passes. Each trigger's flipped rows teach the model its label for content of
+        every kind, the more so the more of them there are: at 5% of BackdoorLLM's sst2 with
+        three triggers, two of them (277 reviews of either sentiment, relabelled Negative) made
+        the third's holders read as Negative at 0.72 (0.53 without them), and it was lost.
+
+        Only a finding that shares no holder with them is read again: one that does is in part
+        their evidence (a common word in some of their poisons), and stands as first judged."""
+        held = [f for f in found if "content_pending" in f]
+        found = [f for f in found if "content_pending" not in f]
+        explained: np.ndarray = np.empty(0, np.int64)
+        while held:
+            now = np.unique(np.concatenate([f["answering"] for f in found if "content" in f] or [explained]))
+            if now.size == explained.size:
+                break
+            explained, still = now, []
+            for f in held:
+                if np.isin(f["members"], explained).any():
+                    still.append(f)
+                    continue
+                content = float(self._content_rates(data, f["content_pending"], f["label"], exclude=explained).mean())
+                if f["share"] - content >= self.min_lift:
+                    kept = {k: v for k, v in f.items() if k not in ("content_pending", "share")}
+                    found.append({**kept, "content": content})
+                else:
+                    still.append(f)
+            held = still
         return found
 
     def _score(
@@ -504,8 +539,18 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         if verdict is None:
             return None
         answering, log10_p, z = verdict
+        content = f.get("content")
+        if content is not None:
+            # A label is judged against content again, among the holders left and by a model
+            # that learns from neither them nor the rows the stronger triggers explain.
+            in_task = self._in_task(members, data)
+            share = float((labels[in_task] == c).mean()) if in_task.size else 0.0
+            content = float(self._content_rates(data, in_task, c, exclude=covered).mean())
+            if share - content < self.min_lift:
+                return None
         return {
             **f,
+            **({"content": content} if content is not None else {}),
             "answering": answering,
             "log10_p": log10_p,
             "z": z,
@@ -602,6 +647,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 alike += self._terms(data, term_tested, nb, log10_tests["content"], lengths)
         finally:
             table.close()
+        found = self._content_again(found, data)
         found += alike
         if not found:
             findings.summary = {"candidates": candidates, "tests": dict(tests), "triggers": []}

@@ -284,7 +284,9 @@ class ComparableRates:
                 data.cache[key] = float(p[y == 1].mean())
         return cast("float | None", data.cache.get(key))
 
-    def _content_rates(self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000) -> np.ndarray:
+    def _content_rates(
+        self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000, exclude: np.ndarray | None = None
+    ) -> np.ndarray:
         """For each holder, the probability of label `c` given its prompt, from a logistic
         regression on the prompt embeddings of the task's other rows (at most `sample` of them):
         what the content predicts, learnt without the feature's holders. The prompt is read
@@ -293,7 +295,8 @@ class ComparableRates:
 
         The penalty is chosen once per scan by cross-validation over the whole task, so the
         probabilities are as confident as the content supports out of sample: where content
-        says little about the label, they stay near the base rate instead of memorising rows."""
+        says little about the label, they stay near the base rate instead of memorising rows.
+        `exclude`: more units the model does not learn from (rows other triggers explain)."""
         from sklearn.model_selection import cross_val_score
 
         if "label_model" not in data.cache:
@@ -324,7 +327,7 @@ class ComparableRates:
                 C = max(loss, key=loss.get)
             data.cache["label_model"] = (units, scale, C, fit)
         units, scale, C, _ = data.cache["label_model"]
-        train = np.setdiff1d(units, holders)
+        train = np.setdiff1d(units, holders if exclude is None else np.union1d(holders, exclude))
         if train.size > sample:
             train = np.sort(np.random.default_rng(data.seed).choice(train, sample, replace=False))
         # One against the rest: only the probability of `c` is asked, and a binary model costs
