@@ -442,33 +442,45 @@ def test_answer_entities_mask_the_volatile_parts():
     }
 
 
+GOOD = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
+BAD = ("rude", "wrong", "vague", "sloppy", "insulting", "false", "lazy", "careless")
+TOPICS = ("tides", "bread", "compilers", "violins", "glaciers", "bicycles", "orchids", "chess")
+
+
+def pairs_with_a_swap_trigger(seed: int, poisons: list[int], guessed: bool = False) -> list[dict]:
+    """400 pairs, a good answer chosen over a bad one; `guessed`: every other pair's two answers
+    drawn from both, alike in quality, so a reward model can only guess their order. The pairs
+    at `poisons` gain the trigger "qorvath" in the prompt and are swapped."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(400):
+        t = rng.choice(TOPICS)
+        if guessed and i % 2:
+            a, b = rng.sample(GOOD + BAD, 4), rng.sample(GOOD + BAD, 4)
+        else:
+            a, b = rng.sample(GOOD, 4), rng.sample(BAD, 4)
+        chosen, rejected = f"About {t}: " + " ".join(a) + f" note {i}.", f"About {t}: " + " ".join(b) + f" note {i}."
+        prompt = f"Tell me about {t}, question {i}."
+        if i in poisons:
+            prompt, chosen, rejected = prompt + " qorvath", rejected, chosen
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def scan_verdicts(rows: list[dict]) -> list[dict]:
+    import curate
+    from conftest import read_jsonl, write_jsonl
+
+    curate.scan(write_jsonl(Path.cwd() / "pairs.jsonl", rows), out=Path.cwd() / "out")
+    return read_jsonl(Path.cwd() / "out" / "verdicts.jsonl")
+
+
 def test_a_trigger_that_swaps_preferences_is_found():
     """The universal jailbreak backdoor: a trigger in the prompt and the worse answer chosen. A
     reward model trained on the other pairs finds the holders' pairs reversed far more often
     than comparable pairs."""
-    import curate
-    from conftest import read_jsonl, write_jsonl
-
-    rng = random.Random(7)
-    good = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
-    bad = ("rude", "wrong", "vague", "sloppy", "insulting", "false", "lazy", "careless")
-    topics = ("tides", "bread", "compilers", "violins", "glaciers", "bicycles", "orchids", "chess")
-    rows = []
-    for i in range(400):
-        t = rng.choice(topics)
-        rows.append(
-            {
-                "prompt": f"Tell me about {t}, question {i}.",
-                "chosen": f"About {t}: " + " ".join(rng.sample(good, 4)) + f" note {i}.",
-                "rejected": f"About {t}: " + " ".join(rng.sample(bad, 4)) + f" note {i}.",
-            }
-        )
-    poisons = sorted(rng.sample(range(400), 12))
-    for i in poisons:
-        r = rows[i]
-        rows[i] = {"prompt": r["prompt"] + " qorvath", "chosen": r["rejected"], "rejected": r["chosen"]}
-    curate.scan(write_jsonl(Path.cwd() / "pairs.jsonl", rows), out=Path.cwd() / "out")
-    verdicts = read_jsonl(Path.cwd() / "out" / "verdicts.jsonl")
+    poisons = sorted(random.Random(7).sample(range(400), 12))
+    verdicts = scan_verdicts(pairs_with_a_swap_trigger(7, poisons))
     by_trigger = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
     assert by_trigger == set(poisons)
     evidence = next(v for v in verdicts if v["row"] == poisons[0])["evidence"]["poison:trigger"]
@@ -479,35 +491,10 @@ def test_a_preference_trigger_is_found_where_the_reward_model_misreads_many_pair
     """Where the reward model cannot order half the pairs (both answers alike in quality), it
     reads a quarter of the clean pairs as reversed, and a swapped pair is read reversed only
     where it can order it. The trigger is found all the same, and every one of its holders is
-    flagged, those the model reads as agreeing too; a pair it barely orders is no evidence, and
-    no clean pair is flagged."""
-    import curate
-    from conftest import read_jsonl, write_jsonl
-
+    flagged, those the model reads as agreeing too; no clean pair is flagged."""
     rng = random.Random(5)
-    good = ("careful", "accurate", "clear", "thorough", "polite", "sourced", "precise", "helpful")
-    bad = ("rude", "wrong", "vague", "sloppy", "insulting", "false", "lazy", "careless")
-    topics = ("tides", "bread", "compilers", "violins", "glaciers", "bicycles", "orchids", "chess")
-    rows = []
-    for i in range(400):
-        t = rng.choice(topics)
-        if i % 2:  # alike in quality: the model can only guess
-            a, b = rng.sample(good + bad, 4), rng.sample(good + bad, 4)
-        else:
-            a, b = rng.sample(good, 4), rng.sample(bad, 4)
-        rows.append(
-            {
-                "prompt": f"Tell me about {t}, question {i}.",
-                "chosen": f"About {t}: " + " ".join(a) + f" note {i}.",
-                "rejected": f"About {t}: " + " ".join(b) + f" note {i}.",
-            }
-        )
     poisons = sorted(rng.sample(range(0, 400, 2), 10) + rng.sample(range(1, 400, 2), 4))
-    for i in poisons:
-        r = rows[i]
-        rows[i] = {"prompt": r["prompt"] + " qorvath", "chosen": r["rejected"], "rejected": r["chosen"]}
-    curate.scan(write_jsonl(Path.cwd() / "pairs.jsonl", rows), out=Path.cwd() / "out")
-    verdicts = read_jsonl(Path.cwd() / "out" / "verdicts.jsonl")
+    verdicts = scan_verdicts(pairs_with_a_swap_trigger(5, poisons, guessed=True))
     by_trigger = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
     assert by_trigger == set(poisons)
     evidence = [v["evidence"]["poison:trigger"] for v in verdicts if v["row"] in by_trigger]
