@@ -491,7 +491,7 @@ def test_a_preference_trigger_is_found_where_the_reward_model_misreads_many_pair
     """Where the reward model cannot order half the pairs (both answers alike in quality), it
     reads a quarter of the clean pairs as reversed, and a swapped pair is read reversed only
     where it can order it. The trigger is found all the same, and every one of its holders is
-    flagged, those the model reads as agreeing too; no clean pair is flagged."""
+    flagged for it, those the model reads as agreeing too, and no clean pair is."""
     rng = random.Random(5)
     poisons = sorted(rng.sample(range(0, 400, 2), 10) + rng.sample(range(1, 400, 2), 4))
     verdicts = scan_verdicts(pairs_with_a_swap_trigger(5, poisons, guessed=True))
@@ -499,6 +499,9 @@ def test_a_preference_trigger_is_found_where_the_reward_model_misreads_many_pair
     assert by_trigger == set(poisons)
     evidence = [v["evidence"]["poison:trigger"] for v in verdicts if v["row"] in by_trigger]
     assert {(e["trigger"], e["answering"]) for e in evidence} == {("qorvath", len(poisons))}
+    # The evidence says how many of them the model itself reads as reversed.
+    clearly = int(evidence[0]["text"].split("read so clearly in ")[1].split(":")[0])
+    assert 0 < clearly < len(poisons)
 
 
 @pytest.mark.slow

@@ -203,18 +203,21 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         found = [f for f in found if "content_pending" not in f]
         explained: np.ndarray = np.empty(0, np.int64)
         while held:
-            now = np.unique(np.concatenate([f["answering"] for f in found if "content" in f] or [explained]))
+            passed = [f for f in found if "content" in f]
+            now = np.unique(np.concatenate([f["answering"] for f in passed] or [explained]))
             if now.size == explained.size:
                 break
             explained, still = now, []
+            holding = np.unique(np.concatenate([f["members"] for f in passed]))
             for f in held:
-                if np.isin(f["members"], explained).any():
+                if np.isin(f["members"], holding).any():
                     still.append(f)
                     continue
                 content = float(self._content_rates(data, f["content_pending"], f["label"], exclude=explained).mean())
                 if f["share"] - content >= self.min_lift:
                     kept = {k: v for k, v in f.items() if k not in ("content_pending", "share")}
-                    found.append({**kept, "content": content})
+                    # Explain-away judges it again without these rows too (`_without`).
+                    found.append({**kept, "content": content, "content_exclude": explained})
                 else:
                     still.append(f)
             held = still
@@ -244,6 +247,9 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         # per holder). A label is judged among the holders in its task: a year planted in reviews
         # is not undone by the year in a leap-year exercise.
         label = self._is_label(view, c, data)
+        if self._noisy(view):  # a noisy view reads only some units (pairs): judged among those
+            read = labels[members] >= 0
+            members, p_unit = members[read], p_unit[read]
         visible = self._visible(view, p_unit, data)
         if visible is None:
             return None
@@ -265,7 +271,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         # Which holders the trigger explains: for a fixed answer, all that give it; for a
         # behaviour (compliance), those whose comparable prompts mostly do not; for a noisy view,
         # every holder (the pairs it reads as agreeing are its errors as likely as the others).
-        if visible < 1.0:
+        if self._noisy(view):
             answering = members
         else:
             answering = members[is_c] if view != "refusal" else members[is_c & (p_unit <= self.surprise)]
@@ -295,6 +301,10 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         log10_p = eff * _pb_log10_tail(p_unit, x)
         z = -(log10_p + log10_tests)
         return (answering, log10_p, z) if z > 0 else None
+
+    @staticmethod
+    def _noisy(view: str) -> bool:
+        return view in VIEWS and VIEWS[view].visible is not None
 
     def _visible(self, view: str, p_unit: np.ndarray, data: DetectInput) -> float | None:
         """The share of a trigger's holders its view shows moved, were the trigger to move them
@@ -543,9 +553,10 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         if content is not None:
             # A label is judged against content again, among the holders left and by a model
             # that learns from neither them nor the rows the stronger triggers explain.
-            in_task = self._in_task(members, data)
-            share = float((labels[in_task] == c).mean()) if in_task.size else 0.0
-            content = float(self._content_rates(data, in_task, c, exclude=covered).mean())
+            in_task = self._in_task(members, data)  # not empty: `_score` judged a label among them
+            share = float((labels[in_task] == c).mean())
+            exclude = np.union1d(covered, f.get("content_exclude", covered))
+            content = float(self._content_rates(data, in_task, c, exclude=exclude).mean())
             if share - content < self.min_lift:
                 return None
         return {
@@ -755,16 +766,19 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             elif f["view"] != "alike":
                 labels = f["labels"] if "labels" in f else views[f["view"]]
                 visible = f.get("visible", 1.0)
+                # A noisy view's trigger moves every holder it reads (every pair), the ones it
+                # reads as unmoved too.
+                read = holders[labels[holders] >= 0] if self._noisy(f["view"]) else holders
                 if (
                     not f.get("tied")
                     and not label
-                    and not self._holds_where_given(holders, labels, f["label"], data, visible)
+                    and not self._holds_where_given(read, labels, f["label"], data, visible)
                 ):
                     continue
                 if label and not self._label_holds(holders, labels, f["label"], data, nb):
                     continue
-                # A noisy view's trigger moves every holder, the ones it reads as unmoved too.
-                members = np.union1d(members, holders if visible < 1.0 else holders[labels[holders] == f["label"]])
+                given = read if self._noisy(f["view"]) else holders[labels[holders] == f["label"]]
+                members = np.union1d(members, given)
             f["rows"] = max(f["rows"], int(holders.size))
             # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
             fresh = [u for u in members.tolist() if u not in best]

@@ -10,8 +10,8 @@ a class (-1: none), and the miner tests each feature's holders against each view
 - `passage`: the most specific sentence that recurs inside otherwise different answers.
 - `entity`: the rarest recurring thing an answer points at or does (a host it links to, a mail
   domain, code that weakens security or runs fetched code), volatile parts masked.
-- `preference`: for pairs, whether a reward model trained on the other pairs prefers the
-  rejected answer (a reversed preference).
+- `preference`: for pairs, whether a reward model trained on the other pairs clearly prefers
+  the rejected answer (a reversed preference; a noisy view, see `View.visible`).
 
 A view is a registered unit (`VIEWS`) with one contract: `label(data, min_rows, nb, k)` returns
 the labelling (or None when it has nothing to test), `family` names the correction family of
@@ -120,6 +120,7 @@ def _preference_labels(data: DetectInput, min_rows: int, nb: np.ndarray, k: int)
     data.cache["preference_visible"] = float((margin > clear).mean())
     out = np.full(len(data), -1, np.int64)
     out[pairs] = (margin < -clear).astype(np.int64)
+    data.cache["preference_reversed"] = out
     # The error rate of a typical neighbourhood (the median over pairs of the share of their k
     # nearest pairs read as reversed): a floor under any one neighbourhood's, which ten pairs
     # estimate loosely. A median, so that poisons (a minority of most neighbourhoods) barely
@@ -168,7 +169,11 @@ register(
         "preference",
         "content",
         _preference_labels,
-        lambda label, data, members: "prefer the answer a reward model trained on the other pairs rejects",
+        lambda label, data, members: (
+            "are pairs whose chosen answer a reward model trained on the other pairs rejects (read so "
+            f"clearly in {int((cast(np.ndarray, data.cache['preference_reversed'])[members] == 1).sum())}: "
+            "it cannot order every pair)"
+        ),
         tests=lambda c: c == 1,
         visible=lambda data: cast(float, data.cache["preference_visible"]),
         error=lambda data: cast(float, data.cache["preference_error"]),
