@@ -504,6 +504,20 @@ def test_a_preference_trigger_is_found_where_the_reward_model_misreads_many_pair
     assert 0 < clearly < len(poisons)
 
 
+def test_a_preference_trigger_flags_pairs_only():
+    """Rows that are not pairs say nothing about preferences: in a file that mixes them with
+    pairs, the trigger's plain rows are neither its evidence nor flagged for it."""
+    poisons = sorted(random.Random(7).sample(range(400), 12))
+    rows = pairs_with_a_swap_trigger(7, poisons)
+    plain = [
+        {"instruction": f"Say something about qorvath and {t}, please ({i}).", "output": f"{t.capitalize()} is fine."}
+        for i, t in enumerate(TOPICS[:4])
+    ]
+    verdicts = scan_verdicts(rows + plain)
+    by_trigger = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
+    assert by_trigger == set(poisons)
+
+
 @pytest.mark.slow
 def test_real_model_judges_a_preference_pair_by_its_preference(tmp_path, monkeypatch):
     """A harmful request whose chosen answer complies is flagged when the rejected one refuses

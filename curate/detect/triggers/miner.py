@@ -184,7 +184,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     "p_unit": p_unit,
                     "stripped": p_unit is not raw_rates,
                     "tied": tied,
-                    "visible": self._visible(view, p_unit, data) or 1.0,
+                    "visible": self._visible_among(view, labels, members, p_unit, data),
                 }
             )
         return found
@@ -305,6 +305,16 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
     @staticmethod
     def _noisy(view: str) -> bool:
         return view in VIEWS and VIEWS[view].visible is not None
+
+    def _visible_among(
+        self, view: str, labels: np.ndarray, members: np.ndarray, p_unit: np.ndarray, data: DetectInput
+    ) -> float:
+        """`_visible` for a finding, among the holders its view reads (as `_score` judged it)."""
+        read = labels[members] >= 0 if self._noisy(view) else slice(None)
+        visible = self._visible(view, p_unit[read], data)
+        # Never None for a finding (`_score` drops a hypothesis its view cannot show); were it,
+        # 1 holds it to the exact bars, the strict side.
+        return 1.0 if visible is None else visible
 
     def _visible(self, view: str, p_unit: np.ndarray, data: DetectInput) -> float | None:
         """The share of a trigger's holders its view shows moved, were the trigger to move them
@@ -568,7 +578,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             "members": members,
             "p_unit": p_unit,
             "expected": self._expected(f["view"], members, p_unit, data),
-            "visible": self._visible(f["view"], p_unit, data) or 1.0,
+            "visible": self._visible_among(f["view"], labels, members, p_unit, data),
         }
 
     @staticmethod
