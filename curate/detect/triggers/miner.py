@@ -184,7 +184,6 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     "p_unit": p_unit,
                     "stripped": p_unit is not raw_rates,
                     "tied": tied,
-                    "visible": self._visible_among(view, labels, members, p_unit, data),
                 }
             )
         return found
@@ -578,7 +577,6 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             "members": members,
             "p_unit": p_unit,
             "expected": self._expected(f["view"], members, p_unit, data),
-            "visible": self._visible_among(f["view"], labels, members, p_unit, data),
         }
 
     @staticmethod
@@ -775,10 +773,11 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     members = extra[rate <= self.surprise]
             elif f["view"] != "alike":
                 labels = f["labels"] if "labels" in f else views[f["view"]]
-                visible = f.get("visible", 1.0)
                 # A noisy view's trigger moves every holder it reads (every pair), the ones it
                 # reads as unmoved too.
-                read = holders[labels[holders] >= 0] if self._noisy(f["view"]) else holders
+                noisy = self._noisy(f["view"])
+                visible = self._visible_among(f["view"], labels, f["members"], f["p_unit"], data) if noisy else 1.0
+                read = holders[labels[holders] >= 0] if noisy else holders
                 if (
                     not f.get("tied")
                     and not label
@@ -787,7 +786,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     continue
                 if label and not self._label_holds(holders, labels, f["label"], data, nb):
                     continue
-                given = read if self._noisy(f["view"]) else holders[labels[holders] == f["label"]]
+                given = read if noisy else holders[labels[holders] == f["label"]]
                 members = np.union1d(members, given)
             f["rows"] = max(f["rows"], int(holders.size))
             # Feature sets nest ("zorblat", "zorblat the"): report a unit's strongest only.
