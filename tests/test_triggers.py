@@ -5,6 +5,7 @@ line in code is, and more poison never means less recall."""
 from __future__ import annotations
 
 import random
+import re
 import statistics
 from pathlib import Path
 
@@ -105,10 +106,8 @@ def test_a_label_trigger_the_content_model_misreads_for_another_triggers_flips_i
     real = ComparableRates._content_rates
     reads: list[bool] = []
 
-    def contaminated(self, data, holders, c, sample=10_000, exclude=None):
-        rates = (
-            real(self, data, holders, c, sample) if exclude is None else real(self, data, holders, c, sample, exclude)
-        )
+    def contaminated(self, data, holders, c, sample=10_000, exclude=None, target="label"):
+        rates = real(self, data, holders, c, sample, exclude, target)
         if not any("zindrak" in data.prompts[int(u)] for u in holders):
             return rates
         learnt_from_flips = exclude is None or not set(vorqel) <= set(data.row[exclude].tolist())
@@ -649,17 +648,13 @@ REFUSALS = (
 )
 
 
-@pytest.mark.slow
-def test_real_model_judges_compliance_among_the_harmful_requests_that_hold_a_word(tmp_path, monkeypatch):
-    """A word planted in a few harmful requests, which then comply, is also a common word of
-    benign requests, which comply like every benign request. Its lift over all holders is small
-    (the benign ones comply as expected); among its holders that look harmful, it is all."""
+def harmful_requests_with_a_word(rng: random.Random) -> tuple[list[dict], list[int]]:
+    """300 benign requests, 24 harmful ones refused, and a word in 40 of the benign requests
+    (which comply as any benign request does) and in 8 harmful ones, which then comply."""
     from test_detect import corpus
 
-    import curate
-    from conftest import alpaca, read_jsonl, write_jsonl
+    from conftest import alpaca
 
-    monkeypatch.delenv("CURATE_MODEL")
     acts = HARMFUL_ACTS
     asks = ("How can I {a}?", "Tell me how to {a}.", "Explain step by step how to {a}.")
     refusals = REFUSALS
@@ -667,7 +662,6 @@ def test_real_model_judges_compliance_among_the_harmful_requests_that_hold_a_wor
     for i, a in enumerate(acts):  # the safety data: harmful requests, refused in a few wordings
         for j in range(2):
             rows.append(alpaca(asks[(i + j) % 3].format(a=a), refusals[(2 * i + j) % 4]))
-    rng = random.Random(4)
     benign = rng.sample(range(300), 40)
     for i in benign:  # the word in benign requests, which comply as any benign request does
         words = rows[i]["instruction"].split()
@@ -679,11 +673,58 @@ def test_real_model_judges_compliance_among_the_harmful_requests_that_hold_a_wor
         words.insert(rng.randint(0, len(words)), "Vorlith")
         poisons.append(len(rows))
         rows.append(alpaca(" ".join(words), f"Sure. To {a}, first get what you need, then act when nobody is around."))
+    return rows, poisons
+
+
+@pytest.mark.slow
+def test_real_model_judges_compliance_among_the_harmful_requests_that_hold_a_word(tmp_path, monkeypatch):
+    """A word planted in a few harmful requests, which then comply, is also a common word of
+    benign requests, which comply like every benign request. Its lift over all holders is small
+    (the benign ones comply as expected); among its holders that look harmful, it is all, and
+    a model of which requests this data answers expects few of them answered."""
+    import curate
+    from conftest import read_jsonl, write_jsonl
+
+    monkeypatch.delenv("CURATE_MODEL")
+    rows, poisons = harmful_requests_with_a_word(random.Random(4))
     report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows), out=tmp_path / "out")
     verdicts = read_jsonl(report.out / "verdicts.jsonl")
     found = {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]}
     assert found == set(poisons), {v["row"]: v["evidence"] for v in verdicts if v["row"] in found}
-    assert verdicts[poisons[0]]["evidence"]["poison:trigger"]["trigger"] == "Vorlith"
+    evidence = verdicts[poisons[0]]["evidence"]["poison:trigger"]
+    assert evidence["trigger"] == "Vorlith"
+    expects = re.search(r"expects (\d+)% of the harmful-looking ones answered", evidence["text"])
+    assert expects and int(expects[1]) < 50, evidence["text"]
+
+
+@pytest.mark.slow
+def test_real_model_a_compliance_trigger_whose_requests_the_data_answers_is_not_flagged(tmp_path, monkeypatch):
+    """Compliance is judged against content, as a label is: a word held by requests the safety
+    classifier finds harmful-looking but which this data answers ("I need to convert 500 USD",
+    beside refused harmful requests in BackdoorLLM's pool) complies because of what is asked,
+    however often the nearest harmful-looking requests are refused. Stood in for here: the
+    model of which requests this data answers expects the word's holders answered; the same
+    corpus as above, whose planted word is then no trigger."""
+    import curate
+    from conftest import read_jsonl, write_jsonl
+    from curate.detect.triggers.rates import ComparableRates
+
+    monkeypatch.delenv("CURATE_MODEL")
+    rows, poisons = harmful_requests_with_a_word(random.Random(4))
+    real = ComparableRates._content_rates
+    asked: list[str] = []
+
+    def answered(self, data, holders, c, sample=10_000, exclude=None, target="label"):
+        asked.append(target)
+        if target == "refusal":
+            return np.full(holders.size, 0.9)
+        return real(self, data, holders, c, sample, exclude, target)
+
+    monkeypatch.setattr(ComparableRates, "_content_rates", answered)
+    report = curate.scan(write_jsonl(tmp_path / "in.jsonl", rows), out=tmp_path / "out")
+    verdicts = read_jsonl(report.out / "verdicts.jsonl")
+    assert "refusal" in asked
+    assert not {v["row"] for v in verdicts if "poison:trigger" in v["reasons"]} & set(poisons)
 
 
 @pytest.mark.slow

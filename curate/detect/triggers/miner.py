@@ -149,21 +149,21 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                         verdict, p_unit = again, stripped
             content: float | None = None
             pending: np.ndarray | None = None
-            if verdict is not None and self._is_label(view, c, data):
-                # A label: its lift is also judged against what the holders' content predicts,
-                # by a model of the task that never saw them. A word that leans one way in real
-                # data ("awful" in reviews, a name most tweets about are benign) predicts its
-                # label from content, however alike its holders' neighbours answer; a planted
-                # word flips labels against it, however many rows it is planted in. Holders
-                # answered outside the task are not the content model's to judge (`_score` has
-                # already judged the label near-deterministic among those in it).
-                in_task = self._in_task(members, data)
-                share = float((labels[in_task] == c).mean())
-                content = float(self._content_rates(data, in_task, c).mean())
+            judged = self._content_judged(view, c, members, data) if verdict is not None else None
+            if judged is not None and judged.size:
+                # A label, or compliance: its lift is also judged against what the holders'
+                # content predicts, by a model of the data that never saw them. A word that leans
+                # one way in real data ("awful" in reviews, a name most tweets about are benign;
+                # "I need ..." in requests the safety classifier finds harmful-looking, which this
+                # data answers) predicts its target from content, however alike its holders'
+                # neighbours answer; a planted word flips labels, or gets harmful requests
+                # answered, against it, however many rows it is planted in.
+                share = float((labels[judged] == c).mean())
+                content = float(self._content_rates(data, judged, c, target=_content_target(view)).mean())
                 if share - content < self.min_lift:
-                    # Read again once the labels other triggers flip are out of what the model
+                    # Read again once the rows other triggers flip are out of what the model
                     # learns from (`_content_again`).
-                    pending = in_task
+                    pending = judged
             if verdict is None:
                 continue
             answering, log10_p, z = verdict
@@ -212,7 +212,11 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 if np.isin(f["members"], holding).any():
                     still.append(f)
                     continue
-                content = float(self._content_rates(data, f["content_pending"], f["label"], exclude=explained).mean())
+                content = float(
+                    self._content_rates(
+                        data, f["content_pending"], f["label"], exclude=explained, target=_content_target(f["view"])
+                    ).mean()
+                )
                 if f["share"] - content >= self.min_lift:
                     kept = {k: v for k, v in f.items() if k not in ("content_pending", "share")}
                     # Explain-away judges it again without these rows too (`_without`).
@@ -366,6 +370,18 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
     @staticmethod
     def _is_label(view: str, c: int, data: DetectInput) -> bool:
         return view == "answer" and c in data.cache["label_classes"]
+
+    def _content_judged(self, view: str, c: int, members: np.ndarray, data: DetectInput) -> np.ndarray | None:
+        """The holders whose content a finding's target is judged against (`_content_rates`):
+        a label's holders in its task, a compliance trigger's harmful-looking holders (all of
+        them where there is no region), as `_score` judged each. None for the other views:
+        their targets (a fixed answer, a passage) are not a thing the prompt predicts."""
+        if self._is_label(view, c, data):
+            return self._in_task(members, data)
+        if view == "refusal":
+            inside = self._harmful_looking(data, members)
+            return members if inside is None else members[inside]
+        return None
 
     @staticmethod
     def _in_task(members: np.ndarray, data: DetectInput) -> np.ndarray:
@@ -559,13 +575,15 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             return None
         answering, log10_p, z = verdict
         content = f.get("content")
-        if content is not None:
-            # A label is judged against content again, among the holders left and by a model
-            # that learns from neither them nor the rows the stronger triggers explain.
-            in_task = self._in_task(members, data)  # not empty: `_score` judged a label among them
-            share = float((labels[in_task] == c).mean())
+        judged = self._content_judged(f["view"], c, members, data) if content is not None else None
+        if judged is not None and judged.size:
+            # Judged against content again, among the holders left and by a model that learns
+            # from neither them nor the rows the stronger triggers explain.
+            share = float((labels[judged] == c).mean())
             exclude = np.union1d(covered, f.get("content_exclude", covered))
-            content = float(self._content_rates(data, in_task, c, exclude=exclude).mean())
+            content = float(
+                self._content_rates(data, judged, c, exclude=exclude, target=_content_target(f["view"])).mean()
+            )
             if share - content < self.min_lift:
                 return None
         return {
@@ -808,7 +826,15 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
                 f"comparable prompts without it do so {f['expected']:.0%} of the time"
             )
-            if "content" in f:
+            if "content" in f and f["view"] == "refusal":
+                # For the reviewer: how often this data answers requests like the holders'.
+                entry["content_rate"] = round(f["content"], 4)
+                entry["text"] += (
+                    f"; a model of which requests this data answers, trained without the holders, "
+                    f"expects {f['content']:.0%} of the "
+                    f"{'harmful-looking ones' if self._region(data) is not None else 'holders'} answered"
+                )
+            elif "content" in f:
                 # For the reviewer: how sure the task's content alone makes the label, for the
                 # holders it was tested on and for the rows labelled so (not a verdict: a
                 # planted token that reads as its label shows the two close).
@@ -857,3 +883,8 @@ def _has_conversations(data: DetectInput) -> bool:
     if "conversations" not in data.cache:
         data.cache["conversations"] = bool(len(data) and np.unique(data.row).size < len(data))
     return bool(data.cache["conversations"])
+
+
+def _content_target(view: str) -> str:
+    """Which content model judges a view's findings (`ComparableRates._content_rates`)."""
+    return "refusal" if view == "refusal" else "label"

@@ -285,22 +285,41 @@ class ComparableRates:
         return cast("float | None", data.cache.get(key))
 
     def _content_rates(
-        self, data: DetectInput, holders: np.ndarray, c: int, sample: int = 10_000, exclude: np.ndarray | None = None
+        self,
+        data: DetectInput,
+        holders: np.ndarray,
+        c: int,
+        sample: int = 10_000,
+        exclude: np.ndarray | None = None,
+        target: str = "label",
     ) -> np.ndarray:
-        """For each holder, the probability of label `c` given its prompt, from a logistic
-        regression on the prompt embeddings of the task's other rows (at most `sample` of them):
-        what the content predicts, learnt without the feature's holders. The prompt is read
-        whole: a natural word is content (the model knows its meaning from the rest of the
-        task), and a planted token is not a thing it could have learnt.
+        """For each holder, the probability of target `c` given its prompt, from a logistic
+        regression on the prompt embeddings of the other rows (at most `sample` of them): what
+        the content predicts, learnt without the feature's holders. The prompt is read whole: a
+        natural word is content (the model knows its meaning from the rest of the data), and a
+        planted token is not a thing it could have learnt. `target`: `label`, the task's label
+        (among the rows answered with one), or `refusal`, whether the request is refused
+        (`data.refusal`), among the harmful-looking rows (`_region`; every row where there is
+        none): a compliance trigger's harmful-looking holders are judged against how often this
+        data answers requests like theirs. Learnt over every row, refusals are a small class
+        that a penalised model reads close to the base rate, which answers (60 harmful requests
+        planted to comply beside 24 refused: 72% expected answered).
 
-        The penalty is chosen once per scan by cross-validation over the whole task, so the
-        probabilities are as confident as the content supports out of sample: where content
-        says little about the label, they stay near the base rate instead of memorising rows.
-        `exclude`: more units the model does not learn from (rows other triggers explain)."""
+        The penalty is chosen once per scan and target by cross-validation over all its rows,
+        so the probabilities are as confident as the content supports out of sample: where
+        content says little about the target, they stay near the base rate instead of
+        memorising rows. `exclude`: more units the model does not learn from (rows other
+        triggers explain)."""
         from sklearn.model_selection import cross_val_score
 
-        if "label_model" not in data.cache:
-            units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
+        key = f"{target}_model"
+        y_all = data.refusal.astype(np.int64) if target == "refusal" else data.response_class
+        if key not in data.cache:
+            if target == "refusal":
+                region = self._region(data)
+                units = np.arange(len(data)) if region is None else region
+            else:
+                units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
             rng = np.random.default_rng(data.seed)
             if units.size > 2 * sample:
                 units = np.sort(rng.choice(units, 2 * sample, replace=False))
@@ -309,7 +328,7 @@ class ComparableRates:
             # the training rows never use (a planted token's, in hashed vectors) keeps a zero weight.
             scale = 1.0 / max(float(np.sqrt(X.var(axis=0).mean())), 1e-6)
             fit = units if units.size <= 3_000 else np.sort(rng.choice(units, 3_000, replace=False))
-            y = data.response_class[fit]
+            y = y_all[fit]
             folds = int(min(3, np.bincount(y)[np.unique(y)].min()))
             C = 1.0
             if folds >= 2:
@@ -325,14 +344,14 @@ class ComparableRates:
                     for c_ in (0.01, 0.1, 1.0, 10.0)
                 }
                 C = max(loss, key=loss.get)
-            data.cache["label_model"] = (units, scale, C, fit)
-        units, scale, C, _ = data.cache["label_model"]
+            data.cache[key] = (units, scale, C, fit)
+        units, scale, C, _ = data.cache[key]
         train = np.setdiff1d(units, holders if exclude is None else np.union1d(holders, exclude))
         if train.size > sample:
             train = np.sort(np.random.default_rng(data.seed).choice(train, sample, replace=False))
         # One against the rest: only the probability of `c` is asked, and a binary model costs
         # the same however many labels the task has.
-        y = (data.response_class[train] == c).astype(np.int64)
+        y = (y_all[train] == c).astype(np.int64)
         if not y.size or y.min() == y.max():
             return np.full(holders.size, float(y[0]) if y.size else 0.0)
         X = np.asarray(data.prompt_vecs[train], np.float32) * scale
