@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -147,10 +147,13 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     again = self._score(view, labels, c, x, members, stripped, data, log10_tests, tied, text)
                     if again is not None and (verdict is None or again[2] > verdict[2]):
                         verdict, p_unit = again, stripped
+            if verdict is None:
+                continue
             content: float | None = None
             pending: np.ndarray | None = None
-            judged = self._content_judged(view, c, members, data) if verdict is not None else None
-            if judged is not None and judged.size:
+            # Not empty: `_score` found at least `min_rows` of them giving the target.
+            judged = self._content_judged(view, c, members, data)
+            if judged is not None:
                 # A label, or compliance: its lift is also judged against what the holders'
                 # content predicts, by a model of the data that never saw them. A word that leans
                 # one way in real data ("awful" in reviews, a name most tweets about are benign;
@@ -164,8 +167,6 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                     # Read again once the rows other triggers flip are out of what the model
                     # learns from (`_content_again`).
                     pending = judged
-            if verdict is None:
-                continue
             answering, log10_p, z = verdict
             found.append(
                 {
@@ -189,12 +190,13 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
         return found
 
     def _content_again(self, found: list[dict[str, Any]], data: DetectInput) -> list[dict[str, Any]]:
-        """The findings, with the label findings the content model held back read again by a
-        model that also never learnt from the rows the label findings that passed explain, until
-        none more passes. Each trigger's flipped rows teach the model its label for content of
-        every kind, the more so the more of them there are: at 5% of BackdoorLLM's sst2 with
-        three triggers, two of them (277 reviews of either sentiment, relabelled Negative) made
-        the third's holders read as Negative at 0.72 (0.53 without them), and it was lost.
+        """The findings, with those the content model held back (labels, compliance) read again
+        by a model that also never learnt from the rows the findings judged against content and
+        passed explain (of either kind), until none more passes. Each trigger's flipped rows
+        teach the model its target for content of every kind, the more so the more of them
+        there are: at 5% of BackdoorLLM's sst2 with three triggers, two of them (277 reviews of
+        either sentiment, relabelled Negative) made the third's holders read as Negative at
+        0.72 (0.53 without them), and it was lost.
 
         Only a finding that shares no holder with them is read again: one that does is in part
         their evidence (a common word in some of their poisons), and stands as first judged."""
@@ -373,14 +375,16 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
 
     def _content_judged(self, view: str, c: int, members: np.ndarray, data: DetectInput) -> np.ndarray | None:
         """The holders whose content a finding's target is judged against (`_content_rates`):
-        a label's holders in its task, a compliance trigger's harmful-looking holders (all of
-        them where there is no region), as `_score` judged each. None for the other views:
-        their targets (a fixed answer, a passage) are not a thing the prompt predicts."""
+        a label's holders in its task, a compliance trigger's harmful-looking holders, as
+        `_score` judged each. None for the other views, whose targets (a fixed answer, a
+        passage) are not a thing the prompt predicts, and for compliance where there is no
+        harmful-looking region (no safety classifier, as with the hashing embedder): which
+        harmful-looking requests the data answers is then nothing to learn."""
         if self._is_label(view, c, data):
             return self._in_task(members, data)
         if view == "refusal":
             inside = self._harmful_looking(data, members)
-            return members if inside is None else members[inside]
+            return None if inside is None else members[inside]
         return None
 
     @staticmethod
@@ -575,8 +579,9 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             return None
         answering, log10_p, z = verdict
         content = f.get("content")
+        # Not empty: `_score` has just judged the target among them.
         judged = self._content_judged(f["view"], c, members, data) if content is not None else None
-        if judged is not None and judged.size:
+        if judged is not None:
             # Judged against content again, among the holders left and by a model that learns
             # from neither them nor the rows the stronger triggers explain.
             share = float((labels[judged] == c).mean())
@@ -827,12 +832,13 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 f"comparable prompts without it do so {f['expected']:.0%} of the time"
             )
             if "content" in f and f["view"] == "refusal":
-                # For the reviewer: how often this data answers requests like the holders'.
+                # For the reviewer: how often this data answers requests like the holders'
+                # (`content_rate` is the chance of being answered here, of the label elsewhere).
                 entry["content_rate"] = round(f["content"], 4)
                 entry["text"] += (
-                    f"; a model of which requests this data answers, trained without the holders, "
-                    f"expects {f['content']:.0%} of the "
-                    f"{'harmful-looking ones' if self._region(data) is not None else 'holders'} answered"
+                    f"; a model of which harmful-looking requests this data answers, trained without "
+                    f"the holders, expects the holders' harmful-looking requests answered at "
+                    f"{f['content']:.0%} on average"
                 )
             elif "content" in f:
                 # For the reviewer: how sure the task's content alone makes the label, for the
@@ -885,6 +891,6 @@ def _has_conversations(data: DetectInput) -> bool:
     return bool(data.cache["conversations"])
 
 
-def _content_target(view: str) -> str:
+def _content_target(view: str) -> Literal["label", "refusal"]:
     """Which content model judges a view's findings (`ComparableRates._content_rates`)."""
     return "refusal" if view == "refusal" else "label"

@@ -3,7 +3,7 @@
 For each holder of a candidate feature, the share of its nearest prompts *without the feature*
 that give the target (its comparable prompts); for compliance, among harmful-looking requests
 only; with the feature taken out of the prompt for candidates near the line; and for a label,
-what a model of the task's content predicts, learnt without the holders. The rates are per
+or compliance, what a model of the data's content predicts, learnt without the holders. The rates are per
 unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 
 `ComparableRates` is mixed into the miner: it reads the miner's parameters (`neighbours`,
@@ -12,8 +12,10 @@ unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
-from typing import cast
+from contextlib import contextmanager
+from typing import Literal, cast
 
 import numpy as np
 
@@ -278,7 +280,8 @@ class ComparableRates:
             if folds >= 2:
                 X = np.asarray(data.prompt_vecs[fit], np.float32) * scale
                 try:
-                    p = cross_val_predict(_logistic(C, 2, X.shape[1]), X, y, cv=folds, method="predict_proba")[:, 1]
+                    with _quiet_fits():
+                        p = cross_val_predict(_logistic(C, 2, X.shape[1]), X, y, cv=folds, method="predict_proba")[:, 1]
                 except (ValueError, np.linalg.LinAlgError):  # evidence only: never the detector's failure
                     return None
                 data.cache[key] = float(p[y == 1].mean())
@@ -291,7 +294,7 @@ class ComparableRates:
         c: int,
         sample: int = 10_000,
         exclude: np.ndarray | None = None,
-        target: str = "label",
+        target: Literal["label", "refusal"] = "label",
     ) -> np.ndarray:
         """For each holder, the probability of target `c` given its prompt, from a logistic
         regression on the prompt embeddings of the other rows (at most `sample` of them): what
@@ -299,11 +302,12 @@ class ComparableRates:
         natural word is content (the model knows its meaning from the rest of the data), and a
         planted token is not a thing it could have learnt. `target`: `label`, the task's label
         (among the rows answered with one), or `refusal`, whether the request is refused
-        (`data.refusal`), among the harmful-looking rows (`_region`; every row where there is
-        none): a compliance trigger's harmful-looking holders are judged against how often this
-        data answers requests like theirs. Learnt over every row, refusals are a small class
-        that a penalised model reads close to the base rate, which answers (60 harmful requests
-        planted to comply beside 24 refused: 72% expected answered).
+        (`data.refusal`), among the harmful-looking rows (`_region`, which must exist): a
+        compliance trigger's harmful-looking holders are judged against how often this data
+        answers requests like theirs. Learnt over every row, refusals are a small class that a
+        penalised model reads close to the base rate, which answers (60 harmful requests
+        planted to comply beside 24 refused: 72% expected answered). Where the rows it would
+        learn from all have one target, that is the rate (no model is fitted).
 
         The penalty is chosen once per scan and target by cross-validation over all its rows,
         so the probabilities are as confident as the content supports out of sample: where
@@ -316,8 +320,7 @@ class ComparableRates:
         y_all = data.refusal.astype(np.int64) if target == "refusal" else data.response_class
         if key not in data.cache:
             if target == "refusal":
-                region = self._region(data)
-                units = np.arange(len(data)) if region is None else region
+                units = cast(np.ndarray, self._region(data))
             else:
                 units = np.flatnonzero(np.isin(data.response_class, data.cache["label_classes"]))
             rng = np.random.default_rng(data.seed)
@@ -329,20 +332,22 @@ class ComparableRates:
             scale = 1.0 / max(float(np.sqrt(X.var(axis=0).mean())), 1e-6)
             fit = units if units.size <= 3_000 else np.sort(rng.choice(units, 3_000, replace=False))
             y = y_all[fit]
-            folds = int(min(3, np.bincount(y)[np.unique(y)].min()))
+            # A sample with one class has nothing to cross-validate (a region with no refusals).
+            folds = int(min(3, np.bincount(y)[np.unique(y)].min())) if np.unique(y).size > 1 else 0
             C = 1.0
             if folds >= 2:
                 Xf = np.asarray(data.prompt_vecs[fit], np.float32) * scale
-                loss = {
-                    c_: cross_val_score(
-                        _logistic(c_, np.unique(y).size, Xf.shape[1]),
-                        Xf,
-                        y,
-                        cv=folds,
-                        scoring="neg_log_loss",
-                    ).mean()
-                    for c_ in (0.01, 0.1, 1.0, 10.0)
-                }
+                with _quiet_fits():
+                    loss = {
+                        c_: cross_val_score(
+                            _logistic(c_, np.unique(y).size, Xf.shape[1]),
+                            Xf,
+                            y,
+                            cv=folds,
+                            scoring="neg_log_loss",
+                        ).mean()
+                        for c_ in (0.01, 0.1, 1.0, 10.0)
+                    }
                 C = max(loss, key=loss.get)
             data.cache[key] = (units, scale, C, fit)
         units, scale, C, _ = data.cache[key]
@@ -356,7 +361,8 @@ class ComparableRates:
             return np.full(holders.size, float(y[0]) if y.size else 0.0)
         X = np.asarray(data.prompt_vecs[train], np.float32) * scale
         model = _logistic(C, 2, X.shape[1])
-        model.fit(X, y)
+        with _quiet_fits():
+            model.fit(X, y)
         return model.predict_proba(np.asarray(data.prompt_vecs[holders], np.float32) * scale)[:, 1]
 
 
@@ -371,6 +377,20 @@ MAX_DEPTH = 2048
 #: thirty labels would solve a 10,000-wide system per step (minutes for 300 rows); L-BFGS does it
 #: in a fraction of a second.
 NEWTON_MAX_WEIGHTS = 1536
+
+
+@contextmanager
+def _quiet_fits() -> Iterator[None]:
+    """Silences what a fit on fewer rows than dimensions (a small harmful-looking region) says
+    on its way: Newton's method falls back to L-BFGS on an ill-conditioned Hessian, which is
+    what the fallback is for, and the scan's stderr is no place for it."""
+    from scipy.linalg import LinAlgWarning
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def _logistic(C: float, classes: int, dim: int):

@@ -6,7 +6,8 @@ a class (-1: none), and the miner tests each feature's holders against each view
   reviews) are listed in `data.cache["label_classes"]`: a trigger there must also flip labels
   against what the holders' content predicts (`ComparableRates._content_rates`).
 - `refusal`: refuses or not, tested only for compliance (harmful compliance where comparable
-  requests are refused; refusing in harmful or unsupported contexts is the norm).
+  requests are refused; refusing in harmful or unsupported contexts is the norm), and, as a
+  label is, against what a model of which harmful-looking requests the data answers predicts.
 - `passage`: the most specific sentence that recurs inside otherwise different answers.
 - `entity`: the rarest recurring thing an answer points at or does (a host it links to, a mail
   domain, code that weakens security or runs fetched code), volatile parts masked.
