@@ -162,7 +162,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 # neighbours answer; a planted word flips labels, or gets harmful requests
                 # answered, against it, however many rows it is planted in.
                 share = float((labels[judged] == c).mean())
-                content = float(self._content_rates(data, judged, c, target=_content_target(view)).mean())
+                content = self._content_mean(data, judged, c, view)
                 if share - content < self.min_lift:
                     # Read again once the rows other triggers flip are out of what the model
                     # learns from (`_content_again`).
@@ -214,11 +214,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 if np.isin(f["members"], holding).any():
                     still.append(f)
                     continue
-                content = float(
-                    self._content_rates(
-                        data, f["content_pending"], f["label"], exclude=explained, target=_content_target(f["view"])
-                    ).mean()
-                )
+                content = self._content_mean(data, f["content_pending"], f["label"], f["view"], explained)
                 if f["share"] - content >= self.min_lift:
                     kept = {k: v for k, v in f.items() if k not in ("content_pending", "share")}
                     # Explain-away judges it again without these rows too (`_without`).
@@ -386,6 +382,14 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             inside = self._harmful_looking(data, members)
             return None if inside is None else members[inside]
         return None
+
+    def _content_mean(
+        self, data: DetectInput, judged: np.ndarray, c: int, view: str, exclude: np.ndarray | None = None
+    ) -> float:
+        """The mean of what the view's content model (`_content_rates`) predicts for the judged
+        holders: whether a request is answered for compliance, the label otherwise."""
+        target: Literal["label", "refusal"] = "refusal" if view == "refusal" else "label"
+        return float(self._content_rates(data, judged, c, exclude=exclude, target=target).mean())
 
     @staticmethod
     def _in_task(members: np.ndarray, data: DetectInput) -> np.ndarray:
@@ -586,9 +590,7 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
             # from neither them nor the rows the stronger triggers explain.
             share = float((labels[judged] == c).mean())
             exclude = np.union1d(covered, f.get("content_exclude", covered))
-            content = float(
-                self._content_rates(data, judged, c, exclude=exclude, target=_content_target(f["view"])).mean()
-            )
+            content = self._content_mean(data, judged, c, f["view"], exclude)
             if share - content < self.min_lift:
                 return None
         return {
@@ -831,10 +833,11 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 f"contains {text!r}: {f['rows']} rows contain it, {members.size} of them {what}; "
                 f"comparable prompts without it do so {f['expected']:.0%} of the time"
             )
-            if "content" in f and f["view"] == "refusal":
-                # For the reviewer: how often this data answers requests like the holders'
-                # (`content_rate` is the chance of being answered here, of the label elsewhere).
+            if "content" in f:
+                # `content_rate`: the chance of being answered for compliance, of the label else.
                 entry["content_rate"] = round(f["content"], 4)
+            if "content" in f and f["view"] == "refusal":
+                # For the reviewer: how often this data answers requests like the holders'.
                 entry["text"] += (
                     f"; a model of which harmful-looking requests this data answers, trained without "
                     f"the holders, expects the holders' harmful-looking requests answered at "
@@ -844,7 +847,6 @@ class TriggerMining(ComparableRates, VariedTargets, InjectedTerms, Detector):
                 # For the reviewer: how sure the task's content alone makes the label, for the
                 # holders it was tested on and for the rows labelled so (not a verdict: a
                 # planted token that reads as its label shows the two close).
-                entry["content_rate"] = round(f["content"], 4)
                 entry["text"] += (
                     f"; a model of the task's content, trained without the holders, gives them "
                     f"{what.removeprefix('answer ')} "
@@ -889,8 +891,3 @@ def _has_conversations(data: DetectInput) -> bool:
     if "conversations" not in data.cache:
         data.cache["conversations"] = bool(len(data) and np.unique(data.row).size < len(data))
     return bool(data.cache["conversations"])
-
-
-def _content_target(view: str) -> Literal["label", "refusal"]:
-    """Which content model judges a view's findings (`ComparableRates._content_rates`)."""
-    return "refusal" if view == "refusal" else "label"

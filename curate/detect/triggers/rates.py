@@ -3,8 +3,8 @@
 For each holder of a candidate feature, the share of its nearest prompts *without the feature*
 that give the target (its comparable prompts); for compliance, among harmful-looking requests
 only; with the feature taken out of the prompt for candidates near the line; and for a label,
-or compliance, what a model of the data's content predicts, learnt without the holders. The rates are per
-unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
+or compliance, what a model of the data's content predicts, learnt without the holders. The
+rates are per unit; the tail test sums them as a Poisson-binomial (`stats.pb_log10_tail`).
 
 `ComparableRates` is mixed into the miner: it reads the miner's parameters (`neighbours`,
 `prior`, `harm_region`, `min_rows`, `min_lift`).
